@@ -1,0 +1,44 @@
+"""`neuralcodes train` and `neuralcodes evaluate`."""
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from ..progress import console
+from .options import add_classify_options, classify_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the course ConvNet with early stopping")
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    add_classify_options(p)
+    p.set_defaults(func=train_command)
+
+    p = sub.add_parser("evaluate", help="cross-entropy, accuracy, top-5 on train/val/test")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=evaluate_command)
+
+
+def train_command(args: argparse.Namespace) -> None:
+    from ..train.classify import train_classifier
+
+    run = train_classifier(classify_config(args), args.out, resume=args.resume)
+    console.print(f"run folder: {run.root}")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    from ..evaluate import evaluate_run
+
+    print_classification_table(evaluate_run(args.run, device=args.device))
+
+
+def print_classification_table(results: dict[str, dict[str, float]]) -> None:
+    table = Table(title="Classification (best epoch, dropout off)")
+    for column in ("split", "cross-entropy", "accuracy", "top-5"):
+        table.add_column(column, justify="right")
+    for name, r in results.items():
+        table.add_row(name, f"{r['loss']:.4f}", f"{r['accuracy']:.4f}", f"{r['top5']:.4f}")
+    console.print(table)

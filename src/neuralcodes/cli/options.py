@@ -1,0 +1,42 @@
+"""Options shared by several commands."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from typing import Any
+
+from ..config import ClassifyConfig
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="images: omitted = the embedded sample; 'tiny-imagenet' = download the official archive; "
+        "or a path to a Tiny ImageNet zip/folder or a class-per-folder image collection",
+    )
+    parser.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (counted in the log)")
+
+
+def add_classify_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ClassifyConfig field, defaults from the dataclass."""
+    add_data_option(parser)
+    d = ClassifyConfig()
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement before stopping")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--augment", action="store_true", help="random crop (pad 4) + horizontal flip")
+    parser.add_argument("--batch-norm", action="store_true", help="the batch-norm variant of the ConvNet")
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--seed", type=int, default=d.seed, help="weights, shuffling, dropout, augmentation")
+    parser.add_argument("--split-seed", type=int, default=d.split_seed, help="the course split's seed")
+    parser.add_argument("--n-ood", type=int, default=d.n_ood, help="classes held out for retrieval")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="plain fp32 instead of bf16 autocast")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+
+
+def classify_config(args: argparse.Namespace) -> ClassifyConfig:
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig) if hasattr(args, f.name)}
+    return ClassifyConfig(**values)

@@ -1,0 +1,1 @@
+"""Data: sources -> cache -> splits -> batches."""

@@ -1,0 +1,89 @@
+"""uint8 images -> float batches in [0, 1] on the target device; augmentation lives here.
+
+JPEGs are never decoded here: the images are the cache's uint8 arrays. When they fit, the whole
+uint8 array is moved to the device once (``DeviceImages``), so a batch is an index and a divide.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class DeviceImages:
+    """uint8 (N, H, W, 3) images held as an NCHW uint8 tensor on ``device``."""
+
+    def __init__(self, images: np.ndarray, device: torch.device | str = "cpu") -> None:
+        device = torch.device(device)
+        # One host copy (a memory map is read here once), then one transfer.
+        tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        self.images = tensor.to(device).contiguous(memory_format=torch.channels_last)
+        self.device = device
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, indices: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Float batch in [0, 1], NCHW, channels-last memory."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.device)
+        return self.images.index_select(0, idx).float().div_(255.0)
+
+
+@dataclass
+class Augment:
+    """Random crop with zero padding and horizontal flip (the standard CIFAR-style recipe)."""
+
+    pad: int = 4
+    flip: bool = True
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.flip:
+            flip = torch.rand(n, generator=generator) < 0.5
+            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
+        if self.pad:
+            padded = F.pad(x, (self.pad,) * 4)
+            dy = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator)
+            dx = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator)
+            # Gather each image's crop with one advanced index instead of a Python loop.
+            rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)
+            cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)
+            batch = torch.arange(n, device=x.device)[:, None, None, None]
+            chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def iterate_batches(
+    images: DeviceImages,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    augment: Augment | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (float images, int64 labels) for ``indices`` in batches.
+
+    Shuffling and augmentation draw only from ``generator`` (a CPU generator), so a run that
+    restores the generator's state reproduces the same batches.
+    """
+    indices = np.asarray(indices)
+    if shuffle:
+        order = torch.randperm(len(indices), generator=generator).numpy()
+        indices = indices[order]
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start : start + batch_size]
+        x = images.batch(idx)
+        if augment is not None:
+            x = augment(x, generator if generator is not None else torch.default_generator)
+        yield x, labels_t[idx].to(images.device, non_blocking=True)
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size

@@ -1,0 +1,312 @@
+"""Where images come from, and how their classes are numbered.
+
+Two layouts, each readable from a zip or from a folder:
+
+* Tiny ImageNet: ``wnids.txt``, ``words.txt``, ``train/<wnid>/images/*.JPEG``, ``val/images/*.JPEG``
+  with ``val/val_annotations.txt``, under one top folder of any name (or none). Classes are numbered
+  by the sorted ``train/`` folder names (``wnids.txt`` is not sorted), the images of a class by
+  sorted file name (plain string sort: ``_0, _1, _10, _100, ...``), as in the course notebook.
+  Images must be 64x64.
+* A generic labelled image folder: one sub-folder per class (sorted names), any image format PIL
+  reads, every image stretched to ``image_size`` x ``image_size`` (aspect ratio not kept).
+
+:func:`load_dataset` turns a spec (``"sample"``, ``"tiny-imagenet"``, a URL, a zip, a folder) into
+a :class:`~neuralcodes.data.imageset.Dataset` through the decoded-image cache.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .cache import SourceListing, SplitListing, default_cache_dir, file_sha256, load_or_build
+from .download import TINY_IMAGENET_MD5, TINY_IMAGENET_SIZE, TINY_IMAGENET_URL, download
+from .imageset import Dataset
+
+SAMPLE_ZIP = Path(__file__).parent / "sample" / "tiny-imagenet-sample.zip"
+TINY_IMAGENET_ENV = "NEURALCODES_TINY_IMAGENET"
+TINY_IMAGENET_SIZE_PX = 64
+
+_EXPECTED = (
+    "expected 'sample', 'tiny-imagenet', an http(s) URL of a zip, a Tiny ImageNet zip, or a folder in "
+    "the Tiny ImageNet layout (wnids.txt, words.txt, train/<wnid>/images/, val/) or with one sub-folder "
+    "of images per class"
+)
+
+
+class SourceError(ValueError):
+    """A source is missing or not in a layout this module reads."""
+
+
+# Open archives per process: a forked decoding worker must not share its parent's file offset.
+_open_zips: dict[tuple, zipfile.ZipFile] = {}
+
+
+class ZipSource:
+    """A zip archive in the Tiny ImageNet layout."""
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None) -> None:
+        self.path = Path(path).resolve()
+        stat = self.path.stat()
+        self.name = name or self.path.stem
+        self.location = str(self.path)
+        self._version = (stat.st_size, stat.st_mtime_ns)
+
+    def checksum(self, cache_dir: Path) -> str:
+        return file_sha256(self.path, cache_dir)
+
+    def read(self, member: str) -> bytes:
+        return self._zip().read(member)
+
+    def listing(self, image_size: int) -> SourceListing:
+        names = [n for n in self._zip().namelist() if not n.endswith("/")]
+        root = tiny_imagenet_root(names)
+        if root is None:
+            raise SourceError(
+                f"{self.path} is not a Tiny ImageNet archive: it should hold wnids.txt and "
+                f"train/<wnid>/images/ at its top or inside one top folder"
+            )
+        return tiny_imagenet_listing(names, root, lambda n: self.read(n).decode("utf-8"), image_size, self.location)
+
+    def _zip(self) -> zipfile.ZipFile:
+        key = (self.location, os.getpid(), self._version)
+        handle = _open_zips.get(key)
+        if handle is None:
+            for old in [k for k in _open_zips if k[0] == self.location]:
+                _open_zips.pop(old).close()
+            try:
+                handle = _open_zips[key] = zipfile.ZipFile(self.path)
+            except zipfile.BadZipFile as exc:
+                raise SourceError(f"{self.path} is not a readable zip archive ({exc}); download it again") from None
+        return handle
+
+
+class FolderSource:
+    """An extracted folder: the Tiny ImageNet layout (here or in its single child) or one sub-folder per class."""
+
+    def __init__(self, root: str | os.PathLike, name: str | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.name = name or self.root.name
+        self.location = str(self.root)
+
+    def checksum(self, cache_dir: Path) -> str:
+        """sha256 of the sorted relative paths with their sizes and mtimes (hashing every byte of
+        100,000 files would make each load slow)."""
+        h = hashlib.sha256()
+        for rel, size, mtime_ns in self._files():
+            h.update(f"{rel}\t{size}\t{mtime_ns}\n".encode("utf-8"))
+        return h.hexdigest()
+
+    def read(self, member: str) -> bytes:
+        return (self.root / member).read_bytes()
+
+    def listing(self, image_size: int) -> SourceListing:
+        names = [rel for rel, _, _ in self._files()]
+        root = tiny_imagenet_root(names)
+        if root is not None:
+            return tiny_imagenet_listing(
+                names, root, lambda n: self.read(n).decode("utf-8"), image_size, self.location
+            )
+        return image_folder_listing(names, image_size, self.location)
+
+    def _files(self) -> list[tuple[str, int, int]]:
+        files = []
+        for dirpath, _, filenames in os.walk(self.root):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            for filename in filenames:
+                stat = os.stat(os.path.join(dirpath, filename))
+                files.append((prefix + filename, stat.st_size, stat.st_mtime_ns))
+        return sorted(files)
+
+
+def tiny_imagenet_root(names: list[str]) -> str | None:
+    """The prefix ("" or "<top folder>/") under which ``names`` hold wnids.txt and train/, or None."""
+    for name in sorted(n for n in names if n.endswith("wnids.txt") and n.count("/") <= 1):
+        prefix = name[: -len("wnids.txt")]
+        if prefix and not prefix.endswith("/"):
+            continue
+        if any(n.startswith(prefix + "train/") for n in names):
+            return prefix
+    return None
+
+
+def tiny_imagenet_listing(
+    names: list[str], prefix: str, read_text: Callable[[str], str], image_size: int, where: str
+) -> SourceListing:
+    """Number the classes and list the train and official val images of a Tiny ImageNet layout."""
+    if image_size != TINY_IMAGENET_SIZE_PX:
+        raise SourceError(
+            f"{where} is Tiny ImageNet, whose images are {TINY_IMAGENET_SIZE_PX}x{TINY_IMAGENET_SIZE_PX}; "
+            f"image_size={image_size} applies only to generic image folders (resize later instead)"
+        )
+    train_prefix = prefix + "train/"
+    by_class: dict[str, list[str]] = {}
+    for name in names:
+        if name.startswith(train_prefix):
+            parts = name[len(train_prefix):].split("/")
+            if len(parts) == 3 and parts[1] == "images" and is_image_name(parts[2]):
+                by_class.setdefault(parts[0], []).append(name)
+    class_ids = sorted(by_class)
+    if not class_ids:
+        raise SourceError(f"{where}: {train_prefix} holds no <wnid>/images/*.JPEG files")
+    wnids = read_text(prefix + "wnids.txt").split()
+    if set(wnids) != set(class_ids):
+        missing, extra = sorted(set(wnids) - set(class_ids)), sorted(set(class_ids) - set(wnids))
+        raise SourceError(
+            f"{where}: wnids.txt and the train/ folders disagree (listed but without images: {missing[:5]}; "
+            f"folders not listed: {extra[:5]}); the archive is incomplete, download it again"
+        )
+    words = _read_words(names, prefix, read_text)
+    full_names = [words.get(wnid, wnid) for wnid in class_ids]
+    files = [f for wnid in class_ids for f in sorted(by_class[wnid])]
+    labels = np.repeat(np.arange(len(class_ids)), [len(by_class[w]) for w in class_ids])
+    return SourceListing(
+        layout="tiny-imagenet",
+        class_ids=class_ids,
+        class_names=[n.split(",")[0].strip() for n in full_names],
+        class_full_names=full_names,
+        train=SplitListing(files, labels),
+        val=_tiny_imagenet_val(names, prefix, read_text, class_ids, where),
+        image_size=TINY_IMAGENET_SIZE_PX,
+    )
+
+
+def image_folder_listing(names: list[str], image_size: int, where: str) -> SourceListing:
+    """One class per top-level sub-folder (sorted names); its images anywhere below it, sorted."""
+    if image_size < 1:
+        raise SourceError(f"image_size must be positive, got {image_size}")
+    by_class: dict[str, list[str]] = {}
+    for name in names:
+        parts = name.split("/")
+        if len(parts) >= 2 and not any(p.startswith(".") for p in parts) and is_image_name(parts[-1]):
+            by_class.setdefault(parts[0], []).append(name)
+    if len(by_class) < 2:
+        raise SourceError(f"{where}: found {len(by_class)} class folder(s) with images; {_EXPECTED}")
+    class_ids = sorted(by_class)
+    return SourceListing(
+        layout="image-folder",
+        class_ids=class_ids,
+        class_names=list(class_ids),
+        class_full_names=list(class_ids),
+        train=SplitListing(
+            [f for c in class_ids for f in sorted(by_class[c])],
+            np.repeat(np.arange(len(class_ids)), [len(by_class[c]) for c in class_ids]),
+        ),
+        val=None,
+        image_size=image_size,
+        resize=True,
+        notes=[f"every image was resized to {image_size}x{image_size} (bicubic, aspect ratio not kept)"],
+    )
+
+
+def is_image_name(filename: str) -> bool:
+    """Whether PIL reads files with this extension (hidden files never count)."""
+    return not filename.startswith(".") and os.path.splitext(filename)[1].lower() in _image_extensions()
+
+
+@functools.cache
+def _image_extensions() -> frozenset[str]:
+    Image.init()
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def _read_words(names: list[str], prefix: str, read_text: Callable[[str], str]) -> dict[str, str]:
+    if prefix + "words.txt" not in names:
+        return {}
+    words = {}
+    for line in read_text(prefix + "words.txt").splitlines():
+        wnid, _, text = line.partition("\t")
+        if text:
+            words[wnid.strip()] = text.strip()
+    return words
+
+
+def _tiny_imagenet_val(
+    names: list[str], prefix: str, read_text: Callable[[str], str], class_ids: list[str], where: str
+) -> SplitListing | None:
+    annotations = prefix + "val/val_annotations.txt"
+    if annotations not in names:
+        return None
+    present = set(names)
+    index = {wnid: i for i, wnid in enumerate(class_ids)}
+    files, labels = [], []
+    for number, line in enumerate(read_text(annotations).splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        member = prefix + "val/images/" + fields[0]
+        if len(fields) < 2 or fields[1] not in index or member not in present:
+            raise SourceError(
+                f"{where}: line {number} of val/val_annotations.txt ({line.strip()[:60]!r}) should be "
+                f"'<file>\\t<wnid>\\t<box>' with the file in val/images/ and the wnid one of train/'s classes"
+            )
+        files.append(member)
+        labels.append(index[fields[1]])
+    return SplitListing(files, np.asarray(labels, dtype=np.int64)) if files else None
+
+
+def find_tiny_imagenet() -> Path | None:
+    """The local Tiny ImageNet zip: ``$NEURALCODES_TINY_IMAGENET``, else
+    ``../shared/data/tiny-imagenet-200.zip`` beside the current folder or this package's checkout."""
+    env = os.environ.get(TINY_IMAGENET_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.exists():
+            raise SourceError(f"{TINY_IMAGENET_ENV}={env} does not exist; point it at tiny-imagenet-200.zip")
+        return path.resolve()
+    repo = Path(__file__).resolve().parents[3]
+    for base in (Path.cwd(), repo):
+        candidate = base.parent / "shared" / "data" / "tiny-imagenet-200.zip"
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def resolve_source(spec: str | os.PathLike | None, cache_dir: Path) -> ZipSource | FolderSource:
+    """The source a spec names, downloading it first if it is a URL (see :func:`load_dataset`)."""
+    if spec is None or spec == "sample":
+        if not SAMPLE_ZIP.is_file():
+            raise SourceError(f"the embedded sample {SAMPLE_ZIP} is missing: reinstall neuralcodes or run scripts/make_sample.py")
+        return ZipSource(SAMPLE_ZIP)
+    if spec == "tiny-imagenet":
+        local = find_tiny_imagenet()
+        return ZipSource(local) if local is not None else resolve_source(TINY_IMAGENET_URL, cache_dir)
+    if isinstance(spec, str) and spec.startswith(("http://", "https://")):
+        official = spec == TINY_IMAGENET_URL
+        path = download(spec, cache_dir / "downloads", md5=TINY_IMAGENET_MD5 if official else None,
+                        size=TINY_IMAGENET_SIZE if official else None)
+        return ZipSource(path)
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise SourceError(f"{path} does not exist; {_EXPECTED}")
+    if path.is_dir():
+        return FolderSource(path)
+    if not zipfile.is_zipfile(path):
+        raise SourceError(f"{path} is not a zip archive; {_EXPECTED}")
+    return ZipSource(path)
+
+
+def load_dataset(
+    spec: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    skip_corrupt: bool = False,
+    image_size: int = 64,
+    workers: int | None = None,
+) -> Dataset:
+    """Load a dataset, decoding it into the cache on first use.
+
+    ``spec``: None or ``"sample"`` (the embedded 30-class sample), ``"tiny-imagenet"`` (the local
+    archive found by :func:`find_tiny_imagenet`, else downloaded), an http(s) URL (downloaded into
+    ``<cache_dir>/downloads``), a zip in the Tiny ImageNet layout, or a folder (Tiny ImageNet layout,
+    else one sub-folder per class, resized to ``image_size``).
+    """
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    source = resolve_source(spec, cache_dir)
+    return load_or_build(source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers)

@@ -1,0 +1,111 @@
+"""The deep-ranking network (Wang et al., CVPR 2014), simplified.
+
+One embedding module is shared by the query, positive and negative branches: the "three
+networks" of the paper are one module applied to the concatenated batch, so there is exactly one
+set of parameters and the gradient of the triplet loss is the sum of the three branch
+contributions.
+
+The multi-scale embedding: the deep backbone on the image plus two shallow branches, each on a
+4x and an 8x down-sampled copy (a conv and a max-pool), each output L2-normalised, concatenated,
+mapped by a linear layer to the embedding and L2-normalised again.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ShallowBranch(nn.Module):
+    """Down-sample by ``factor`` (average pooling), conv 3x3 + ReLU, max-pool to a 4x4 grid."""
+
+    def __init__(self, factor: int, channels: int = 32, grid: int = 4) -> None:
+        super().__init__()
+        self.factor = factor
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.pool = nn.AdaptiveMaxPool2d(grid)
+        self.out_features = channels * grid * grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x - 0.5, self.factor)
+        return self.pool(F.relu(self.conv(x))).flatten(1)
+
+
+class RankingEmbedding(nn.Module):
+    """images -> unit-norm embedding; ``deep`` may hand in precomputed (frozen) backbone features."""
+
+    def __init__(
+        self, backbone: nn.Module, embedding_dim: int = 128, multiscale: bool = True,
+        shallow_channels: int = 32, freeze_backbone: bool = False,
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
+        self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.requires_grad_(False)
+        self.shallow = nn.ModuleList(
+            [ShallowBranch(4, shallow_channels), ShallowBranch(8, shallow_channels)] if multiscale else []
+        )
+        width = backbone.out_features + sum(b.out_features for b in self.shallow)
+        self.head = nn.Linear(width, embedding_dim)
+
+    def train(self, mode: bool = True) -> "RankingEmbedding":
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # a frozen backbone keeps its BN statistics
+        return self
+
+    def deep_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.freeze_backbone:
+            with torch.no_grad():
+                return self.backbone(x).float()
+        return self.backbone(x)
+
+    def forward_features(
+        self, x: torch.Tensor | None, layers: Sequence[str] = ("embedding",), deep: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Named outputs: 'backbone' (raw deep features), 'concat' (normalised branches), 'embedding'."""
+        unknown = set(layers) - {"backbone", "concat", "embedding"}
+        if unknown:
+            raise ValueError(f"unknown layers {sorted(unknown)}: use 'backbone', 'concat', 'embedding'")
+        if deep is None:
+            if x is None:
+                raise ValueError("give images or precomputed deep features")
+            deep = self.deep_features(x)
+        out = {"backbone": deep}
+        parts = [F.normalize(deep.float(), dim=1)]
+        if len(self.shallow):
+            if x is None:
+                raise ValueError("the multi-scale branches need the images, not only the deep features")
+            parts += [F.normalize(b(x).float(), dim=1) for b in self.shallow]
+        out["concat"] = torch.cat(parts, dim=1)
+        out["embedding"] = F.normalize(self.head(out["concat"]).float(), dim=1)
+        return {k: out[k] for k in layers}
+
+    def forward(self, x: torch.Tensor | None, deep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_features(x, ("embedding",), deep=deep)["embedding"]
+
+
+class TripletNetwork(nn.Module):
+    """Three weight-sharing branches: ``forward(q, p, n)`` embeds all three with one module."""
+
+    def __init__(self, embedding: RankingEmbedding) -> None:
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(
+        self, query: torch.Tensor | None, positive: torch.Tensor | None, negative: torch.Tensor | None,
+        deep: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = None if query is None else torch.cat([query, positive, negative])
+        feats = None if deep is None else torch.cat(deep)
+        # One pass over the concatenated batch: same weights, and one (bigger, faster) batch.
+        z = self.embedding(images, deep=feats)
+        return tuple(z.chunk(3))  # type: ignore[return-value]
+
+    def forward_features(self, x: torch.Tensor, layers: Sequence[str] = ("embedding",)) -> dict[str, torch.Tensor]:
+        return self.embedding.forward_features(x, layers)

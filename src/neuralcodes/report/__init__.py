@@ -1,0 +1,72 @@
+"""The run report (Markdown + HTML, PNGs beside it), built only from the JSON the run wrote."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from .. import io
+from ..runs import Run
+from .analysis import write_analysis
+from .classification import classification_section, variants_section
+from .document import table, to_html
+from .retrieval import pca_section, retrieval_section
+
+
+def _header(run: Run, config: dict) -> str:
+    split = io.read_json(run.root / "split.json") if (run.root / "split.json").exists() else None
+    lines = [f"# neuralcodes report: `{run.root.name}`\n"]
+    lines.append(f"Data: {config.get('data') or 'the embedded sample (Tiny ImageNet, 30 classes)'}.")
+    if split:
+        lines.append(
+            f" Course split (seed {split['seed']}): {split['sizes']['train']:,} train / {split['sizes']['val']:,} validation / "
+            f"{split['sizes']['test']:,} test images of {split['n_in_domain']} in-domain classes; "
+            f"{split['sizes']['ood']:,} images of {len(split['ood_classes'])} held-out classes for retrieval.\n"
+        )
+    keys = [k for k in ("seed", "batch_size", "lr", "epochs", "patience", "weight_decay", "augment", "batch_norm", "bf16") if k in config]
+    lines.append("\n" + table(["setting", "value"], [[k, str(config[k])] for k in keys]))
+    return "\n".join(lines)
+
+
+def _ranking_sections(run: Run, ranking_runs: Sequence[Run]) -> list[str]:
+    from .ranking import ranking_section
+
+    sections = []
+    for other in ranking_runs:
+        # Copy the figures so the report stays self-contained when its folder is moved.
+        target = run.figures / f"ranking-{other.root.name}"
+        if other.figures.exists():
+            shutil.copytree(other.figures, target, dirs_exist_ok=True)
+        sections.append(ranking_section(other).replace("](figures/", f"](figures/{target.name}/"))
+    return sections
+
+
+def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path] = ()) -> tuple[Path, Path]:
+    """Write RUN/report.md and RUN/report.html; return their paths."""
+    run = run if isinstance(run, Run) else Run(run)
+    config = run.config()
+    metrics = run.metrics()
+    ranking = [r if isinstance(r, Run) else Run(r) for r in ranking_runs]
+    if config.get("kind") == "rank":
+        sections = [f"# neuralcodes report: `{run.root.name}`\n", *_ranking_sections_inplace(run)]
+    else:
+        sections = [
+            _header(run, config),
+            classification_section(metrics, run.history()),
+            variants_section(metrics),
+            retrieval_section(metrics),
+            pca_section(metrics),
+            *_ranking_sections(run, ranking),
+            write_analysis(metrics),
+        ]
+    text = "\n".join(s for s in sections if s)
+    md_path, html_path = run.root / "report.md", run.root / "report.html"
+    io.write_text(md_path, text)
+    io.write_text(html_path, to_html(text, f"neuralcodes report: {run.root.name}"))
+    return md_path, html_path
+
+
+def _ranking_sections_inplace(run: Run) -> list[str]:
+    from .ranking import ranking_section
+
+    return [ranking_section(run)]

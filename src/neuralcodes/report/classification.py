@@ -1,0 +1,43 @@
+"""Report sections on training and classification quality."""
+from __future__ import annotations
+
+from typing import Any
+
+from .document import figure, table
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def classification_section(metrics: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    out = ["## Classification\n"]
+    cls = metrics.get("classification")
+    if cls:
+        rows = [[SPLIT_NAMES.get(k, k), v["loss"], v["accuracy"], v["top5"]] for k, v in cls.items()]
+        out.append("Best epoch's weights, dropout off.\n")
+        out.append(table(["split", "cross-entropy", "accuracy", "top-5 accuracy"], rows))
+    training = metrics.get("training")
+    if training and history:
+        rate = sum(h["images_per_s"] for h in history) / len(history)
+        seconds = sum(h["seconds"] for h in history)
+        out.append(
+            f"Trained {training['epochs_run']} epochs ({seconds / 60:.1f} min of training, {rate:.0f} images/s on average); "
+            + (f"early stopping kept epoch {training['best_epoch']} (validation loss {training['best_val_loss']:.4f}).\n"
+               if training.get("stopped_early") else f"best epoch {training['best_epoch']}.\n")  # fmt: skip
+        )
+        out.append(figure("figures/training_curves.png", "Training and validation loss and accuracy per epoch"))
+    return "\n".join(out)
+
+
+def variants_section(metrics: dict[str, Any]) -> str:
+    variants = metrics.get("variants")
+    if not variants:
+        return ""
+    out = ["## What improves test accuracy\n",
+           "Each row is a separate training run on the same split and seed, differing only in the option named.\n"]
+    rows = []
+    for name, v in variants.items():
+        rows.append([name, v["test_loss"], v["test_accuracy"], v["test_top5"], v["best_epoch"],
+                     *(v.get("mAP", {}).get(layer) for layer in ("L5", "L6", "L7"))])  # fmt: skip
+    out.append(table(["variant", "test cross-entropy", "test accuracy", "test top-5", "best epoch",
+                      "mAP L5", "mAP L6", "mAP L7"], rows))  # fmt: skip
+    return "\n".join(out)

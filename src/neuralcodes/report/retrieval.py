@@ -1,0 +1,45 @@
+"""Report sections on neural-code retrieval and PCA compression."""
+from __future__ import annotations
+
+from typing import Any
+
+from .document import figure, table
+
+
+def retrieval_section(metrics: dict[str, Any]) -> str:
+    r = metrics.get("retrieval")
+    if not r:
+        return ""
+    layers = r["layers"]
+    ks = [k for k in next(iter(layers.values())) if k.startswith("P@")]
+    out = ["## Retrieval with neural codes\n",
+           f"Each of the {r['n_queries']:,} images of the {r['n_classes']} held-out classes queries the other "
+           f"{r['n_queries'] - 1:,} (the query is excluded by its index); codes are L2-normalised, ranked by "
+           "Euclidean distance; AP is non-interpolated over the full ranking.\n"]  # fmt: skip
+    rows = [[layer, v["dim"], v["mAP"], v["mAP@R"], *(v[k] for k in ks)] for layer, v in layers.items()]
+    out.append(table(["layer", "dimension", "mAP", "mAP@R", *ks], rows))
+    zero = {k: v for k, v in r.get("zero_codes", {}).items() if v}
+    if zero:
+        out.append("All-zero codes (dead units; kept as zero vectors): " + ", ".join(f"{k}: {v}" for k, v in zero.items()) + "\n")
+    out.append(figure("figures/map_per_layer.png", "mAP per layer"))
+    out.append(figure("figures/precision_recall.png", "Precision-recall per layer (interpolated, averaged over queries)"))
+    for layer in layers:
+        out.append(figure(f"figures/results_{layer}.png",
+                          f"{layer}: the first 10 held-out queries and their 5 nearest images (green: same class, red: other)"))  # fmt: skip
+    return "\n".join(out)
+
+
+def pca_section(metrics: dict[str, Any]) -> str:
+    p = metrics.get("pca")
+    if not p:
+        return ""
+    layers = p["layers"]
+    dims = [row["dim"] for row in next(iter(layers.values()))]
+    header = ["layer", *(str(d) for d in dims[:-1]), f"full"]
+    rows = [[layer, *(row["mAP"] for row in rows)] for layer, rows in layers.items()]
+    out = ["## PCA-compressed codes\n",
+           f"PCA learned on the codes of {p['n_fit']:,} in-domain training images (never on the held-out set); "
+           f"codes projected to d dimensions{' and whitened' if p.get('whiten') else ''}, then re-normalised. mAP:\n",
+           table(header, rows),
+           figure("figures/pca_map.png", "mAP against PCA dimension")]  # fmt: skip
+    return "\n".join(out)

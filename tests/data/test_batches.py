@@ -1,0 +1,48 @@
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
+
+
+def images(n=10, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+
+
+def test_batches_scale_uint8_to_unit_range_in_nchw():
+    imgs = images()
+    dev = DeviceImages(imgs)
+    x = dev.batch([3, 1])
+    assert x.dtype == torch.float32 and x.shape == (2, 3, 8, 8)
+    assert torch.allclose(x[0], torch.from_numpy(imgs[3]).permute(2, 0, 1).float() / 255)
+
+
+def test_iterate_batches_covers_indices_once_and_is_seeded():
+    imgs, labels = images(), np.arange(10) % 3
+    idx = np.array([9, 2, 4, 7, 0])
+    seen = [y for _, y in iterate_batches(DeviceImages(imgs), labels, idx, 2)]
+    assert torch.cat(seen).tolist() == labels[idx].tolist()
+
+    def order(seed):
+        g = torch.Generator().manual_seed(seed)
+        return [x.sum().item() for x, _ in iterate_batches(DeviceImages(imgs), labels, idx, 1, True, g)]
+
+    assert order(5) == order(5)
+    assert sorted(order(5)) == sorted(order(6))
+
+
+def test_augment_matches_a_naive_per_image_crop_and_flip():
+    x = torch.rand(16, 3, 8, 8)
+    aug = Augment(pad=2, flip=True)
+    out = aug(x, torch.Generator().manual_seed(3))
+    # Replay the same draws and build each image by hand.
+    g = torch.Generator().manual_seed(3)
+    flip = torch.rand(16, generator=g) < 0.5
+    dy = torch.randint(0, 5, (16,), generator=g)
+    dx = torch.randint(0, 5, (16,), generator=g)
+    for i in range(16):
+        img = x[i].flip(2) if flip[i] else x[i]
+        padded = F.pad(img, (2, 2, 2, 2))
+        expected = padded[:, dy[i]: dy[i] + 8, dx[i]: dx[i] + 8]
+        assert torch.equal(out[i], expected)
+    assert flip.any() and not flip.all()  # both branches exercised with this seed
