@@ -95,8 +95,7 @@ def extract_codes(
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
                 x = images.batch(batch).to(device, non_blocking=True)
-                with autocast_context(device, enabled=autocast):
-                    features = model.forward_features(x, layers)
+                features = _forward_features(model, x, layers, device, autocast)
                 for name in layers:
                     code = _batch_code(features, name).flatten(1).float()
                     if not torch.isfinite(code).all():
@@ -111,6 +110,18 @@ def extract_codes(
     for name, count in zero_counts.items():
         _warn_zero_codes(count, len(indices), f"{name} codes")
     return outputs
+
+
+def _forward_features(
+    model: nn.Module, x: torch.Tensor, layers: list[str], device: torch.device, autocast: bool
+) -> dict[str, torch.Tensor]:
+    try:
+        with autocast_context(device, enabled=autocast):
+            return model.forward_features(x, layers)
+    except KeyError as err:
+        raise ValueError(
+            f"{type(model).__name__}.forward_features does not know layer {err}; asked for {layers}"
+        ) from err
 
 
 def _batch_code(features: dict[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -152,6 +163,8 @@ class Codes:
         n = len(self.codes)
         if self.codes.ndim != 2:
             raise ValueError(f"codes must be 2-D (images, dimensions), got shape {self.codes.shape}")
+        if not np.isfinite(self.codes).all():
+            raise ValueError("codes contain NaN or inf; check the model's outputs before storing them")
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError(
                 f"labels {self.labels.shape} and indices {self.indices.shape} must both have shape ({n},), "
@@ -170,9 +183,9 @@ class Codes:
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
             raise ValueError(f"codes are stored as float32 or float16, not {dtype}")
-        stored = self.codes.astype(dtype)
-        if not np.isfinite(stored).all():
+        if self.codes.size and np.abs(self.codes).max() > np.finfo(dtype).max:
             raise ValueError(f"codes do not fit in {dtype} (values overflow to inf); save them as float32")
+        stored = self.codes.astype(dtype)
         path = Path(path)
         save_npz(
             path,
@@ -285,7 +298,10 @@ class PCA:
 
 
 def _numerical_rank(descending_values: torch.Tensor, size: int) -> int:
-    tolerance = descending_values[0].clamp_min(0) * size * torch.finfo(torch.float64).eps
+    """Components the float32 codes resolve: singular values above size * float32 eps of the largest."""
+    # The eigenvalues are squared singular values, hence the squared tolerance.
+    relative = (size * float(np.finfo(np.float32).eps)) ** 2
+    tolerance = descending_values[0].clamp_min(0) * relative
     return max(1, int((descending_values > tolerance).sum()))
 
 

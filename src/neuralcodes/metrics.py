@@ -11,7 +11,7 @@ first k), not the "at least one hit in the first k" rate some metric-learning pa
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -84,40 +84,52 @@ def _query_blocks(n_queries: int, n_results: int) -> Iterable[slice]:
 # --------------------------------------------------------------------------- per-query kernels
 
 
-def _hits(relevance: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row, 1-based rank and 1-based hit number of every relevant result, in ranked order."""
-    rows, cols = np.nonzero(relevance)  # row-major: each query's hits come out in rank order
-    per_row = np.bincount(rows, minlength=relevance.shape[0])
+class _Hits(NamedTuple):
+    """Every relevant result of a block of queries, in ranked order within each query."""
+
+    rows: np.ndarray  # query of each hit, ascending
+    ranks: np.ndarray  # 1-based rank of the hit in its query's ranking
+    precision: np.ndarray  # precision at that rank: hit number / rank
+    per_row: np.ndarray  # hits per query
+    n_queries: int
+
+
+def _find_hits(relevance: np.ndarray) -> _Hits:
+    n_queries, n_results = relevance.shape
+    flat = np.flatnonzero(relevance)  # row-major: each query's hits come out in rank order
+    rows = flat // n_results
+    ranks = flat - rows * n_results + 1
+    per_row = np.bincount(rows, minlength=n_queries)
     first = np.cumsum(per_row) - per_row
-    hit_number = np.arange(1, rows.size + 1) - first[rows]
-    return rows, cols + 1, hit_number
+    hit_number = np.arange(1, flat.size + 1) - first[rows]
+    return _Hits(rows, ranks, hit_number / ranks, per_row, n_queries)
 
 
-def _average_precision(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
-    rows, ranks, hit_number = _hits(relevance)
-    summed = np.bincount(rows, weights=hit_number / ranks, minlength=relevance.shape[0])
+def _average_precision(hits: _Hits, n_relevant: np.ndarray) -> np.ndarray:
+    return np.bincount(hits.rows, weights=hits.precision, minlength=hits.n_queries) / n_relevant
+
+
+def _ap_at_r(hits: _Hits, n_relevant: np.ndarray) -> np.ndarray:
+    within_r = hits.ranks <= n_relevant[hits.rows]
+    summed = np.bincount(hits.rows[within_r], weights=hits.precision[within_r], minlength=hits.n_queries)
     return summed / n_relevant
 
 
-def _ap_at_r(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
-    width = int(n_relevant.max())
-    first_r = relevance[:, :width] & (np.arange(width)[None, :] < n_relevant[:, None])
-    return _average_precision(first_r, n_relevant)
+def _hits_at_k(hits: _Hits, k: int) -> np.ndarray:
+    return np.bincount(hits.rows, weights=hits.ranks <= k, minlength=hits.n_queries)
 
 
-def _interpolated_precision(relevance: np.ndarray, n_relevant: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _interpolated_precision(hits: _Hits, n_relevant: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """(Q, L) interpolated precision: the best precision at any rank whose recall reaches each level."""
-    n_queries = relevance.shape[0]
-    rows, ranks, hit_number = _hits(relevance)
-    per_row = np.bincount(rows, minlength=n_queries)
-    width = max(1, int(per_row.max(initial=0)))
-    precision = np.zeros((n_queries, width))
-    precision[rows, hit_number - 1] = hit_number / ranks
+    width = max(1, int(hits.per_row.max(initial=0)))
+    first = np.cumsum(hits.per_row) - hits.per_row
+    precision = np.zeros((hits.n_queries, width))
+    precision[hits.rows, np.arange(hits.rows.size) - first[hits.rows]] = hits.precision
     # Precision only rises at a hit, so the best precision at recall >= t is a suffix max over hits.
     best_after = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
     # Hits needed to reach recall t; the tolerance keeps 0.3 * 10 from rounding up to 4.
     needed = np.maximum(np.ceil(levels[None, :] * n_relevant[:, None] - 1e-9), 1).astype(np.int64)
-    reached = needed <= per_row[:, None]
+    reached = needed <= hits.per_row[:, None]
     picked = np.take_along_axis(best_after, np.minimum(needed, width) - 1, axis=1)
     return np.where(reached, picked, 0.0)
 
@@ -136,7 +148,7 @@ def average_precision(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarr
     n_relevant = _as_n_relevant(n_relevant, relevance)
     ap = np.empty(relevance.shape[0])
     for block in _query_blocks(*relevance.shape):
-        ap[block] = _average_precision(relevance[block], n_relevant[block])
+        ap[block] = _average_precision(_find_hits(relevance[block]), n_relevant[block])
     return ap
 
 
@@ -175,7 +187,8 @@ def map_at_r(relevance: np.ndarray, n_relevant: np.ndarray) -> float:
         )
     values = np.empty(relevance.shape[0])
     for block in _query_blocks(*relevance.shape):
-        values[block] = _ap_at_r(relevance[block], n_relevant[block])
+        width = int(n_relevant[block].max())  # only the first R results matter
+        values[block] = _ap_at_r(_find_hits(relevance[block, :width]), n_relevant[block])
     return float(values.mean())
 
 
@@ -193,7 +206,7 @@ def precision_recall_curve(
     levels = _as_levels(recall_levels)
     total = np.zeros(levels.size)
     for block in _query_blocks(*relevance.shape):
-        total += _interpolated_precision(relevance[block], n_relevant[block], levels).sum(axis=0)
+        total += _interpolated_precision(_find_hits(relevance[block]), n_relevant[block], levels).sum(axis=0)
     return levels, total / relevance.shape[0]
 
 
@@ -294,16 +307,16 @@ def retrieval_metrics(
     ap_at_r = np.empty(n)
     hits_at_k = {k: np.empty(n) for k in ks}
     pr_total = np.zeros(levels.size)
-    for start, indices, _ in iter_leave_one_out(codes, block_size=block_size):
+    label_ids = label_ids.astype(np.int32)  # np.take on a small dtype is several times faster
+    for start, indices, _ in iter_leave_one_out(codes, block_size=block_size, with_distances=False):
         block = slice(start, start + indices.shape[0])
-        relevance = label_ids[indices] == label_ids[block, None]
+        hits = _find_hits(np.take(label_ids, indices) == label_ids[block, None])
         n_rel = n_relevant[block]
-        ap[block] = _average_precision(relevance, n_rel)
-        ap_at_r[block] = _ap_at_r(relevance, n_rel)
-        cumulative = relevance[:, : max(ks, default=0)].cumsum(axis=1)
+        ap[block] = _average_precision(hits, n_rel)
+        ap_at_r[block] = _ap_at_r(hits, n_rel)
         for k in ks:
-            hits_at_k[k][block] = cumulative[:, k - 1]
-        pr_total += _interpolated_precision(relevance, n_rel, levels).sum(axis=0)
+            hits_at_k[k][block] = _hits_at_k(hits, k)
+        pr_total += _interpolated_precision(hits, n_rel, levels).sum(axis=0)
 
     result: dict = {"mAP": float(ap.mean()), "AP": ap, "mAP@R": float(ap_at_r.mean()), "n_queries": n}
     for k in ks:

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..config import ClassifyConfig
 
+SAMPLE_EPOCHS = 10
+
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -22,7 +24,9 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     """One option per ClassifyConfig field, defaults from the dataclass."""
     add_data_option(parser)
     d = ClassifyConfig()
-    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"at most this many epochs (default {d.epochs}; {SAMPLE_EPOCHS} on the embedded sample, "
+                        "so the demo takes minutes)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement before stopping")
@@ -39,4 +43,6 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
 
 def classify_config(args: argparse.Namespace) -> ClassifyConfig:
     values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig) if hasattr(args, f.name)}
+    if values.get("epochs") is None:
+        values["epochs"] = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
     return ClassifyConfig(**values)

@@ -57,9 +57,10 @@ def download(
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
         raise DownloadError(
-            f"could not download {url}: {getattr(exc, 'reason', exc)}. Check the network, or download "
+            f"could not download {url}: {reason}. Check the network, or download "
             f"the file by hand and pass its local path instead of the URL."
         ) from exc
 

@@ -19,13 +19,14 @@ import functools
 import hashlib
 import os
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image
 
-from .cache import SourceListing, SplitListing, default_cache_dir, file_sha256, load_or_build
+from .cache import default_cache_dir, file_sha256, load_or_build
 from .download import TINY_IMAGENET_MD5, TINY_IMAGENET_SIZE, TINY_IMAGENET_URL, download
 from .imageset import Dataset
 
@@ -42,6 +43,42 @@ _EXPECTED = (
 
 class SourceError(ValueError):
     """A source is missing or not in a layout this module reads."""
+
+
+@dataclass(frozen=True)
+class SplitListing:
+    """The images of one split, in dataset order: source paths and class indices."""
+
+    files: list[str]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """Everything needed to decode a source: classes (already numbered) and the images per split."""
+
+    layout: str
+    class_ids: list[str]
+    class_names: list[str]
+    class_full_names: list[str]
+    train: SplitListing
+    val: SplitListing | None
+    image_size: int = 64
+    resize: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    """A place images come from (zip or folder); must be picklable for the decoding workers."""
+
+    name: str
+    location: str
+
+    def checksum(self, cache_dir: Path) -> str: ...
+
+    def listing(self, image_size: int) -> SourceListing: ...
+
+    def read(self, member: str) -> bytes: ...
 
 
 # Open archives per process: a forked decoding worker must not share its parent's file offset.

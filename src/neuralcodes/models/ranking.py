@@ -19,18 +19,29 @@ import torch.nn.functional as F
 
 
 class ShallowBranch(nn.Module):
-    """Down-sample by ``factor`` (average pooling), conv 3x3 + ReLU, max-pool to a 4x4 grid."""
+    """On an image already down-sampled by ``factor``: conv 3x3 + ReLU, max-pool to a 4x4 grid."""
 
     def __init__(self, factor: int, channels: int = 32, grid: int = 4) -> None:
         super().__init__()
         self.factor = factor
+        self.grid = grid
         self.conv = nn.Conv2d(3, channels, 3, padding=1)
-        self.pool = nn.AdaptiveMaxPool2d(grid)
         self.out_features = channels * grid * grid
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x - 0.5, self.factor)
-        return self.pool(F.relu(self.conv(x))).flatten(1)
+    def forward(self, small: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.conv(small - 0.5))
+        h, w = y.shape[-2:]
+        if h % self.grid == 0 and w % self.grid == 0:  # plain max-pool: much faster than adaptive on CPU
+            return F.max_pool2d(y, (h // self.grid, w // self.grid)).flatten(1)
+        return F.adaptive_max_pool2d(y, self.grid).flatten(1)
+
+
+LOW_FACTOR = 4  # the shallow branches read the image down-sampled 4x (and 8x = that, pooled 2x)
+
+
+def downsample(x: torch.Tensor, factor: int = LOW_FACTOR) -> torch.Tensor:
+    """The 4x average-pooled image that both shallow branches start from (cacheable: it is fixed)."""
+    return F.avg_pool2d(x, factor)
 
 
 class RankingEmbedding(nn.Module):
@@ -48,7 +59,8 @@ class RankingEmbedding(nn.Module):
         if freeze_backbone:
             backbone.requires_grad_(False)
         self.shallow = nn.ModuleList(
-            [ShallowBranch(4, shallow_channels), ShallowBranch(8, shallow_channels)] if multiscale else []
+            [ShallowBranch(LOW_FACTOR, shallow_channels), ShallowBranch(2 * LOW_FACTOR, shallow_channels)]
+            if multiscale else []
         )
         width = backbone.out_features + sum(b.out_features for b in self.shallow)
         self.head = nn.Linear(width, embedding_dim)
@@ -66,9 +78,14 @@ class RankingEmbedding(nn.Module):
         return self.backbone(x)
 
     def forward_features(
-        self, x: torch.Tensor | None, layers: Sequence[str] = ("embedding",), deep: torch.Tensor | None = None
+        self, x: torch.Tensor | None, layers: Sequence[str] = ("embedding",), deep: torch.Tensor | None = None,
+        low: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Named outputs: 'backbone' (raw deep features), 'concat' (normalised branches), 'embedding'."""
+        """Named outputs: 'backbone' (raw deep features), 'concat' (normalised branches), 'embedding'.
+
+        ``deep``: precomputed backbone features (then ``x`` is not run through the backbone);
+        ``low``: precomputed ``downsample(x)`` for the shallow branches (then ``x`` may be None).
+        """
         unknown = set(layers) - {"backbone", "concat", "embedding"}
         if unknown:
             raise ValueError(f"unknown layers {sorted(unknown)}: use 'backbone', 'concat', 'embedding'")
@@ -79,15 +96,21 @@ class RankingEmbedding(nn.Module):
         out = {"backbone": deep}
         parts = [F.normalize(deep.float(), dim=1)]
         if len(self.shallow):
-            if x is None:
-                raise ValueError("the multi-scale branches need the images, not only the deep features")
-            parts += [F.normalize(b(x).float(), dim=1) for b in self.shallow]
+            if low is None:
+                if x is None:
+                    raise ValueError("the multi-scale branches need the images, not only the deep features")
+                low = downsample(x)
+            # avg-pools compose exactly: the 8x copy is the 4x copy pooled by 2.
+            parts += [F.normalize(b(F.avg_pool2d(low, b.factor // LOW_FACTOR) if b.factor > LOW_FACTOR else low).float(), dim=1)
+                      for b in self.shallow]
         out["concat"] = torch.cat(parts, dim=1)
         out["embedding"] = F.normalize(self.head(out["concat"]).float(), dim=1)
         return {k: out[k] for k in layers}
 
-    def forward(self, x: torch.Tensor | None, deep: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_features(x, ("embedding",), deep=deep)["embedding"]
+    def forward(
+        self, x: torch.Tensor | None, deep: torch.Tensor | None = None, low: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.forward_features(x, ("embedding",), deep=deep, low=low)["embedding"]
 
 
 class TripletNetwork(nn.Module):

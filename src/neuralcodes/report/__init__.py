@@ -29,6 +29,8 @@ def _header(run: Run, config: dict) -> str:
 
 
 def _ranking_sections(run: Run, ranking_runs: Sequence[Run]) -> list[str]:
+    if not ranking_runs:
+        return []
     from .ranking import ranking_section
 
     sections = []

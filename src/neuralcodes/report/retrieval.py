@@ -16,8 +16,8 @@ def retrieval_section(metrics: dict[str, Any]) -> str:
            f"Each of the {r['n_queries']:,} images of the {r['n_classes']} held-out classes queries the other "
            f"{r['n_queries'] - 1:,} (the query is excluded by its index); codes are L2-normalised, ranked by "
            "Euclidean distance; AP is non-interpolated over the full ranking.\n"]  # fmt: skip
-    rows = [[layer, v["dim"], v["mAP"], v["mAP@R"], *(v[k] for k in ks)] for layer, v in layers.items()]
-    out.append(table(["layer", "dimension", "mAP", "mAP@R", *ks], rows))
+    rows = [[layer, v["dim"], v["mAP"], v.get("mAP_se"), v["mAP@R"], *(v[k] for k in ks)] for layer, v in layers.items()]
+    out.append(table(["layer", "dimension", "mAP", "std. error", "mAP@R", *ks], rows))
     zero = {k: v for k, v in r.get("zero_codes", {}).items() if v}
     if zero:
         out.append("All-zero codes (dead units; kept as zero vectors): " + ", ".join(f"{k}: {v}" for k, v in zero.items()) + "\n")
@@ -34,9 +34,13 @@ def pca_section(metrics: dict[str, Any]) -> str:
     if not p:
         return ""
     layers = p["layers"]
-    dims = [row["dim"] for row in next(iter(layers.values()))]
-    header = ["layer", *(str(d) for d in dims[:-1]), f"full"]
-    rows = [[layer, *(row["mAP"] for row in rows)] for layer, rows in layers.items()]
+    dims = sorted({row["dim"] for rows in layers.values() for row in rows if row["pca"]})
+    header = ["layer", *(str(d) for d in dims), "full (dim)"]
+    rows = []
+    for layer, layer_rows in layers.items():
+        by_dim = {row["dim"]: row["mAP"] for row in layer_rows if row["pca"]}
+        full = next(row for row in layer_rows if not row["pca"])
+        rows.append([layer, *(by_dim.get(d) for d in dims), f"{full['mAP']:.4f} ({full['dim']})"])
     out = ["## PCA-compressed codes\n",
            f"PCA learned on the codes of {p['n_fit']:,} in-domain training images (never on the held-out set); "
            f"codes projected to d dimensions{' and whitened' if p.get('whiten') else ''}, then re-normalised. mAP:\n",

@@ -119,7 +119,7 @@ def train_classifier(cfg: ClassifyConfig, out: str | Path, resume: bool = False,
         state = load_checkpoint(run.last_checkpoint, p.model, optimizer, generator, restore_rng=True)
         stopper, history, start = EarlyStopping.from_state(state["early_stopping"]), state["history"], state["epoch"] + 1
         console.print(f"resuming {run.root} after epoch {state['epoch'] + 1}")
-    io.write_json(run.root / "split.json", p.split.summary())
+    io.write_json(run.root / "split.json", p.split.to_json())
 
     for epoch in range(start, cfg.epochs):
         if stopper.stopped:

@@ -1,0 +1,148 @@
+"""Shared fixtures: a quiet, sandboxed environment and the datasets tests run on."""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neuralcodes.data.imageset import Dataset
+from neuralcodes.data.sources import find_tiny_imagenet, load_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sandboxed_environment(tmp_path_factory: pytest.TempPathFactory):
+    """No progress bars, and a cache under pytest's temp dir: tests never write to ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NEURALCODES_NO_PROGRESS", "1")
+        mp.setenv("NEURALCODES_CACHE", str(tmp_path_factory.mktemp("neuralcodes-cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """The embedded 30-class sample (3,000 train, 600 val images), decoded once per session."""
+    return load_dataset("sample", cache_dir=tmp_path_factory.mktemp("sample-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_imagenet_zip() -> Path:
+    """The real Tiny ImageNet archive, or skip."""
+    path = find_tiny_imagenet()
+    if path is None:
+        pytest.skip(
+            "Tiny ImageNet archive not found: set NEURALCODES_TINY_IMAGENET or place it at "
+            "../shared/data/tiny-imagenet-200.zip"
+        )
+    return path
+
+
+# --- synthetic sources -------------------------------------------------------------------------
+
+def random_jpeg(rng: np.random.Generator, size: tuple[int, int] = (64, 64), mode: str = "RGB") -> bytes:
+    """A JPEG of random smooth-ish content (blocks of noise survive JPEG better than pixel noise)."""
+    blocks = rng.integers(0, 256, size=(size[1] // 8 or 1, size[0] // 8 or 1, 3), dtype=np.uint8)
+    image = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def tiny_imagenet_members(
+    wnids: list[str],
+    train_per_class: int = 3,
+    val_per_class: int = 2,
+    top: str = "tiny-imagenet-200",
+    grayscale: tuple[str, ...] = (),
+    corrupt: tuple[str, ...] = (),
+    seed: int = 0,
+) -> dict[str, bytes]:
+    """Members (path -> bytes) of a small archive in the Tiny ImageNet layout.
+
+    ``wnids`` is written to wnids.txt in the given (possibly unsorted) order; ``grayscale`` /
+    ``corrupt`` name files (e.g. "n001_2.JPEG", "val_3.JPEG") to write as mode L / as garbage.
+    """
+    rng = np.random.default_rng(seed)
+    prefix = f"{top}/" if top else ""
+    members = {
+        f"{prefix}wnids.txt": "".join(w + "\n" for w in wnids).encode(),
+        f"{prefix}words.txt": "".join(f"{w}\tname of {w}, synonym\n" for w in wnids).encode()
+        + b"n99999999\tnot in this archive\n",
+    }
+
+    def image(filename: str) -> bytes:
+        if filename in corrupt:
+            return b"\xff\xd8 this is not a JPEG"
+        return random_jpeg(rng, mode="L" if filename in grayscale else "RGB")
+
+    for wnid in wnids:
+        members[f"{prefix}train/{wnid}/{wnid}_boxes.txt"] = b"ignored\n"
+        for i in range(train_per_class):
+            members[f"{prefix}train/{wnid}/images/{wnid}_{i}.JPEG"] = image(f"{wnid}_{i}.JPEG")
+    lines = []
+    for i in range(val_per_class * len(wnids)):
+        wnid = wnids[(i * 7) % len(wnids)]  # val classes interleaved, as in the real file
+        members[f"{prefix}val/images/val_{i}.JPEG"] = image(f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t63\t63\n")
+    members[f"{prefix}val/val_annotations.txt"] = "".join(lines).encode()
+    return members
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def write_folder(root: Path, members: dict[str, bytes]) -> Path:
+    for name, data in members.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def synthetic_tiny_imagenet(tmp_path: Path):
+    """Factory: ``make(name="t.zip", as_folder=False, **tiny_imagenet_members kwargs) -> path``."""
+
+    def make(name: str = "tiny.zip", as_folder: bool = False, **kwargs) -> Path:
+        members = tiny_imagenet_members(**{"wnids": ["n03", "n01", "n02"], **kwargs})
+        target = tmp_path / name
+        return write_folder(target, members) if as_folder else write_zip(target, members)
+
+    return make
+
+
+@pytest.fixture
+def serve_directory():
+    """Factory: ``serve(folder) -> base URL`` of a local HTTP server (stopped after the test).
+    The handler class counts GET requests in ``serve.requests``."""
+    servers = []
+
+    def serve(folder: Path, handler: type[http.server.BaseHTTPRequestHandler] | None = None) -> str:
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                serve.requests += 1
+                super().do_GET()
+
+        handler_class = handler or functools.partial(Quiet, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    serve.requests = 0
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,229 @@
+"""The decoded-image cache: decoding, reuse, rebuilds, corrupt images, parallel workers, checksums."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from neuralcodes.data import cache
+from neuralcodes.data.cache import CorruptImageError, ImageSizeError, decode_image, default_cache_dir, file_sha256
+from neuralcodes.data.sources import ZipSource, load_dataset
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def noise(size=(64, 64), seed=0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def cache_folders(cache_dir: Path) -> list[Path]:
+    return sorted(p for p in cache_dir.iterdir() if p.is_dir() and p.name != "downloads")
+
+
+def read_meta(cache_dir: Path) -> dict:
+    (folder,) = cache_folders(cache_dir)
+    return json.loads((folder / "meta.json").read_text())
+
+
+@pytest.fixture
+def count_decodes(monkeypatch):
+    """Counts calls of the decoder (in-process decoding only: one worker)."""
+    calls = []
+    real = cache.decode_image
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "decode_image", counting)
+    return calls
+
+
+# --- decode_image ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "mode, fmt",
+    [("RGB", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("1", "BMP")],
+)
+def test_every_mode_becomes_rgb_like_pil(mode, fmt) -> None:
+    image = noise().quantize(32) if mode == "P" else noise().convert(mode)
+    data = encode(image, fmt)
+    decoded = decode_image(data, f"x.{fmt.lower()}")
+    assert decoded.pixels.dtype == np.uint8 and decoded.pixels.shape == (64, 64, 3)
+    assert decoded.mode == Image.open(io.BytesIO(data)).mode
+    np.testing.assert_array_equal(decoded.pixels, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_grayscale_pixels_repeat_the_gray_value() -> None:
+    gray = noise().convert("L")
+    decoded = decode_image(encode(gray, "PNG"), "g.png")
+    for channel in range(3):
+        np.testing.assert_array_equal(decoded.pixels[..., channel], np.asarray(gray))
+
+
+def test_wrong_size_is_an_error_naming_the_file_unless_resizing() -> None:
+    data = encode(noise((80, 60)), "PNG")
+    with pytest.raises(ImageSizeError, match=r"image a/b\.png in src\.zip is 80x60 but .* must be 64x64"):
+        decode_image(data, "a/b.png", where="src.zip")
+    decoded = decode_image(data, "a/b.png", size=32, resize=True)
+    assert decoded.original_size == (80, 60)
+    expected = noise((80, 60)).resize((32, 32), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(decoded.pixels, np.asarray(expected))
+
+
+def test_corrupt_bytes_name_the_file_and_the_way_out() -> None:
+    truncated = encode(noise(), "JPEG")[:300]
+    for data in (b"garbage", truncated):
+        with pytest.raises(CorruptImageError, match=r"cannot decode image t/x\.JPEG in arch\.zip: .*skip_corrupt=True"):
+            decode_image(data, "t/x.JPEG", where="arch.zip")
+
+
+def test_misnamed_file_still_decodes() -> None:
+    data = encode(noise(), "PNG")
+    np.testing.assert_array_equal(decode_image(data, "really_a_png.JPEG").pixels, np.asarray(noise()))
+
+
+# --- reuse and rebuilds ------------------------------------------------------------------------
+
+def test_second_load_reuses_the_cache_without_decoding(synthetic_tiny_imagenet, tmp_path, count_decodes) -> None:
+    path = synthetic_tiny_imagenet()
+    first = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 9 + 6
+    second = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 15
+    np.testing.assert_array_equal(first.train.images, second.train.images)
+    assert isinstance(second.train.images, np.memmap) and not second.train.images.flags.writeable
+    assert second.checksum == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_changed_source_is_decoded_again(synthetic_tiny_imagenet, tmp_path, count_decodes) -> None:
+    path = synthetic_tiny_imagenet(seed=1)
+    before = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    synthetic_tiny_imagenet(seed=2)  # same path, new pixels
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    after = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 2 * 15
+    assert before.checksum != after.checksum
+    assert not np.array_equal(before.train.images, after.train.images)
+    assert len(cache_folders(tmp_path / "c")) == 2
+
+
+@pytest.mark.parametrize("damage", ["delete meta", "old format", "truncate labels", "delete images"])
+def test_partial_or_stale_cache_is_rebuilt(synthetic_tiny_imagenet, tmp_path, count_decodes, damage) -> None:
+    path = synthetic_tiny_imagenet()
+    expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
+    (folder,) = cache_folders(tmp_path / "c")
+    if damage == "delete meta":
+        (folder / "meta.json").unlink()
+    elif damage == "old format":
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({**meta, "format": 0}))
+    elif damage == "truncate labels":
+        np.save(folder / "train_labels.npy", np.zeros(2, dtype=np.int64))
+    else:
+        (folder / "train_images.npy").unlink()
+    rebuilt = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 2 * 15
+    np.testing.assert_array_equal(rebuilt.train.images, expected)
+    assert [p.name for p in cache_folders(tmp_path / "c")] == [folder.name]
+
+
+def test_leftover_temporary_folders_are_ignored_and_cleaned(synthetic_tiny_imagenet, tmp_path) -> None:
+    path = synthetic_tiny_imagenet()
+    cache_dir = tmp_path / "c"
+    folder_name = f"tiny-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}-64px"
+    stale = cache_dir / f".{folder_name}.deadbeef.tmp"
+    stale.mkdir(parents=True)
+    (stale / "train_images.npy").write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    dataset = load_dataset(path, cache_dir=cache_dir)
+    assert len(dataset.train) == 9
+    assert not stale.exists()
+    assert [p.name for p in cache_dir.iterdir() if p.is_dir()] == [folder_name]
+
+
+# --- corrupt images ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_corrupt_image_error_names_the_member_and_leaves_no_cache(synthetic_tiny_imagenet, tmp_path, workers) -> None:
+    path = synthetic_tiny_imagenet(corrupt=("n02_1.JPEG",), train_per_class=8)
+    source = ZipSource(path)
+    with pytest.raises(CorruptImageError, match=r"tiny-imagenet-200/train/n02/images/n02_1\.JPEG in .*tiny\.zip.*skip_corrupt"):
+        cache.load_or_build(source, tmp_path / "c", workers=workers, chunk_size=3)
+    assert cache_folders(tmp_path / "c") == []
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_skip_corrupt_skips_counts_and_lists(synthetic_tiny_imagenet, tmp_path, workers) -> None:
+    path = synthetic_tiny_imagenet(corrupt=("n02_1.JPEG", "val_4.JPEG"), grayscale=("n03_0.JPEG",), train_per_class=8)
+    clean = load_dataset(synthetic_tiny_imagenet(name="clean.zip", train_per_class=8), cache_dir=tmp_path / "c0")
+    dataset = cache.load_or_build(ZipSource(path), tmp_path / "c", skip_corrupt=True, workers=workers, chunk_size=3)
+    assert len(dataset.train) == 23 and len(dataset.val) == 5
+    assert "tiny-imagenet-200/train/n02/images/n02_1.JPEG" not in dataset.train.files
+    # Labels and files stay aligned with the kept images.
+    kept = [clean.train.files.index(f) for f in dataset.train.files]
+    np.testing.assert_array_equal(dataset.train.labels, clean.train.labels[kept])
+    np.testing.assert_array_equal(np.bincount(dataset.train.labels), [8, 7, 8])
+    meta = read_meta(tmp_path / "c")
+    assert meta["skipped_count"] == 2
+    assert [s["file"] for s in meta["splits"]["train"]["skipped"]] == ["tiny-imagenet-200/train/n02/images/n02_1.JPEG"]
+    assert [s["file"] for s in meta["splits"]["val"]["skipped"]] == ["tiny-imagenet-200/val/images/val_4.JPEG"]
+    assert meta["splits"]["train"]["grayscale"] == 1 and meta["grayscale_count"] == 1
+    # The cache now lacks images: opening it without skip_corrupt says so instead of shrinking silently.
+    with pytest.raises(CorruptImageError, match=r"leaves out 2 unreadable image\(s\) .*n02_1\.JPEG"):
+        cache.load_or_build(ZipSource(path), tmp_path / "c")
+
+
+def test_parallel_build_equals_serial_build(synthetic_tiny_imagenet, tmp_path) -> None:
+    path = synthetic_tiny_imagenet(train_per_class=10, grayscale=("n01_3.JPEG", "val_2.JPEG"))
+    serial = cache.load_or_build(ZipSource(path), tmp_path / "serial", workers=1)
+    parallel = cache.load_or_build(ZipSource(path), tmp_path / "parallel", workers=2, chunk_size=4)
+    for a, b in ((serial.train, parallel.train), (serial.val, parallel.val)):
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert a.files == b.files
+    assert read_meta(tmp_path / "parallel")["splits"] == read_meta(tmp_path / "serial")["splits"]
+    assert read_meta(tmp_path / "parallel")["grayscale_count"] == 2
+
+
+# --- checksums and locations -------------------------------------------------------------------
+
+def test_file_sha256_is_remembered_by_path_size_and_mtime(tmp_path) -> None:
+    target = tmp_path / "archive.zip"
+    target.write_bytes(os.urandom(3 * 2**20))
+    truth = hashlib.sha256(target.read_bytes()).hexdigest()
+    assert file_sha256(target, tmp_path / "c") == truth
+    memo_path = tmp_path / "c" / "checksums.json"
+    memo = json.loads(memo_path.read_text())
+    memo[str(target.resolve())]["sha256"] = "remembered"
+    memo_path.write_text(json.dumps(memo))
+    assert file_sha256(target, tmp_path / "c") == "remembered"  # not hashed again
+    os.utime(target, ns=(0, target.stat().st_mtime_ns + 10**9))
+    assert file_sha256(target, tmp_path / "c") == truth  # touched: hashed again
+    memo_path.write_text("{ not json")
+    assert file_sha256(target, tmp_path / "c") == truth  # a broken memo is only a cache miss
+
+
+def test_default_cache_dir(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("NEURALCODES_CACHE", str(tmp_path / "here"))
+    assert default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv("NEURALCODES_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "neuralcodes"
+
+
+def test_load_uses_the_default_cache_dir_from_the_environment(synthetic_tiny_imagenet, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("NEURALCODES_CACHE", str(tmp_path / "env-cache"))
+    load_dataset(synthetic_tiny_imagenet())
+    assert len(cache_folders(tmp_path / "env-cache")) == 1
