@@ -84,13 +84,13 @@ def iter_search(
     block_size = _block_size(block_size, len(database))
 
     db = torch.from_numpy(database)
-    db_offset = _offsets(_squared_norms(db))
+    db_offset = _offsets(_squared_norms(database))
     q_all = torch.from_numpy(queries)
-    q_sq_all = _squared_norms(q_all)
+    q_sq_all = _squared_norms(queries)
     with ProgressBar(len(queries), "search", unit="queries") as bar:
         for start in range(0, len(queries), block_size):
             stop = min(start + block_size, len(queries))
-            scores = torch.mm(q_all[start:stop], db.T)
+            scores = torch.mm(q_all[start:stop], db.T).numpy()
             excluded = None if exclude is None else exclude[start:stop]
             yield _rank(start, scores, q_sq_all[start:stop], db_offset, k, excluded, with_distances)
             bar.advance(stop - start)
@@ -117,23 +117,23 @@ def iter_leave_one_out(
         return
     k = _check_k(k, n - 1)
     block_size = _block_size(block_size, n)
-    gram = torch.from_numpy(codes @ codes.T)  # numpy hands a @ a.T to BLAS syrk
-    sq = torch.diagonal(gram).clone()
+    gram = codes @ codes.T  # numpy hands a @ a.T to BLAS syrk
+    sq = np.diagonal(gram).copy()
     offset = _offsets(sq)
     own = np.arange(n)
     with ProgressBar(n, "leave-one-out search", unit="queries") as bar:
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            scores = gram[start:stop].clone()
+            scores = gram[start:stop].copy()
             yield _rank(start, scores, sq[start:stop], offset, k, own[start:stop], with_distances)
             bar.advance(stop - start)
 
 
 def _rank(
     start: int,
-    scores: torch.Tensor,
-    query_sq: torch.Tensor,
-    database_offset: torch.Tensor,
+    scores: np.ndarray,
+    query_sq: np.ndarray,
+    database_offset: np.ndarray,
     k: int | None,
     exclude: np.ndarray | None,
     with_distances: bool,
@@ -145,12 +145,15 @@ def _rank(
     inner product's float32 resolution; the distance itself near sqrt(2), where unrelated codes sit,
     is quantised so coarsely that dozens of unrelated pairs per row would tie.
     """
-    key = scores.neg_().add_(database_offset[None, :]).add_(0.0)  # + 0.0 turns -0.0 into 0.0
+    # numpy, single-threaded, on purpose: these cheap passes gain little from threads and lose a
+    # lot to thread synchronisation when the machine is busy.
+    key = np.subtract(database_offset[None, :], scores, out=scores)
+    key += 0.0  # turns -0.0 into 0.0, which would otherwise sort before it
     width = key.shape[1]
     if exclude is not None:
         # +inf sorts after every finite key (codes are checked finite), so the excluded index is
         # always the last column and is cut off below.
-        key[torch.arange(key.shape[0]), torch.from_numpy(exclude)] = float("inf")
+        key[np.arange(key.shape[0]), exclude] = np.inf
         width -= 1
     keep = width if k is None else k
     packed = _sort_rows(_pack_keys(key))[:, :keep]
@@ -159,25 +162,29 @@ def _rank(
     return RankedBlock(start, indices, distances)
 
 
-def _pack_keys(key: torch.Tensor) -> np.ndarray:
+def _pack_keys(key: np.ndarray) -> np.ndarray:
     """int64 keys whose ascending order is (float key ascending, column index ascending).
 
     The float's bits become an order-preserving int32 (negative floats get their magnitude bits
     flipped) in the high half; the column index fills the low half. Sorting these unique integers
     with numpy's vectorised sort is several times faster than a stable argsort of the floats.
     """
-    bits = key.view(torch.int32).to(torch.int64)
-    bits = bits.bitwise_xor_(bits.bitwise_right_shift(31).bitwise_and_(0x7FFFFFFF))
-    columns = torch.arange(key.shape[1], dtype=torch.int64)
-    return bits.bitwise_left_shift_(32).bitwise_or_(columns[None, :]).numpy()
+    packed = key.view(np.int32).astype(np.int64)
+    packed ^= (packed >> 31) & 0x7FFFFFFF
+    packed <<= 32
+    packed |= np.arange(key.shape[1], dtype=np.int64)[None, :]
+    return packed
 
 
-def _unpack_distances(packed: np.ndarray, query_sq: torch.Tensor) -> np.ndarray:
-    bits = torch.from_numpy(packed).bitwise_right_shift(32)
-    bits = bits.bitwise_xor_(bits.bitwise_right_shift(31).bitwise_and_(0x7FFFFFFF))
-    key = bits.to(torch.int32).view(torch.float32)
+def _unpack_distances(packed: np.ndarray, query_sq: np.ndarray) -> np.ndarray:
+    bits = packed >> 32
+    bits ^= (bits >> 31) & 0x7FFFFFFF
+    key = bits.astype(np.int32).view(np.float32)
     # |a - b|^2 = |a|^2 + 1 + 2 * key, rounded monotonically in key: the distances stay sorted.
-    return key.mul(2.0).add_(query_sq[:, None] + 1.0).clamp_min_(0.0).sqrt_().numpy()
+    distances = np.multiply(key, 2.0, out=key)
+    distances += query_sq[:, None] + np.float32(1.0)
+    np.maximum(distances, 0.0, out=distances)
+    return np.sqrt(distances, out=distances)
 
 
 def _sort_rows(keys: np.ndarray) -> np.ndarray:
@@ -241,11 +248,11 @@ def _block_size(block_size: int | None, n_database: int) -> int:
     return int(block_size)
 
 
-def _squared_norms(x: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,ij->i", x, x)
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
 
 
-def _offsets(squared_norms: torch.Tensor) -> torch.Tensor:
+def _offsets(squared_norms: np.ndarray) -> np.ndarray:
     # Exact in float32 for unit codes (Sterbenz: |b|^2 - 1 loses nothing when |b|^2 is near 1).
     return (squared_norms - 1.0) / 2.0
 

@@ -14,10 +14,12 @@ import importlib
 import sys
 from typing import Sequence
 
+from rich.markup import escape
+
 from ..progress import console
 
 # Modules that contribute commands; each defines add_parser(subparsers).
-COMMAND_MODULES = ("classify", "pipeline", "rank")
+COMMAND_MODULES = ("classify", "pipeline")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
         # Our own errors say what is wrong and what to do; a traceback would only hide that.
-        console.print(f"[red]error:[/red] {exc}")
+        console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted: the last checkpoint is intact; continue with --resume")

@@ -18,8 +18,8 @@ class DeviceImages:
 
     def __init__(self, images: np.ndarray, device: torch.device | str = "cpu") -> None:
         device = torch.device(device)
-        # One host copy (a memory map is read here once), then one transfer.
-        tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        # One host copy (a read-only memory map is read here once), then one transfer.
+        tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2)
         self.images = tensor.to(device).contiguous(memory_format=torch.channels_last)
         self.device = device
 
