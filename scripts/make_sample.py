@@ -38,7 +38,7 @@ def is_grayscale(data: bytes) -> bool:
         return im.mode == "L"
 
 
-def pick_train(z: zipfile.ZipFile, root: str, classes: list[str], by_class: dict[str, list[str]]) -> dict[str, list[str]]:
+def pick_train(z: zipfile.ZipFile, classes: list[str], by_class: dict[str, list[str]]) -> dict[str, list[str]]:
     """The first 100 images per class; if none of them is grayscale, swap one grayscale image in."""
     picked = {wnid: sorted(by_class[wnid])[:TRAIN_PER_CLASS] for wnid in classes}
     if any(is_grayscale(z.read(m)) for files in picked.values() for m in files):
@@ -70,7 +70,7 @@ def build(source: Path) -> dict[str, bytes]:
     words = [ln for ln in z.read(root + "words.txt").decode().splitlines() if ln.split("\t")[0] in chosen]
     out[f"{TOP}/words.txt"] = "".join(ln + "\n" for ln in words).encode()
 
-    for wnid, files in pick_train(z, root, classes, by_class).items():
+    for wnid, files in pick_train(z, classes, by_class).items():
         for member in files:
             out[f"{TOP}/train/{wnid}/images/{member.rsplit('/', 1)[1]}"] = z.read(member)
 

@@ -120,6 +120,11 @@ def synthetic_tiny_imagenet(tmp_path: Path):
     return make
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        pass  # clients that stop reading on purpose (failed checks) reset the connection
+
+
 @pytest.fixture
 def serve_directory():
     """Factory: ``serve(folder) -> base URL`` of a local HTTP server (stopped after the test).
@@ -136,7 +141,7 @@ def serve_directory():
                 super().do_GET()
 
         handler_class = handler or functools.partial(Quiet, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+        server = _QuietServer(("127.0.0.1", 0), handler_class)
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"

@@ -21,8 +21,8 @@ import torch
 
 from neuralcodes.progress import ProgressBar
 
-# Default block: about 2**24 distances (64 MiB of float32, plus the sort's values and indices).
-_BLOCK_ELEMENTS = 1 << 24
+# Default block: about 2**22 distances (16 MiB of float32; the packed keys and indices add 64 MiB).
+_BLOCK_ELEMENTS = 1 << 22
 # Leave-one-out computes the whole symmetric Gram matrix at once (BLAS syrk does half the work of a
 # general product) when it needs no more memory than this.
 GRAM_MAX_BYTES = 1 << 30

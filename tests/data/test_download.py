@@ -36,7 +36,8 @@ def test_md5_mismatch_raises_and_leaves_nothing(served, tmp_path: Path) -> None:
     url, payload = served
     dest = tmp_path / "dest"
     wrong = hashlib.md5(payload + b"x").hexdigest()
-    with pytest.raises(DownloadError, match=rf"md5 {hashlib.md5(payload).hexdigest()} does not match the expected {wrong}"):
+    actual = hashlib.md5(payload).hexdigest()
+    with pytest.raises(DownloadError, match=rf"md5 {actual} does not match the expected {wrong}"):
         download(f"{url}/archive.zip", dest, md5=wrong)
     assert os.listdir(dest) == []
 

@@ -224,7 +224,8 @@ def test_embedded_sample(sample_dataset) -> None:
 def test_embedded_sample_is_reproduced_by_make_sample(tiny_imagenet_zip, tmp_path) -> None:
     out = tmp_path / "sample.zip"
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_sample.py"), "--source", str(tiny_imagenet_zip), "--out", str(out)],
+        [sys.executable, str(REPO / "scripts" / "make_sample.py"), "--source", str(tiny_imagenet_zip),
+         "--out", str(out)],
         check=True, capture_output=True,
     )
     assert out.read_bytes() == SAMPLE_ZIP.read_bytes()

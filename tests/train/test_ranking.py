@@ -10,7 +10,7 @@ from neuralcodes.train.ranking import RankConfig, load_trained, train_ranking
 
 
 def _config(**kw):
-    base = dict(backbone="tiny", pretrained=False, freeze_backbone=False, multiscale=True, embedding_dim=16,
+    base = dict(backbone="tiny", pretrained=False, freeze_backbone=True, multiscale=True, embedding_dim=16,
                 batch_size=64, epochs=3, triplets_per_epoch=1024, eval_triplets=1000, lr=0.003, seed=3, bf16=False,
                 device="cpu")
     return RankConfig(**{**base, **kw})
@@ -36,7 +36,7 @@ def test_training_raises_test_similarity_precision(sample_dataset, tmp_path):
 
 
 def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeypatch):
-    config = _config(epochs=3, triplets_per_epoch=512)
+    config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300)
     full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
 
     real_epoch, calls = ranking.train_epoch, []
@@ -57,17 +57,17 @@ def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeyp
 
     _, a, pa = load_trained(full)
     _, b, pb = load_trained(resumed)
-    assert pa["epoch"] == pb["epoch"] == 3
+    assert pa["epoch"] == pb["epoch"] == 2
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), name
     assert [h["loss"] for h in full.history()] == pytest.approx([h["loss"] for h in resumed.history()], abs=1e-6)
     # A different configuration is refused on resume.
     with pytest.raises(ValueError, match="different configuration"):
-        train_ranking(_config(epochs=3, triplets_per_epoch=512, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
+        train_ranking(_config(epochs=2, triplets_per_epoch=256, eval_triplets=300, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
 
 
 def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path, monkeypatch):
-    config = _config(freeze_backbone=True, epochs=1, triplets_per_epoch=256)
+    config = _config(epochs=1, triplets_per_epoch=256, eval_triplets=300)
     run = train_ranking(config, tmp_path / "frozen", dataset=sample_dataset)
     feats = np.load(run.root / "features" / "train.npy")
     assert feats.shape == (len(sample_dataset.train), 32)

@@ -109,14 +109,15 @@ def decode_image(data: bytes, name: str, size: int = 64, resize: bool = False, w
             rgb = im.convert("RGB") if mode != "RGB" else im.copy()
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad bytes
         raise CorruptImageError(
-            f"cannot decode image {name}{where and ' in ' + where}: {exc}. Use skip_corrupt=True (CLI: --skip-corrupt) to skip "
-            f"unreadable images; they are counted and listed in the cache's meta.json."
+            f"cannot decode image {name}{where and ' in ' + where}: {exc}. Use skip_corrupt=True "
+            f"(CLI: --skip-corrupt) to skip unreadable images; they are counted and listed in the cache's meta.json."
         ) from None
     original_size = rgb.size
     if original_size != (size, size):
         if not resize:
             raise ImageSizeError(
-                f"image {name}{where and ' in ' + where} is {rgb.size[0]}x{rgb.size[1]} but this source's images must be {size}x{size}. "
+                f"image {name}{where and ' in ' + where} is {rgb.size[0]}x{rgb.size[1]} but this source's "
+                f"images must be {size}x{size}. "
                 f"A Tiny ImageNet archive holds only 64x64 images; for other images use a folder with one "
                 f"sub-folder per class, which is resized."
             )

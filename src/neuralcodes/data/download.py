@@ -58,7 +58,8 @@ def download(
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
+        is_http = isinstance(exc, urllib.error.HTTPError)
+        reason = f"HTTP {exc.code} {exc.reason}" if is_http else getattr(exc, "reason", exc)
         raise DownloadError(
             f"could not download {url}: {reason}. Check the network, or download "
             f"the file by hand and pass its local path instead of the URL."

@@ -310,7 +310,9 @@ def resolve_source(spec: str | os.PathLike | None, cache_dir: Path) -> ZipSource
     """The source a spec names, downloading it first if it is a URL (see :func:`load_dataset`)."""
     if spec is None or spec == "sample":
         if not SAMPLE_ZIP.is_file():
-            raise SourceError(f"the embedded sample {SAMPLE_ZIP} is missing: reinstall neuralcodes or run scripts/make_sample.py")
+            raise SourceError(
+                f"the embedded sample {SAMPLE_ZIP} is missing: reinstall neuralcodes or run scripts/make_sample.py"
+            )
         return ZipSource(SAMPLE_ZIP)
     if spec == "tiny-imagenet":
         local = find_tiny_imagenet()

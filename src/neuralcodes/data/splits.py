@@ -99,7 +99,9 @@ def course_split(
     )
 
 
-def _check_arguments(labels: np.ndarray, num_classes: int, n_ood: int, val_fraction: float, test_fraction: float) -> None:
+def _check_arguments(
+    labels: np.ndarray, num_classes: int, n_ood: int, val_fraction: float, test_fraction: float
+) -> None:
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
