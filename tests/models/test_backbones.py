@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from neuralcodes.models import backbones
 from neuralcodes.models.backbones import BACKBONES, build_backbone
 
 

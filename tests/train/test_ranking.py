@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import neuralcodes.train.ranking as ranking
-from neuralcodes.runs import Run
 from neuralcodes.train.ranking import RankConfig, load_trained, train_ranking
 
 
