@@ -19,7 +19,7 @@ from rich.markup import escape
 from ..progress import console
 
 # Modules that contribute commands; each defines add_parser(subparsers).
-COMMAND_MODULES = ("classify", "pipeline")
+COMMAND_MODULES = ("classify", "pipeline", "rank")
 
 
 def build_parser() -> argparse.ArgumentParser:
