@@ -96,3 +96,31 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "not a neuralcodes run folder" in capsys.readouterr().err
     assert main(["run", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "missing.zip")]) == 2
     assert "missing.zip" in capsys.readouterr().err
+
+
+def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp_path):
+    data = synthetic_tiny_imagenet(wnids=[f"n0{i}" for i in range(6)], train_per_class=12, val_per_class=1)
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--data", str(data), "--n-ood", "2", "--epochs", "1", "--batch-size", "16",
+            "--pca-fit-images", "30", "--variants", "augment,batch_norm"]  # fmt: skip
+    assert main(args) == 0
+    run = Run(out)
+    variants = run.metrics()["variants"]
+    assert list(variants) == ["baseline", "augment", "batch_norm"]
+    assert Run(out / "variants" / "augment").config()["augment"] is True
+    assert Run(out / "variants" / "batch_norm").config()["batch_norm"] is True
+    report = (out / "report.md").read_text()
+    rows = table_rows(report, "variant")
+    for name, v in variants.items():
+        assert float(rows[name]["test accuracy"]) == pytest.approx(v["test_accuracy"], abs=5e-5)
+    base = variants["baseline"]["test_accuracy"]
+    assert f"from {base:.3f} to {variants['augment']['test_accuracy']:.3f}" in report
+    assert main(args[:-2] + ["--variants", "dropout"]) == 2  # unknown variant: a clear error
+
+
+def test_resume_keeps_finished_stages(sample_run, capsys):
+    before = sample_run.metrics()["training"]
+    mtime = sample_run.best_checkpoint.stat().st_mtime
+    assert main(["run", "--out", str(sample_run.root), "--epochs", "2", "--pca-fit-images", "600", "--resume"]) == 0
+    assert sample_run.metrics()["training"] == before
+    assert sample_run.best_checkpoint.stat().st_mtime == mtime

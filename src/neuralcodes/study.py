@@ -66,13 +66,15 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
 
     layers, curves, shown_same = {}, {}, {}
     queries = np.arange(min(opt.n_shown, len(split.ood)))
+    ks = tuple(k for k in KS if k < len(split.ood))  # a small collection has fewer results per query
+    shown_k = min(5, len(split.ood) - 1)
     for layer, c in ood_codes.items():
-        m = retrieval_metrics(c, ood_labels, ks=KS)
+        m = retrieval_metrics(c, ood_labels, ks=ks)
         se = float(np.std(m["AP"], ddof=1) / np.sqrt(len(m["AP"])))
         layers[layer] = {"dim": int(c.shape[1]), "mAP": m["mAP"], "mAP_se": se, "mAP@R": m["mAP@R"],
-                         **{f"P@{k}": m[f"P@{k}"] for k in KS}}  # fmt: skip
+                         **{f"P@{k}": m[f"P@{k}"] for k in ks}}  # fmt: skip
         curves[layer] = (m["recall_levels"], m["precision_at_recall"])
-        top, dist = search(c[queries], c, k=5, exclude=queries)
+        top, dist = search(c[queries], c, k=shown_k, exclude=queries)
         shown_same[layer] = float((ood_labels[top] == ood_labels[queries, None]).mean())
         plot_ranked_results(
             data.images[split.ood], ood_labels, data.class_names, queries, top, run.figures / f"results_{layer}.png",
