@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .codes import Codes, ZeroCodeWarning, extract_codes, pca_study
+from .codes import Codes, ZeroCodeWarning, extract_codes
+from .pca import pca_study
 from .data.batches import DeviceImages
 from .data.imageset import Dataset
 from .data.sources import load_dataset

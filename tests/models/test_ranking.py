@@ -29,6 +29,14 @@ def test_shapes_and_unit_norm(multiscale):
     assert torch.allclose(out["concat"].norm(dim=1) ** 2, torch.full((5,), float(n_branches)), atol=1e-4)
 
 
+def test_hidden_layer_head():
+    torch.manual_seed(0)
+    emb = RankingEmbedding(TinyBackbone(width=4), 6, multiscale=False, head_hidden=10)
+    z = emb(_images(3, 2))
+    assert z.shape == (3, 6) and torch.allclose(z.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert emb.head[0].out_features == 10 and emb.head[2].out_features == 6
+
+
 def test_shallow_branches_see_the_8x_copy_as_4x_pooled_by_2():
     x = _images(2, 1)
     assert torch.allclose(torch.nn.functional.avg_pool2d(downsample(x), 2), torch.nn.functional.avg_pool2d(x, 8), atol=1e-6)

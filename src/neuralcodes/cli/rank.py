@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--train-backbone", dest="freeze_backbone", action="store_false",
                        help="train the backbone too (default: frozen, features cached once)")
     train.add_argument("--no-multiscale", dest="multiscale", action="store_false", help="deep branch only")
-    for name, kind in (("image_size", int), ("embedding_dim", int), ("gap", float), ("lr", float),
+    for name, kind in (("image_size", int), ("embedding_dim", int), ("head_hidden", int), ("gap", float), ("lr", float),
                        ("weight_decay", float), ("batch_size", int), ("epochs", int), ("triplets_per_epoch", int),
                        ("eval_triplets", int), ("seed", int), ("feature_batch_size", int)):
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, name))

@@ -49,12 +49,13 @@ class RankingEmbedding(nn.Module):
 
     def __init__(
         self, backbone: nn.Module, embedding_dim: int = 128, multiscale: bool = True,
-        shallow_channels: int = 32, freeze_backbone: bool = False,
+        shallow_channels: int = 32, freeze_backbone: bool = False, head_hidden: int = 0,
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
         self.backbone = backbone
+        self.embedding_dim = embedding_dim
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             backbone.requires_grad_(False)
@@ -63,7 +64,12 @@ class RankingEmbedding(nn.Module):
             if multiscale else []
         )
         width = backbone.out_features + sum(b.out_features for b in self.shallow)
-        self.head = nn.Linear(width, embedding_dim)
+        # The paper's head is linear (head_hidden=0); a hidden ReLU layer is an option for frozen
+        # features, where a linear map of fixed features limits what training can change.
+        self.head = (
+            nn.Linear(width, embedding_dim) if head_hidden <= 0
+            else nn.Sequential(nn.Linear(width, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, embedding_dim))
+        )
 
     def train(self, mode: bool = True) -> "RankingEmbedding":
         super().train(mode)

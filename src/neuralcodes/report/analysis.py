@@ -67,7 +67,14 @@ def _variants_paragraph(variants: dict[str, Any]) -> str:
             parts.append(f"{name} {'raised' if delta > 0 else 'lowered' if delta < 0 else 'did not change'} test accuracy "
                          f"from {base:.3f} to {v['test_accuracy']:.3f} ({delta:+.3f})")  # fmt: skip
     best = max(variants, key=lambda n: variants[n]["test_accuracy"])
-    return "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Best: {best}. "
+    text = "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Best: {best}. "
+    early = [n for n, v in variants.items() if v["best_epoch"] <= 2 < variants["baseline"]["best_epoch"]]
+    if early:
+        text += (f"{', '.join(early)} kept the weights of epoch {', '.join(str(variants[n]['best_epoch']) for n in early)}: "
+                 "with patience 0 a single epoch without improvement (common while the loss is still flat at the "
+                 "start) ends training, so that comparison says more about early stopping than about the technique; "
+                 "rerun with --patience 2 to separate them. ")  # fmt: skip
+    return text
 
 
 def write_analysis(metrics: dict[str, Any]) -> str:

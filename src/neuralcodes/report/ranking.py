@@ -59,7 +59,10 @@ def _description(config: dict) -> str:
         + "." + (" Two shallow branches (a conv and a max-pool each, on 4x and 8x down-sampled copies of the image) "
                  "are L2-normalised and concatenated with the normalised deep features"
                  if config.get("multiscale") else " The normalised deep features")
-        + f", and a linear layer maps them to a {config['embedding_dim']}-d L2-normalised embedding. "
+        + (f", and a linear layer maps them to a {config['embedding_dim']}-d L2-normalised embedding. "
+           if not config.get("head_hidden") else
+           f", and a head with one hidden ReLU layer of {config['head_hidden']} units (the paper's head is linear) "
+           f"maps them to a {config['embedding_dim']}-d L2-normalised embedding. ")
         f"Training: {config['epochs']} epochs of {config['triplets_per_epoch']:,} random triplets "
         f"(seeded per epoch, saved with the run), {config['mining']} negatives, {config['optimizer']} "
         f"with learning rate {config['lr']}, batch {config['batch_size']}, seed {config['seed']}.\n"

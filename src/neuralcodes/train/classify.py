@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .. import io
 from ..config import ClassifyConfig
-from ..data.batches import Augment, DeviceImages, iterate_batches, num_batches
+from ..data.batches import Augment, DeviceImages, iterate_batches
 from ..data.imageset import Dataset
 from ..data.splits import Split, course_split
 from ..data.sources import load_dataset

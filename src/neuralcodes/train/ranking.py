@@ -54,6 +54,7 @@ class RankConfig:
     multiscale: bool = True  # the paper's two shallow branches on 4x / 8x down-sampled images
     image_size: int = 128  # the backbone's input side (images are upsampled to it)
     embedding_dim: int = 128
+    head_hidden: int = 0  # 0: the paper's linear head; > 0: one hidden ReLU layer of this width
     gap: float = 1.0
     mining: str = "random"  # random | hard | semihard (in-batch)
     optimizer: str = "adam"
@@ -97,7 +98,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 def build_network(config: RankConfig) -> TripletNetwork:
     backbone = build_backbone(config.backbone, config.pretrained, config.weights, config.image_size)
     embedding = RankingEmbedding(
-        backbone, config.embedding_dim, multiscale=config.multiscale, freeze_backbone=config.freeze_backbone
+        backbone, config.embedding_dim, multiscale=config.multiscale, freeze_backbone=config.freeze_backbone,
+        head_hidden=config.head_hidden,
     )
     return TripletNetwork(embedding)
 
@@ -114,9 +116,9 @@ class FeatureCache:
 
     def get(self, backbone: nn.Module, images: np.ndarray, device: torch.device, batch_size: int, bf16: bool) -> np.ndarray:
         if self.path.exists():
-            feats = np.load(self.path, mmap_mode="r")
+            feats = np.load(self.path)  # read whole: torch wants writable memory, and it is reused
             if len(feats) == len(images):
-                return np.asarray(feats)
+                return feats
             raise ValueError(f"{self.path} holds {len(feats)} features for {len(images)} images; delete it to recompute")
         parts = self.folder / f"{self.name}_parts"
         n_chunks = (len(images) + self.chunk - 1) // self.chunk
@@ -206,7 +208,7 @@ def embed(net: TripletNetwork, inputs: RankingInputs, indices: np.ndarray, devic
         x, deep, low = inputs.get(indices[lo : lo + batch_size])
         with autocast(device, head_autocast(device, bf16, inputs)):
             out.append(net.embedding(x, deep=deep, low=low).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, net.embedding.head.out_features)
+    return torch.cat(out) if out else torch.zeros(0, net.embedding.embedding_dim)
 
 
 def triplet_precision(net: TripletNetwork, inputs: RankingInputs, triplets: np.ndarray, device: torch.device, bf16: bool) -> float:
