@@ -63,7 +63,7 @@ def test_report_section_reads_the_json(trained_run, sample_dataset):
     from neuralcodes.report.ranking import ranking_section
 
     evaluate_ranking(trained_run.root, dataset=sample_dataset, max_queries=60)
-    compare_mining(trained_run.root, miners=("random", "semihard"), epochs=1, triplets_per_epoch=256,
+    compare_mining(trained_run.root, miners=("random", "semihard"), epochs=1, triplets_per_epoch=128,
                    max_queries=60, dataset=sample_dataset)
     text = ranking_section(trained_run)
     m = trained_run.metrics()

@@ -77,6 +77,10 @@ def evaluate_ranking(
     q = embed(net, test_in, queries, device, config.bf16)
     scores = retrieval_scores(q, test_in.labels[queries], db, train_in.labels)
     figure = _figure(run, dataset, net, test_in, train_in, db, config, figure_queries)
+    from .plots.ranking import plot_loss_curves
+
+    # Redrawn from the evaluated checkpoint, so the curves always match the weights evaluated.
+    plot_loss_curves(payload["history"], payload["iterations"], run.figures / "ranking_loss.png")
     result = {
         "similarity_precision": {**sp, "n_triplets": config.eval_triplets},
         "retrieval": {**scores, "database": "train", "n_database": len(train_in), "queries": "val"},

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+from . import io
 from .config import ClassifyConfig
 from .data.sources import load_dataset
 from .evaluate import evaluate_run
@@ -73,6 +74,7 @@ def run_protocol(
 def _variant_row(run: Run, classification: dict, results: dict) -> dict:
     training = run.metrics()["training"]
     return {
+        "n_test": io.read_json(run.root / "split.json")["sizes"]["test"],
         "run": str(run.root),
         "test_loss": classification["test"]["loss"],
         "test_accuracy": classification["test"]["accuracy"],

@@ -31,11 +31,12 @@ def test_training_raises_test_similarity_precision(sample_dataset, tmp_path):
         assert t.shape == (1024, 3) and (labels[t[:, 0]] == labels[t[:, 1]]).all()
     lines = (run.root / "loss_iterations.csv").read_text().splitlines()
     assert lines[0] == "epoch,iteration,loss" and len(lines) == 1 + 3 * 16
+    assert [int(line.split(",")[1]) for line in lines[1:]] == list(range(1, 3 * 16 + 1))
     assert (run.figures / "ranking_loss.png").stat().st_size > 0
 
 
 def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeypatch):
-    config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300)
+    config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False)
     full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
 
     real_epoch, calls = ranking.train_epoch, []
@@ -62,7 +63,7 @@ def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeyp
     assert [h["loss"] for h in full.history()] == pytest.approx([h["loss"] for h in resumed.history()], abs=1e-6)
     # A different configuration is refused on resume.
     with pytest.raises(ValueError, match="different configuration"):
-        train_ranking(_config(epochs=2, triplets_per_epoch=256, eval_triplets=300, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
+        train_ranking(_config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
 
 
 def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path, monkeypatch):

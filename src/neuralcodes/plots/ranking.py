@@ -14,7 +14,7 @@ def plot_loss_curves(history: Sequence[dict], iterations: Sequence[dict], path: 
     """Loss per iteration (with a moving average) and per epoch, plus similarity precision per epoch."""
     fig, (ax_loss, ax_prec) = plt.subplots(1, 2, figsize=(11, 4))
     if iterations:
-        it = np.array([r["iteration"] for r in iterations])
+        it = np.arange(1, len(iterations) + 1)  # by position: robust to how a log numbered them
         loss = np.array([r["loss"] for r in iterations])
         ax_loss.plot(it, loss, lw=0.5, alpha=0.4, label="iteration")
         w = max(1, len(loss) // 50)

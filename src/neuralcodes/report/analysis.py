@@ -68,6 +68,13 @@ def _variants_paragraph(variants: dict[str, Any]) -> str:
                          f"from {base:.3f} to {v['test_accuracy']:.3f} ({delta:+.3f})")  # fmt: skip
     best = max(variants, key=lambda n: variants[n]["test_accuracy"])
     text = "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Best: {best}. "
+    n_test = variants["baseline"].get("n_test")
+    if n_test:
+        se = (base * (1 - base) / n_test) ** 0.5
+        resolved = [n for n, v in variants.items() if n != "baseline" and abs(v["test_accuracy"] - base) > 2 * se]
+        text += (f"With {n_test:,} test images the standard error of an accuracy near {base:.3f} is {se:.3f}, so only "
+                 f"differences beyond {2 * se:.3f} are resolved: "
+                 + (", ".join(resolved) if resolved else "none of these") + ". ")  # fmt: skip
     early = [n for n, v in variants.items() if v["best_epoch"] <= 2 < variants["baseline"]["best_epoch"]]
     if early:
         text += (f"{', '.join(early)} kept the weights of epoch {', '.join(str(variants[n]['best_epoch']) for n in early)}: "

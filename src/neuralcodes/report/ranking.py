@@ -58,13 +58,13 @@ def _description(config: dict) -> str:
            if frozen else ", trained end to end")
         + "." + (" Two shallow branches (a conv and a max-pool each, on 4x and 8x down-sampled copies of the image) "
                  "are L2-normalised and concatenated with the normalised deep features"
-                 if config.get("multiscale") else " The normalised deep features")
+                 if config.get("multiscale") else " The deep features are L2-normalised")
         + (f", and a linear layer maps them to a {config['embedding_dim']}-d L2-normalised embedding. "
            if not config.get("head_hidden") else
            f", and a head with one hidden ReLU layer of {config['head_hidden']} units (the paper's head is linear) "
            f"maps them to a {config['embedding_dim']}-d L2-normalised embedding. ")
-        f"Training: {config['epochs']} epochs of {config['triplets_per_epoch']:,} random triplets "
-        f"(seeded per epoch, saved with the run), {config['mining']} negatives, {config['optimizer']} "
+        + f"Training: {config['epochs']} epochs of {config['triplets_per_epoch']:,} random triplets "
+        f"(seeded per epoch, saved with the run), {config['mining']} negatives (in-batch mining for semihard/hard), {config['optimizer']} "
         f"with learning rate {config['lr']}, batch {config['batch_size']}, seed {config['seed']}.\n"
     )
     if config.get("pretrained") and backbone == "efficientnet_lite0":
@@ -83,7 +83,7 @@ def _improvements(mining: dict | None, config: dict) -> str:
             for name, v in res.items()]
     best = max(res, key=lambda k: res[k]["mAP"])
     base = res.get("random")
-    text = (f"Same data, seed and triplets; {mining['epochs']} epochs of {mining['triplets_per_epoch']:,} triplets per "
+    text = head + (f"Same data, seed and triplets; {mining['epochs']} epochs of {mining['triplets_per_epoch']:,} triplets per "
             f"strategy; negatives re-chosen inside each batch (pool = the batch's queries, positives and negatives). "
             f"mAP / P@k on {next(iter(res.values()))['n_queries']:,} validation queries.\n\n")
     text += table(["negatives", "train sim. prec.", "test sim. prec.", "mAP", "P@10", "P@30"], rows)
@@ -93,4 +93,9 @@ def _improvements(mining: dict | None, config: dict) -> str:
                  f"{res[best]['test_similarity_precision']:.4f}).\n")
     elif base is not None:
         text += "\nRandom negatives scored best here: mining did not help at this training length.\n"
+    gap = float(config.get("gap", 1.0))
+    for name, v in res.items():
+        if v.get("final_loss", 0.0) >= 0.99 * gap:
+            text += (f"\n`{name}` negatives collapsed the embedding: the loss stayed at the gap ({v['final_loss']:.4f}), "
+                     "i.e. all codes moved together, as FaceNet warns for the hardest negatives from the start.\n")
     return text

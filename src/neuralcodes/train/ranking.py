@@ -297,7 +297,8 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
         triplets = store.get(epoch)
         losses = train_epoch(net, optimizer, loss_fn, miner, train_in, triplets, config.batch_size, device, config.bf16, epoch)
         seconds = time.perf_counter() - t0
-        iterations += [{"epoch": epoch + 1, "iteration": len(iterations) + 1, "loss": v} for v in losses]
+        done = len(iterations)
+        iterations += [{"epoch": epoch + 1, "iteration": done + i + 1, "loss": v} for i, v in enumerate(losses)]
         history.append({
             "epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
             "triplets_per_s": len(triplets) / seconds,
