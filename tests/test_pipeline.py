@@ -118,9 +118,20 @@ def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp
     assert main(args[:-2] + ["--variants", "dropout"]) == 2  # unknown variant: a clear error
 
 
-def test_resume_keeps_finished_stages(sample_run, capsys):
-    before = sample_run.metrics()["training"]
+def test_resume_keeps_finished_stages(sample_run, monkeypatch):
+    from neuralcodes import pipeline
+
+    before = sample_run.metrics()
     mtime = sample_run.best_checkpoint.stat().st_mtime
-    assert main(["run", "--out", str(sample_run.root), "--epochs", "2", "--pca-fit-images", "600", "--resume"]) == 0
-    assert sample_run.metrics()["training"] == before
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage was run again")
+
+    for stage in ("train_classifier", "evaluate_run", "retrieval_study"):
+        monkeypatch.setattr(pipeline, stage, must_not_run)
+    args = ["run", "--out", str(sample_run.root), "--epochs", "2", "--pca-fit-images", "600"]
+    assert main(args) == 2  # an existing run is never overwritten silently
+    assert main(args + ["--resume"]) == 0
+    assert sample_run.metrics() == before
     assert sample_run.best_checkpoint.stat().st_mtime == mtime
+    assert (sample_run.root / "report.md").exists()

@@ -30,10 +30,20 @@ VARIANTS: dict[str, dict] = {
 
 
 def _train_and_evaluate(cfg: ClassifyConfig, run: Run, dataset, resume: bool) -> dict:
-    finished = run.metrics().get("training") is not None
-    if not finished:
-        train_classifier(cfg, run.root, resume=resume or run.last_checkpoint.exists(), dataset=dataset)
+    """Train (or continue training), then evaluate; with ``resume`` a finished stage is kept as it is."""
+    metrics = run.metrics() if resume else {}
+    if "training" not in metrics:
+        train_classifier(cfg, run.root, resume=resume, dataset=dataset)
+    if "classification" in metrics:
+        return metrics["classification"]
     return evaluate_run(run, dataset=dataset, device=cfg.device)
+
+
+def _study(run: Run, dataset, options: StudyOptions, resume: bool) -> dict:
+    metrics = run.metrics() if resume else {}
+    if "retrieval" in metrics and "pca" in metrics:
+        return {"retrieval": metrics["retrieval"], "pca": metrics["pca"]}
+    return retrieval_study(run, dataset, options)
 
 
 def run_protocol(
@@ -54,7 +64,7 @@ def run_protocol(
     dataset = load_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)  # decoded once, shared by every stage
 
     classification = _train_and_evaluate(cfg, run, dataset, resume)
-    results = retrieval_study(run, dataset, replace(study or StudyOptions(), device=cfg.device))
+    results = _study(run, dataset, replace(study or StudyOptions(), device=cfg.device), resume)
 
     if variants:
         table = {"baseline": _variant_row(run, classification, results)}
@@ -62,7 +72,7 @@ def run_protocol(
             console.rule(f"variant: {name}")
             vrun = Run(run.root / "variants" / name)
             vcls = _train_and_evaluate(replace(cfg, **VARIANTS[name]), vrun, dataset, resume)
-            vres = retrieval_study(vrun, dataset, replace(study or StudyOptions(), device=cfg.device, pca_dims=(None,)))
+            vres = _study(vrun, dataset, replace(study or StudyOptions(), device=cfg.device, pca_dims=(None,)), resume)
             table[name] = _variant_row(vrun, vcls, vres)
         run.update_metrics("variants", table)
 
