@@ -12,17 +12,21 @@ returns, per query, the index into the pool of its negative, or -1 to keep the s
 """
 from __future__ import annotations
 
+import abc
+
 import torch
 
 
-class Miner:
+class Miner(abc.ABC):
+    """Chooses, per query, the pool index of its negative (-1: keep the sampled one)."""
+
     name = "base"
 
+    @abc.abstractmethod
     def __call__(
         self, query: torch.Tensor, positive: torch.Tensor, query_labels: torch.Tensor,
         pool: torch.Tensor, pool_labels: torch.Tensor,
-    ) -> torch.Tensor:
-        raise NotImplementedError
+    ) -> torch.Tensor: ...
 
 
 class RandomNegatives(Miner):
