@@ -73,7 +73,7 @@ def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path
     assert feats.shape == (len(sample_dataset.train), 32)
     assert not (run.root / "features" / "train_parts").exists()
     _, net, _ = load_trained(run)
-    x = torch.from_numpy(sample_dataset.train.images[:4]).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.array(sample_dataset.train.images[:4])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         expected = net.embedding.backbone(x).numpy()
     np.testing.assert_allclose(feats[:4], expected, rtol=1e-2, atol=1e-2)  # stored as float16
