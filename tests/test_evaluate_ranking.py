@@ -71,3 +71,22 @@ def test_report_section_reads_the_json(trained_run, sample_dataset):
     assert f"{m['ranking']['similarity_precision']['test']:.4f}" in text
     assert f"{m['ranking_mining']['results']['semihard']['mAP']:.4f}" in text
     assert "](figures/ranking_results.png)" in text and "frozen" in text
+
+
+def test_build_report_on_a_ranking_run_and_inside_another_report(trained_run, sample_dataset, tmp_path):
+    from neuralcodes.report import build_report
+    from neuralcodes.runs import Run
+
+    if "ranking" not in trained_run.metrics():
+        evaluate_ranking(trained_run.root, dataset=sample_dataset, max_queries=60)
+    md, html = build_report(trained_run)
+    text = md.read_text()
+    assert "## Deep ranking" in text and f"{trained_run.metrics()['ranking']['retrieval']['mAP']:.4f}" in text
+    assert "<table>" in html.read_text()
+
+    host = Run(tmp_path / "host")
+    host.write_config({"kind": "classify", "data": None})
+    md, _ = build_report(host, [trained_run])
+    text = md.read_text()
+    copied = f"figures/ranking-{trained_run.root.name}/ranking_results.png"
+    assert f"]({copied})" in text and (host.root / copied).exists()

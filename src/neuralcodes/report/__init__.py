@@ -49,8 +49,10 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
     config = run.config()
     metrics = run.metrics()
     ranking = [r if isinstance(r, Run) else Run(r) for r in ranking_runs]
-    if config.get("kind") == "rank":
-        sections = [f"# neuralcodes report: `{run.root.name}`\n", *_ranking_sections_inplace(run)]
+    if "ranking" in metrics and "classification" not in metrics:  # a `neuralcodes rank train` run
+        from .ranking import ranking_section
+
+        sections = [f"# neuralcodes report: `{run.root.name}`\n", ranking_section(run)]
     else:
         sections = [
             _header(run, config),
@@ -67,8 +69,3 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
     io.write_text(html_path, to_html(text, f"neuralcodes report: {run.root.name}"))
     return md_path, html_path
 
-
-def _ranking_sections_inplace(run: Run) -> list[str]:
-    from .ranking import ranking_section
-
-    return [ranking_section(run)]
