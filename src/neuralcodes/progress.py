@@ -5,6 +5,7 @@ Set ``NEURALCODES_NO_PROGRESS=1`` to silence them (tests do).
 from __future__ import annotations
 
 import os
+import time
 from typing import Iterable, Iterator, TypeVar
 
 from rich.console import Console
@@ -25,8 +26,15 @@ console = Console(stderr=True)
 class ProgressBar:
     """A bar counting ``unit``s (images, queries, bytes) with rate, elapsed time, ETA and a status text."""
 
+    LOG_EVERY_S = 30.0  # without a terminal (nohup, CI logs) a plain line this often instead of a live bar
+
     def __init__(self, total: float | None, description: str = "", unit: str = "it") -> None:
         self.unit = unit
+        self.total = total
+        self.description = description
+        self._done = 0.0
+        self._start = self._last_log = time.monotonic()
+        self._log_lines = not console.is_terminal and os.environ.get("NEURALCODES_NO_PROGRESS") != "1"
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -50,6 +58,9 @@ class ProgressBar:
 
     def advance(self, n: float = 1, status: str | None = None) -> None:
         self._progress.advance(self._task, n)
+        self._done += n
+        if self._log_lines and time.monotonic() - self._last_log >= self.LOG_EVERY_S:
+            self._log(status)
         speed = self._progress.tasks[0].speed
         fields: dict[str, str] = {}
         if speed:
@@ -58,6 +69,17 @@ class ProgressBar:
             fields["status"] = status
         if fields:
             self._progress.update(self._task, **fields)
+
+    def _log(self, status: str | None) -> None:
+        now = time.monotonic()
+        self._last_log = now
+        rate = self._done / max(now - self._start, 1e-9)
+        line = f"{self.description}: {self._done:,.0f}"
+        if self.total:
+            eta = (self.total - self._done) / rate if rate > 0 else float("inf")
+            line += f"/{self.total:,.0f} ({self._done / self.total:.0%}), eta {eta / 60:.1f} min"
+        line += f", {rate:,.1f} {self.unit}/s" + (f", {status}" if status else "")
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def track(iterable: Iterable[T], total: int | None = None, description: str = "", unit: str = "it") -> Iterator[T]:
