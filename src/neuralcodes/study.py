@@ -13,14 +13,12 @@ from .codes import Codes, ZeroCodeWarning, extract_codes
 from .pca import pca_study
 from .data.batches import DeviceImages
 from .data.imageset import Dataset
-from .data.sources import load_dataset
-from .data.splits import course_split
 from .metrics import retrieval_metrics
 from .plots.retrieval import plot_bars, plot_map_vs_dimension, plot_precision_recall, plot_ranked_results
 from .progress import console
 from .retrieval import search
 from .runs import Run
-from .train.classify import load_trained
+from .train.classify import open_trained
 
 CODE_LAYERS = ("L5", "L6", "L7")
 PCA_DIMS = (16, 32, 64, 128, 256, 512, None)
@@ -54,11 +52,8 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
     """Compute codes, mAP per layer, figures and the PCA table; store them in the run folder."""
     run = run if isinstance(run, Run) else Run(run)
     opt = options or StudyOptions()
-    model, cfg = load_trained(run, opt.device)
-    dataset = dataset or load_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)
-    data = dataset.train
-    split = course_split(data.labels, data.num_classes, n_ood=cfg.n_ood, seed=cfg.split_seed)
-    images = DeviceImages(data.images, next(model.parameters()).device)
+    p, cfg = open_trained(run, dataset, opt.device)
+    model, images, split, data = p.model, p.images, p.split, p.dataset.train
 
     ood_labels = np.asarray(data.labels)[split.ood]
     ood_codes, zero = _extract(model, images, split.ood, opt.layers, cfg.bf16)

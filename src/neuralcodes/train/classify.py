@@ -171,3 +171,14 @@ def load_trained(run: Run, device: str | None = None, which: str = "best") -> tu
     model.load_state_dict(state["model"])
     dev = pick_device(device or cfg.device)
     return model.to(dev, memory_format=torch.channels_last).eval(), cfg
+
+
+def open_trained(
+    run: Run, dataset: Dataset | None = None, device: str | None = None
+) -> tuple[Prepared, ClassifyConfig]:
+    """A trained run ready to be measured: its best model, data, course split and device-resident images."""
+    model, cfg = load_trained(run, device)
+    dataset = dataset or load_dataset(cfg.data, skip_corrupt=cfg.skip_corrupt)
+    split = course_split(dataset.train.labels, dataset.train.num_classes, n_ood=cfg.n_ood, seed=cfg.split_seed)
+    dev = next(model.parameters()).device
+    return Prepared(dataset, split, DeviceImages(dataset.train.images, dev), model, dev), cfg
