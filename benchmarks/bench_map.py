@@ -4,7 +4,7 @@
 
 (a) reference: scikit-learn ``NearestNeighbors(n_neighbors=n-1).fit(codes).kneighbors(codes)``,
     drop the first column, then a Python ``average_precision`` loop over each query's neighbour labels;
-(b) ours: ``neuralcodes.metrics.retrieval_metrics`` (full ranking, every query vs all others);
+(b) ours: ``neuralcodes.retrieval.metrics.retrieval_metrics`` (full ranking, every query vs all others);
 (c) floor: one product ``codes @ codes.T`` plus one ``argsort`` of the scores along rows.
 
 Each method runs in its own subprocess on the same synthetic clustered unit codes (same seed).
@@ -64,7 +64,7 @@ def run_reference(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def run_ours(codes: np.ndarray, labels: np.ndarray, block_size: int | None) -> np.ndarray:
-    from neuralcodes.metrics import retrieval_metrics
+    from neuralcodes.retrieval.metrics import retrieval_metrics
 
     return retrieval_metrics(codes, labels, ks=(1, 5, 10, 100), block_size=block_size)["AP"]
 
@@ -103,7 +103,7 @@ def worker(args: argparse.Namespace) -> None:
     import sklearn.neighbors  # noqa: F401
     import torch  # noqa: F401
 
-    import neuralcodes.metrics  # noqa: F401
+    import neuralcodes.retrieval.metrics  # noqa: F401
 
     reset = _reset_peak()
     rss_before = _status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -187,7 +187,7 @@ def main() -> None:
 
 def agreement(ap_reference: np.ndarray, ap_ours: np.ndarray, args: argparse.Namespace) -> None:
     """How far (a) and (b) agree, and why they may differ per query."""
-    from neuralcodes.retrieval import leave_one_out
+    from neuralcodes.retrieval.search import leave_one_out
 
     print(f"\nmAP (a) = {ap_reference.mean():.9f}   mAP (b) = {ap_ours.mean():.9f}   "
           f"|difference| = {abs(ap_reference.mean() - ap_ours.mean()):.2e}")

@@ -1,48 +1,69 @@
-"""Run configuration as plain data: every run saves its config (seeds included) as JSON."""
+"""Run configuration as plain data: one dataclass per recipe, saved whole (with its ``kind``) as RUN/config.json.
+
+Every recipe's config subclasses :class:`RunConfig` and registers itself under its ``kind``, so a run
+folder can be read back without knowing in advance which recipe made it (``config_from_dict``).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, ClassVar, TypeVar
+
+C = TypeVar("C", bound="RunConfig")
+CONFIGS: dict[str, type["RunConfig"]] = {}
+
+
+def register_config(cls: type[C]) -> type[C]:
+    """Class decorator: make ``cls`` the config of runs whose ``kind`` is ``cls.kind`` (or one of its aliases)."""
+    for name in (cls.kind, *cls.aliases):
+        CONFIGS[name] = cls
+    return cls
 
 
 @dataclass
-class ClassifyConfig:
-    """The course recipe (Babenko et al. ConvNet trained as a classifier of the in-domain classes)."""
+class RunConfig:
+    """Base of every recipe's configuration: plain fields, a ``kind``, strict round trips through JSON."""
+
+    kind: ClassVar[str] = "run"
+    aliases: ClassVar[tuple[str, ...]] = ()  # kinds written by earlier versions
+    at_least_one: ClassVar[tuple[str, ...]] = ()  # integer fields that must be >= 1
+    positive: ClassVar[tuple[str, ...]] = ()  # float fields that must be > 0
 
     data: str | None = None  # None: the embedded sample; a path, URL or "tiny-imagenet"
-    split_seed: int = 42  # the course split's np.random.seed
-    n_ood: int = 10  # the last n_ood classes are held out for retrieval
-    seed: int = 0  # weight init, shuffling, dropout and augmentation
-    batch_size: int = 100
-    lr: float = 1e-4
-    epochs: int = 100
-    patience: int = 0  # early stopping: stop as soon as the validation loss rises
-    weight_decay: float = 0.0
-    augment: bool = False  # random crop (pad 4) + horizontal flip
-    batch_norm: bool = False
-    dropout: float = 0.5
-    bf16: bool = True  # bf16 autocast (CPU with AVX-512-BF16, or CUDA)
-    device: str | None = None  # None: CUDA when present, else CPU
-    eval_batch_size: int = 500
-    skip_corrupt: bool = False
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"kind": self.kind, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ClassifyConfig":
+    def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+        """Build from plain data; unknown keys and a foreign ``kind`` are errors that name them."""
+        values = dict(values)
+        kind = values.pop("kind", cls.kind)
+        if kind not in (cls.kind, *cls.aliases):
+            raise ValueError(f"this is the configuration of a {kind!r} run, not of a {cls.kind!r} run")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown configuration key(s) {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(f"unknown configuration key(s) {sorted(unknown)} for a {cls.kind!r} run; known: {sorted(known)}")
         return cls(**values)
 
-    def validate(self) -> "ClassifyConfig":
-        for name in ("batch_size", "epochs", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+    def validate(self: C) -> C:
+        """Raise ``ValueError`` naming the option when a value is out of range; return self."""
+        for name in self.at_least_one:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+        for name in self.positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
         return self
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """The config of whichever recipe wrote ``values`` (a run's config.json)."""
+    kind = values.get("kind")
+    if kind not in CONFIGS:
+        raise ValueError(f"unknown run kind {kind!r}; known: {sorted(CONFIGS)} (is the recipe imported?)")
+    return CONFIGS[kind].from_dict(values)

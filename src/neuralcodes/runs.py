@@ -1,6 +1,7 @@
 """The run folder: the unit of reproducibility. Every artefact of a run has one place here.
 
     RUN/config.json        the configuration, seeds included (plain data)
+    RUN/data.json          the data it was made from: checksum, name, absolute location (pinned)
     RUN/history.json/.csv  per-epoch metrics of training
     RUN/metrics.json       evaluation results (classification, retrieval, PCA, ranking)
     RUN/checkpoints/       last.pt (resume) and best.pt (early stopping's choice)
@@ -10,12 +11,16 @@
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import io
+from neuralcodes import io
+from neuralcodes.config import RunConfig
+
+
+class DataMismatchError(ValueError):
+    """A command pointed a run at data other than the data the run was made from."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,31 @@ class Run:
     def figures(self) -> Path:
         return self.root / "figures"
 
+    @property
+    def data_path(self) -> Path:
+        return self.root / "data.json"
+
+    def pin_data(self, name: str, checksum: str, location: str) -> None:
+        """Record the run's data the first time; afterwards refuse any other data (by checksum).
+
+        A run folder's numbers are only meaningful with the data they came from: evaluating or
+        resuming on a different collection that happens to sit at the same path must fail loudly.
+        """
+        record = {"name": name, "checksum": checksum, "location": location}
+        if self.data_path.exists():
+            pinned = io.read_json(self.data_path)
+            if pinned["checksum"] != checksum:
+                raise DataMismatchError(
+                    f"{self.root} was made from data {pinned['name']!r} (sha256 {pinned['checksum'][:16]}..., at "
+                    f"{pinned['location']}), but {location} holds other data (sha256 {checksum[:16]}...). "
+                    f"Point --data at the original data, or start a new run folder for this data."
+                )
+            if pinned["location"] != location:  # the same data, moved: remember where it is now
+                io.write_json(self.data_path, {**pinned, "location": location})
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        io.write_json(self.data_path, record)
+
     def exists(self) -> bool:
         return self.config_path.exists()
 
@@ -80,16 +110,16 @@ class Run:
     def history(self) -> list[dict[str, Any]]:
         return io.read_json(self.history_path) if self.history_path.exists() else []
 
-    def write_config(self, config: dict[str, Any]) -> None:
+    def write_config(self, config: RunConfig) -> None:
+        """Write config.json once; a resumed run must bring the configuration it started with."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
-            old = io.read_json(self.config_path)
-            if old != json.loads(json.dumps(config, default=io._json_default)):
-                # A resumed run must use the configuration it started with.
-                changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            old = type(config).from_dict(self.config())
+            if old != config:
+                changed = sorted(k for k, v in old.to_dict().items() if k != "kind" and getattr(config, k) != v)
                 raise ValueError(
                     f"{self.config_path} holds a different configuration (differs in: {', '.join(changed)}); "
                     "resume with the same options or choose a new run folder"
                 )
             return
-        io.write_json(self.config_path, config)
+        io.write_json(self.config_path, config.to_dict())

@@ -11,8 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuralcodes.data.cache import ImageSizeError
-from neuralcodes.data.sources import SAMPLE_ZIP, SourceError, find_tiny_imagenet, load_dataset
+from neuralcodes.data.decode import ImageSizeError
+from neuralcodes.data.sources import (
+    SAMPLE_ZIP,
+    SourceError,
+    find_tiny_imagenet,
+    load_dataset,
+)
 from neuralcodes.data.splits import course_split
 
 REPO = Path(__file__).resolve().parents[2]

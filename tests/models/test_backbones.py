@@ -46,24 +46,3 @@ def test_missing_weights_file_and_offline_download_say_what_to_do(tmp_path, monk
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(FileNotFoundError, match="--weights PATH"):
         build_backbone("resnet18", pretrained=True)
-
-
-def test_convnet_backbone_from_a_train_run(tmp_path):
-    from neuralcodes import io
-    from neuralcodes.models.convnet import NeuralCodesConvNet
-    from neuralcodes.runs import Run
-    from neuralcodes.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    net = NeuralCodesConvNet(num_classes=7)
-    run = Run(tmp_path / "run")
-    io.write_json(run.config_path, {"num_classes": 7, "batch_norm": False})
-    save_checkpoint(run.best_checkpoint, net)
-    backbone = build_backbone("convnet", weights=run.root).eval()
-    net.eval()
-    x = torch.rand(2, 3, 64, 64)
-    expected = net.forward_features(x, ("L7",))["L7"].flatten(1)
-    assert torch.allclose(backbone(x), expected)
-    assert backbone.out_features == expected.shape[1]
-    with pytest.raises(ValueError, match="--weights RUN"):
-        build_backbone("convnet")

@@ -13,7 +13,10 @@ pytest.importorskip(
 )
 
 from neuralcodes.models.efficientnet_lite import (  # noqa: E402
-    EfficientNetLite0Features, efficientnet_lite0, lite0_weights_path, map_lite0_state_dict,
+    EfficientNetLite0Features,
+    efficientnet_lite0,
+    lite0_weights_path,
+    map_lite0_state_dict,
 )
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from rich.markup import escape
 
-from ..progress import console
+from neuralcodes.progress import console
 
 # Modules that contribute commands; each defines add_parser(subparsers).
 COMMAND_MODULES = ("classify", "pipeline", "rank")

@@ -5,8 +5,8 @@ import argparse
 
 from rich.table import Table
 
-from ..progress import console
-from .options import add_classify_options, classify_config
+from neuralcodes.cli.options import add_classify_options, classify_config
+from neuralcodes.progress import console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    from ..train.classify import train_classifier
+    from neuralcodes.recipes.neural_codes.train import train_classifier
 
     run = train_classifier(classify_config(args), args.out, resume=args.resume)
     console.print(f"run folder: {run.root}")
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-    from ..evaluate import evaluate_run
+    from neuralcodes.recipes.neural_codes.evaluate import evaluate_run
 
     print_classification_table(evaluate_run(args.run, device=args.device))
 

@@ -5,7 +5,7 @@ import argparse
 from dataclasses import fields
 from typing import Any
 
-from ..config import ClassifyConfig
+from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
 SAMPLE_EPOCHS = 10
 

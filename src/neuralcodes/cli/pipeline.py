@@ -5,8 +5,8 @@ import argparse
 
 from rich.table import Table
 
-from ..progress import console
-from .options import add_classify_options, classify_config
+from neuralcodes.cli.options import add_classify_options, classify_config
+from neuralcodes.progress import console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,16 +35,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
-    from ..pipeline import run_protocol
-    from ..study import StudyOptions
+    from neuralcodes.recipes.neural_codes.pipeline import run_protocol
+    from neuralcodes.recipes.neural_codes.study import StudyOptions
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     study = StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten)
-    run_protocol(classify_config(args), args.out, variants, study, args.resume, args.ranking_run)
+    from neuralcodes.report import build_report
+
+    run = run_protocol(classify_config(args), args.out, variants, study, args.resume)
+    md, html = build_report(run, args.ranking_run)
+    console.print(f"report: {html}\n        {md}")
 
 
 def retrieve_command(args: argparse.Namespace) -> None:
-    from ..study import StudyOptions, retrieval_study
+    from neuralcodes.recipes.neural_codes.study import StudyOptions, retrieval_study
 
     options = StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
                            code_dtype="float16" if args.float16 else "float32", device=args.device)  # fmt: skip
@@ -60,7 +64,7 @@ def retrieve_command(args: argparse.Namespace) -> None:
 
 
 def report_command(args: argparse.Namespace) -> None:
-    from ..report import build_report
+    from neuralcodes.report import build_report
 
     md, html = build_report(args.run, args.ranking_run)
     console.print(f"report: {html}\n        {md}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..train.ranking import OPTIMIZERS, RankConfig
+from neuralcodes.learning.optimizers import OPTIMIZERS
+from neuralcodes.recipes.deep_ranking.config import RankConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -47,19 +48,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from ..train.ranking import train_ranking
+    from neuralcodes.recipes.deep_ranking.train import train_ranking
 
     config = RankConfig(**{f.name: getattr(args, f.name) for f in fields(RankConfig) if hasattr(args, f.name)})
     train_ranking(config, args.out, resume=args.resume)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from ..evaluate_ranking import evaluate_ranking
+    from neuralcodes.recipes.deep_ranking.evaluate import evaluate_ranking
 
     evaluate_ranking(args.run, max_queries=args.max_queries)
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from ..evaluate_ranking import compare_mining
+    from neuralcodes.recipes.deep_ranking.evaluate import compare_mining
 
     compare_mining(args.run, args.miners, args.epochs, args.triplets_per_epoch, args.max_queries)

@@ -18,7 +18,6 @@ memory-mapped output directly (no pixels are pickled back).
 from __future__ import annotations
 
 import hashlib
-import io as _io
 import logging
 import multiprocessing
 import os
@@ -30,17 +29,14 @@ from collections import Counter
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from .. import io
-from ..progress import ProgressBar
-from .imageset import Dataset, ImageSet
-
-if TYPE_CHECKING:  # sources builds on this module; the types are only named here
-    from .sources import Source, SourceListing, SplitListing
+from neuralcodes import io
+from neuralcodes.data.decode import CorruptImageError, decode_image
+from neuralcodes.data.imageset import Dataset, ImageSet
+from neuralcodes.data.listing import Source, SourceListing, SplitListing
+from neuralcodes.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +44,6 @@ CACHE_FORMAT = 1
 CHUNK_SIZE = 1000
 _HASH_CHUNK = 1 << 20
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
-class CorruptImageError(ValueError):
-    """An image could not be decoded."""
-
-
-class ImageSizeError(ValueError):
-    """An image is not of the size the source promises."""
 
 
 def default_cache_dir() -> Path:
@@ -87,55 +75,6 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike) -> str:
     memo[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": h.hexdigest()}
     io.write_json(memo_path, memo)
     return h.hexdigest()
-
-
-class DecodedImage(NamedTuple):
-    pixels: np.ndarray  # uint8 (size, size, 3) RGB
-    mode: str  # the file's PIL mode before conversion ("L" for grayscale, "P", "CMYK", ...)
-    original_size: tuple[int, int]  # (width, height) before any resize
-
-
-def decode_image(data: bytes, name: str, size: int = 64, resize: bool = False, where: str = "") -> DecodedImage:
-    """Decode one image to uint8 (size, size, 3) RGB, keeping note of its original mode and size.
-
-    Grayscale, palette, RGBA (alpha dropped), CMYK etc. become RGB. An image of another size is an
-    :class:`ImageSizeError` unless ``resize`` (then it is stretched to size x size, bicubic).
-    ``name`` (the file's path in its source) and ``where`` (the source) only serve error messages.
-    """
-    try:
-        with _open_image(data, name) as im:
-            im.load()
-            mode = im.mode
-            rgb = im.convert("RGB") if mode != "RGB" else im.copy()
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ... for bad bytes
-        raise CorruptImageError(
-            f"cannot decode image {name}{where and ' in ' + where}: {exc}. Use skip_corrupt=True "
-            f"(CLI: --skip-corrupt) to skip unreadable images; they are counted and listed in the cache's meta.json."
-        ) from None
-    original_size = rgb.size
-    if original_size != (size, size):
-        if not resize:
-            raise ImageSizeError(
-                f"image {name}{where and ' in ' + where} is {rgb.size[0]}x{rgb.size[1]} but this source's "
-                f"images must be {size}x{size}. "
-                f"A Tiny ImageNet archive holds only 64x64 images; for other images use a folder with one "
-                f"sub-folder per class, which is resized."
-            )
-        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-    return DecodedImage(np.asarray(rgb, dtype=np.uint8), mode, original_size)
-
-
-def _open_image(data: bytes, name: str) -> Image.Image:
-    # Trying the format the extension names first skips PIL's probing of other formats (~25% of
-    # the decode time of a small JPEG); a misnamed file falls back to full probing.
-    buffer = _io.BytesIO(data)
-    hint = Image.registered_extensions().get(os.path.splitext(name)[1].lower())
-    if hint is not None:
-        try:
-            return Image.open(buffer, formats=[hint])
-        except UnidentifiedImageError:
-            buffer.seek(0)
-    return Image.open(buffer)
 
 
 def load_or_build(

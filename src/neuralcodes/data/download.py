@@ -15,8 +15,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ..io import atomic_path
-from ..progress import ProgressBar
+from neuralcodes.io import atomic_path
+from neuralcodes.progress import ProgressBar
 
 log = logging.getLogger(__name__)
 

@@ -59,4 +59,5 @@ class Dataset:
     name: str
     train: ImageSet
     val: ImageSet | None
-    checksum: str
+    checksum: str  # sha256 of the source (archive or folder listing + contents): what a run pins
+    location: str = ""  # where it was read from (absolute path or URL), for messages and run records

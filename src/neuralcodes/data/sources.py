@@ -19,16 +19,21 @@ import functools
 import hashlib
 import os
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from .cache import default_cache_dir, file_sha256, load_or_build
-from .download import TINY_IMAGENET_MD5, TINY_IMAGENET_SIZE, TINY_IMAGENET_URL, download
-from .imageset import Dataset
+from neuralcodes.data.cache import default_cache_dir, file_sha256, load_or_build
+from neuralcodes.data.download import (
+    TINY_IMAGENET_MD5,
+    TINY_IMAGENET_SIZE,
+    TINY_IMAGENET_URL,
+    download,
+)
+from neuralcodes.data.imageset import Dataset
+from neuralcodes.data.listing import SourceListing, SplitListing
 
 SAMPLE_ZIP = Path(__file__).parent / "sample" / "tiny-imagenet-sample.zip"
 TINY_IMAGENET_ENV = "NEURALCODES_TINY_IMAGENET"
@@ -43,42 +48,6 @@ _EXPECTED = (
 
 class SourceError(ValueError):
     """A source is missing or not in a layout this module reads."""
-
-
-@dataclass(frozen=True)
-class SplitListing:
-    """The images of one split, in dataset order: source paths and class indices."""
-
-    files: list[str]
-    labels: np.ndarray
-
-
-@dataclass(frozen=True)
-class SourceListing:
-    """Everything needed to decode a source: classes (already numbered) and the images per split."""
-
-    layout: str
-    class_ids: list[str]
-    class_names: list[str]
-    class_full_names: list[str]
-    train: SplitListing
-    val: SplitListing | None
-    image_size: int = 64
-    resize: bool = False
-    notes: list[str] = field(default_factory=list)
-
-
-class Source(Protocol):
-    """A place images come from (zip or folder); must be picklable for the decoding workers."""
-
-    name: str
-    location: str
-
-    def checksum(self, cache_dir: Path) -> str: ...
-
-    def listing(self, image_size: int) -> SourceListing: ...
-
-    def read(self, member: str) -> bytes: ...
 
 
 # Open archives per process: a forked decoding worker must not share its parent's file offset.
@@ -348,4 +317,6 @@ def load_dataset(
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     source = resolve_source(spec, cache_dir)
-    return load_or_build(source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers)
+    dataset = load_or_build(source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers)
+    dataset.location = str(Path(source.location).resolve()) if "://" not in source.location else source.location
+    return dataset

@@ -10,7 +10,8 @@ input and exposes ``out_features``.
   ImageNet kernel is kept (only its stride changes) so the weights still apply.
 - ``efficientnet_lite0``: ImageNet-1k weights (see :mod:`.efficientnet_lite`); the image is
   upsampled to ``image_size`` instead, because the weights expect ImageNet-scale objects.
-- ``convnet``: the course ConvNet initialised from a ``neuralcodes train`` run (its L7 code).
+- ``convnet``: the course ConvNet initialised from a ``neuralcodes train`` run (its L7 code);
+  registered by :mod:`neuralcodes.recipes.neural_codes.train`, which owns that run format.
 - ``tiny``: a two-conv network for tests and smoke runs.
 """
 from __future__ import annotations
@@ -109,26 +110,8 @@ class ConvNetBackbone(nn.Module):
         return self.net.forward_features(x, (self.layer,))[self.layer].flatten(1)
 
 
-def _convnet(checkpoint: str | Path | None) -> nn.Module:
-    from ..runs import Run
-    from ..train.checkpoint import load_checkpoint
-    from .convnet import NeuralCodesConvNet
-
-    if checkpoint is None:
-        raise ValueError("the convnet backbone is initialised from a `neuralcodes train` run: pass --weights RUN")
-    path = Path(checkpoint)
-    run = Run(path if path.is_dir() else path.parent.parent)
-    config = run.config()
-    net = NeuralCodesConvNet(num_classes=config["num_classes"], batch_norm=config.get("batch_norm", False))
-    ckpt = run.best_checkpoint if path.is_dir() else path
-    if not ckpt.exists() and path.is_dir():
-        ckpt = run.last_checkpoint
-    load_checkpoint(ckpt, net)
-    return ConvNetBackbone(net)
-
-
 def _efficientnet_lite0(pretrained: bool, weights: str | Path | None, image_size: int) -> nn.Module:
-    from .efficientnet_lite import EfficientNetLite0Features
+    from neuralcodes.models.efficientnet_lite import EfficientNetLite0Features
 
     return EfficientNetLite0Features(pretrained=pretrained, image_size=image_size, weights=weights)
 
@@ -140,8 +123,20 @@ BACKBONES: dict[str, Builder] = {
     "resnet50": lambda pretrained, weights, size: _resnet("resnet50", pretrained, weights),
     "resnet101": lambda pretrained, weights, size: _resnet("resnet101", pretrained, weights),
     "efficientnet_lite0": _efficientnet_lite0,
-    "convnet": lambda pretrained, weights, size: _convnet(weights),
 }
+
+
+def register_backbone(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: add a builder ``(pretrained, weights, image_size) -> nn.Module`` to :data:`BACKBONES`.
+
+    Backbones that need a recipe's run folder (the course ConvNet) are registered by that recipe.
+    """
+
+    def add(builder: Builder) -> Builder:
+        BACKBONES[name] = builder
+        return builder
+
+    return add
 
 
 def build_backbone(

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .style import save_figure
+from neuralcodes.plots.style import save_figure
 
 SAME, OTHER = "#2ca02c", "#d62728"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from ..io import atomic_path
+from neuralcodes.io import atomic_path
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:

@@ -5,12 +5,12 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .. import io
-from ..runs import Run
-from .analysis import write_analysis
-from .classification import classification_section, variants_section
-from .document import table, to_html
-from .retrieval import pca_section, retrieval_section
+from neuralcodes import io
+from neuralcodes.report.analysis import write_analysis
+from neuralcodes.report.classification import classification_section, variants_section
+from neuralcodes.report.document import table, to_html
+from neuralcodes.report.retrieval import pca_section, retrieval_section
+from neuralcodes.runs import Run
 
 
 def _header(run: Run, config: dict) -> str:
@@ -31,7 +31,7 @@ def _header(run: Run, config: dict) -> str:
 def _ranking_sections(run: Run, ranking_runs: Sequence[Run]) -> list[str]:
     if not ranking_runs:
         return []
-    from .ranking import ranking_section
+    from neuralcodes.report.deep_ranking import ranking_section
 
     sections = []
     for other in ranking_runs:
@@ -49,11 +49,12 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
     config = run.config()
     metrics = run.metrics()
     ranking = [r if isinstance(r, Run) else Run(r) for r in ranking_runs]
-    if "ranking" in metrics and "classification" not in metrics:  # a `neuralcodes rank train` run
-        from .ranking import ranking_section
+    kind = config.get("kind")
+    if kind in ("deep_ranking", "rank"):  # a `neuralcodes rank train` run
+        from neuralcodes.report.deep_ranking import ranking_section
 
         sections = [f"# neuralcodes report: `{run.root.name}`\n", ranking_section(run)]
-    else:
+    elif kind in ("neural_codes", "classify"):
         sections = [
             _header(run, config),
             classification_section(metrics, run.history()),
@@ -63,6 +64,8 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
             *_ranking_sections(run, ranking),
             write_analysis(metrics),
         ]
+    else:
+        raise ValueError(f"{run.config_path} names an unknown run kind {kind!r}; cannot write its report")
     text = "\n".join(s for s in sections if s)
     md_path, html_path = run.root / "report.md", run.root / "report.html"
     io.write_text(md_path, text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .document import figure, table
+from neuralcodes.report.document import figure, table
 
 
 def retrieval_section(metrics: dict[str, Any]) -> str:

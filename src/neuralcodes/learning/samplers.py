@@ -1,0 +1,95 @@
+"""Triplet sampling for deep ranking: (query, positive, negative) index triples.
+
+A triplet draws its query uniformly from all images (so classes count by their size), its
+positive uniformly from the query's class without the query itself, and its negative uniformly
+from the images of all other classes. Each epoch's triplets come from a seed derived from
+(run seed, epoch) and are saved with the run (``RUN/triplets/epoch_003.npy``), so training only
+reads images and any epoch can be reproduced or inspected.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from neuralcodes import io
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """An independent 63-bit seed for (seed, *keys): nearby epochs get unrelated streams."""
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class TripletSampler:
+    """Samples (query, positive, negative) image indices given per-image class labels."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) == 0:
+            raise ValueError(f"labels must be a non-empty 1-d array, got shape {labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        classes, counts = np.unique(labels, return_counts=True)
+        if len(classes) < 2:
+            raise ValueError("triplets need at least two classes (a negative comes from another class)")
+        single = classes[counts < 2]
+        if len(single):
+            raise ValueError(
+                f"classes {single[:10].tolist()} have a single image, so their queries have no positive; "
+                "remove them or add images"
+            )
+        self.labels = labels
+        # Images sorted by class: class c occupies order[start[c] : start[c] + count[c]].
+        self.order = np.argsort(labels, kind="stable")
+        self._class_pos = np.searchsorted(classes, labels)  # per image: its class's row
+        self._start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._count = counts
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        """``n`` triplets as an int64 array (n, 3) of image indices, a pure function of ``seed``."""
+        if n < 1:
+            raise ValueError(f"the number of triplets must be positive, got {n}")
+        rng = np.random.default_rng(seed)
+        total = len(self.labels)
+        query = rng.integers(0, total, size=n)
+        c = self._class_pos[query]
+        start, count = self._start[c], self._count[c]
+        # Positive: one of the count-1 other images of the class; skipping the query's own slot
+        # keeps the choice uniform without rejection loops.
+        qslot = np.empty(total, dtype=np.int64)
+        qslot[self.order] = np.arange(total)
+        r = rng.integers(0, count - 1)
+        slot = start + r
+        slot = np.where(slot >= qslot[query], slot + 1, slot)
+        positive = self.order[slot]
+        # Negative: uniform over the total-count images outside the class: skip the class's block.
+        r = rng.integers(0, total - count)
+        negative = self.order[np.where(r < start, r, r + count)]
+        return np.stack([query, positive, negative], axis=1).astype(np.int64)
+
+
+class TripletStore:
+    """Per-epoch triplets saved under ``folder`` (atomic .npy files), sampled once, then re-read."""
+
+    def __init__(self, folder: str | Path, sampler: TripletSampler, per_epoch: int, seed: int) -> None:
+        self.folder = Path(folder)
+        self.sampler = sampler
+        self.per_epoch = int(per_epoch)
+        self.seed = int(seed)
+
+    def path(self, epoch: int) -> Path:
+        return self.folder / f"epoch_{epoch:03d}.npy"
+
+    def get(self, epoch: int) -> np.ndarray:
+        path = self.path(epoch)
+        if path.exists():
+            triplets = np.load(path)
+            if triplets.shape != (self.per_epoch, 3):
+                raise ValueError(
+                    f"{path} holds {triplets.shape} triplets, expected ({self.per_epoch}, 3): "
+                    "it belongs to another configuration; use a new run folder"
+                )
+            return triplets
+        triplets = self.sampler.sample(self.per_epoch, derive_seed(self.seed, epoch))
+        io.save_npy(path, triplets)
+        return triplets

@@ -1,0 +1,40 @@
+"""The course recipe's configuration: the Babenko et al. ConvNet trained as a classifier of the in-domain classes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from neuralcodes.config import RunConfig, register_config
+
+
+@register_config
+@dataclass
+class ClassifyConfig(RunConfig):
+    kind: ClassVar[str] = "neural_codes"
+    aliases: ClassVar[tuple[str, ...]] = ("classify",)
+    at_least_one: ClassVar[tuple[str, ...]] = ("batch_size", "epochs", "eval_batch_size", "n_ood")
+    positive: ClassVar[tuple[str, ...]] = ("lr",)
+
+    split_seed: int = 42  # the course split's np.random.seed
+    n_ood: int = 10  # the last n_ood classes are held out for retrieval
+    batch_size: int = 100
+    lr: float = 1e-4
+    epochs: int = 100
+    patience: int = 0  # early stopping: stop as soon as the validation loss rises
+    weight_decay: float = 0.0
+    augment: bool = False  # random crop (pad 4) + horizontal flip
+    batch_norm: bool = False
+    dropout: float = 0.5
+    bf16: bool = True  # bf16 autocast (CPU with AVX-512-BF16, or CUDA)
+    device: str | None = None  # None: CUDA when present, else CPU
+    eval_batch_size: int = 500
+    skip_corrupt: bool = False
+
+    def validate(self) -> "ClassifyConfig":
+        super().validate()
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.patience < 0 or self.split_seed < 0 or self.weight_decay < 0:
+            bad = next(n for n in ("patience", "split_seed", "weight_decay") if getattr(self, n) < 0)
+            raise ValueError(f"{bad} must not be negative, got {getattr(self, bad)}")
+        return self

@@ -1,0 +1,23 @@
+"""Classification quality of a trained run: cross-entropy, accuracy and top-5 on train/val/test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from neuralcodes.data.imageset import Dataset
+from neuralcodes.recipes.neural_codes.train import evaluate_classifier, open_trained
+from neuralcodes.runs import Run
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate_run(run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate the best epoch of ``run`` (dropout off) and store the table in metrics.json."""
+    run = run if isinstance(run, Run) else Run(run)
+    p, cfg = open_trained(run, dataset, device)
+    labels = p.dataset.train.labels
+    results = {
+        name: evaluate_classifier(p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16)
+        for name in SPLITS
+    }
+    run.update_metrics("classification", results)
+    return results

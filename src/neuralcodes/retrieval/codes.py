@@ -1,0 +1,208 @@
+"""Neural codes: L2-normalised activations of a trained network, and their storage.
+
+Codes are extracted in one batched forward pass per batch for all requested layers and stored as one
+``.npz`` per layer (optionally in float16). Compression lives in :mod:`neuralcodes.retrieval.pca`.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuralcodes.data.batches import DeviceImages
+from neuralcodes.device import autocast as autocast_context
+from neuralcodes.io import save_npz
+from neuralcodes.layers.normalization import l2n
+from neuralcodes.progress import ProgressBar
+
+ZERO_NORM = 1e-12
+_FORMAT_VERSION = 1
+
+
+class ZeroCodeWarning(UserWarning):
+    """Some codes are all zero (a dead layer or a blank image): they stay zero instead of becoming NaN."""
+
+
+def l2_normalize(codes: np.ndarray | torch.Tensor, what: str = "codes") -> np.ndarray:
+    """float32 rows of unit length; all-zero rows stay zero and are counted in a :class:`ZeroCodeWarning`."""
+    x = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).float()
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (items, dimensions) array, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contain NaN or inf; check the model's outputs before normalising")
+    _warn_zero_codes(_count_zero_codes(x), len(x), what)
+    return l2n(x, eps=ZERO_NORM).cpu().numpy()
+
+
+def _count_zero_codes(x: torch.Tensor) -> int:
+    return int((torch.linalg.vector_norm(x, dim=1) < ZERO_NORM).sum())
+
+
+def _warn_zero_codes(count: int, total: int, what: str) -> None:
+    if count:
+        warnings.warn(
+            f"{count} of {total} {what} are all zero and stay zero after L2 normalisation",
+            ZeroCodeWarning,
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def extract_codes(
+    model: nn.Module,
+    images: DeviceImages,
+    indices: np.ndarray | Sequence[int],
+    layers: Sequence[str] | str,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    autocast: bool = False,
+) -> dict[str, np.ndarray]:
+    """L2-normalised float32 codes ``{layer: (len(indices), dim)}`` from ``model.forward_features``.
+
+    Each batch goes through the model once for all ``layers`` (eval mode, inference mode); feature
+    maps are flattened. ``device`` defaults to where the model's parameters are; the model is moved
+    there if asked for another, and its train/eval mode is restored afterwards.
+    """
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if not layers or not all(isinstance(name, str) for name in layers):
+        raise ValueError(f"layers must be a non-empty list of layer names, got {layers!r}")
+    if not hasattr(model, "forward_features"):
+        raise TypeError(f"{type(model).__name__} has no forward_features(x, layers) method to extract codes from")
+    indices = _as_indices(indices, len(images))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = torch.device(device) if device is not None else _model_device(model, images.device)
+    model.to(device)
+
+    outputs: dict[str, np.ndarray] = {}
+    zero_counts = dict.fromkeys(layers, 0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), ProgressBar(len(indices), f"codes {'+'.join(layers)}", unit="images") as bar:
+            for start in range(0, len(indices), batch_size):
+                batch = indices[start : start + batch_size]
+                x = images.batch(batch).to(device, non_blocking=True)
+                features = _forward_features(model, x, layers, device, autocast)
+                for name in layers:
+                    code = _batch_code(features, name).flatten(1).float()
+                    if not torch.isfinite(code).all():
+                        raise ValueError(f"layer {name!r} produced NaN or inf for images {batch[:5].tolist()}...")
+                    zero_counts[name] += _count_zero_codes(code)
+                    if name not in outputs:
+                        outputs[name] = np.empty((len(indices), code.shape[1]), dtype=np.float32)
+                    outputs[name][start : start + len(batch)] = l2n(code, eps=ZERO_NORM).cpu().numpy()
+                bar.advance(len(batch))
+    finally:
+        model.train(was_training)
+    for name, count in zero_counts.items():
+        _warn_zero_codes(count, len(indices), f"{name} codes")
+    return outputs
+
+
+def _forward_features(
+    model: nn.Module, x: torch.Tensor, layers: list[str], device: torch.device, autocast: bool
+) -> dict[str, torch.Tensor]:
+    try:
+        with autocast_context(device, enabled=autocast):
+            return model.forward_features(x, layers)
+    except KeyError as err:
+        raise ValueError(
+            f"{type(model).__name__}.forward_features does not know layer {err}; asked for {layers}"
+        ) from err
+
+
+def _batch_code(features: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    if name not in features:
+        raise ValueError(f"the model returned no layer {name!r}; it returned {sorted(features)}")
+    return features[name]
+
+
+def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
+    parameter = next(iter(model.parameters()), None)
+    return parameter.device if parameter is not None else fallback
+
+
+def _as_indices(indices: np.ndarray | Sequence[int], n_images: int) -> np.ndarray:
+    indices = np.asarray(indices)
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"indices must be a non-empty 1-D array of image indices, got {indices.dtype} {indices.shape}")
+    if indices.min() < 0 or indices.max() >= n_images:
+        raise ValueError(f"indices must lie in [0, {n_images}) (the number of images)")
+    return indices.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@dataclass
+class Codes:
+    """Codes of one layer for a set of images: row i is image ``indices[i]`` of class ``labels[i]``."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    layer: str
+
+    def __post_init__(self) -> None:
+        self.codes = np.asarray(self.codes, dtype=np.float32)
+        self.labels = np.asarray(self.labels)
+        self.indices = np.asarray(self.indices)
+        n = len(self.codes)
+        if self.codes.ndim != 2:
+            raise ValueError(f"codes must be 2-D (images, dimensions), got shape {self.codes.shape}")
+        if not np.isfinite(self.codes).all():
+            raise ValueError("codes contain NaN or inf; check the model's outputs before storing them")
+        if self.labels.shape != (n,) or self.indices.shape != (n,):
+            raise ValueError(
+                f"labels {self.labels.shape} and indices {self.indices.shape} must both have shape ({n},), "
+                "one per code"
+            )
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def dim(self) -> int:
+        return self.codes.shape[1]
+
+    def save(self, path: str | os.PathLike, dtype: np.dtype | type | str = np.float32) -> Path:
+        """Write one ``.npz`` atomically; ``dtype`` float16 halves the file (read back as float32)."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
+            raise ValueError(f"codes are stored as float32 or float16, not {dtype}")
+        if self.codes.size and np.abs(self.codes).max() > np.finfo(dtype).max:
+            raise ValueError(f"codes do not fit in {dtype} (values overflow to inf); save them as float32")
+        stored = self.codes.astype(dtype)
+        path = Path(path)
+        save_npz(
+            path,
+            codes=stored,
+            labels=self.labels,
+            indices=self.indices,
+            layer=np.array(self.layer),
+            format_version=np.array(_FORMAT_VERSION),
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Codes":
+        """Read a file written by :meth:`save`; codes come back as float32."""
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"codes", "labels", "indices", "layer"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} is not a neuralcodes codes file (missing {sorted(missing)})")
+            return cls(
+                codes=data["codes"].astype(np.float32),
+                labels=data["labels"],
+                indices=data["indices"],
+                layer=str(data["layer"]),
+            )

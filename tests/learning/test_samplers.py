@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from neuralcodes.learning.samplers import TripletSampler, TripletStore, derive_seed
+
+
+@pytest.fixture
+def labels():
+    # Uneven class sizes, shuffled, with a non-contiguous label value.
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2, 7], [5, 2, 9, 4])
+    return rng.permutation(labels)
+
+
+def test_triplets_respect_classes(labels):
+    t = TripletSampler(labels).sample(5000, seed=1)
+    assert t.shape == (5000, 3) and t.dtype == np.int64
+    q, p, n = t.T
+    assert (labels[q] == labels[p]).all()
+    assert (q != p).all()
+    assert (labels[q] != labels[n]).all()
+
+
+def test_choices_cover_the_allowed_sets_uniformly(labels):
+    # Positive of query 0 spreads over the other images of its class; the negative over all others.
+    sampler = TripletSampler(labels)
+    t = sampler.sample(200_000, seed=3)
+    q0 = t[t[:, 0] == t[0, 0]]
+    same = set(np.flatnonzero(labels == labels[t[0, 0]])) - {t[0, 0]}
+    assert set(q0[:, 1]) == same
+    neg = t[:, 2][labels[t[:, 0]] == 0]
+    counts = np.bincount(neg, minlength=len(labels))[labels != 0]
+    assert counts.min() > 0.8 * counts.mean()
+    # Queries are uniform over images.
+    qc = np.bincount(t[:, 0], minlength=len(labels))
+    assert qc.min() > 0.9 * qc.mean()
+
+
+def test_deterministic_from_seed(labels):
+    s = TripletSampler(labels)
+    assert np.array_equal(s.sample(100, 5), s.sample(100, 5))
+    assert not np.array_equal(s.sample(100, 5), s.sample(100, 6))
+    assert derive_seed(0, 1) != derive_seed(0, 2) and derive_seed(0, 1) == derive_seed(0, 1)
+
+
+def test_store_saves_and_reloads(tmp_path, labels):
+    store = TripletStore(tmp_path, TripletSampler(labels), per_epoch=50, seed=3)
+    first = store.get(2)
+    assert store.path(2).name == "epoch_002.npy" and store.path(2).exists()
+    assert np.array_equal(np.load(store.path(2)), first)
+    again = TripletStore(tmp_path, TripletSampler(labels), per_epoch=50, seed=3).get(2)
+    assert np.array_equal(first, again)
+    # The saved file is what is read: a fresh store with another seed still reads epoch 2 as saved.
+    assert np.array_equal(TripletStore(tmp_path, TripletSampler(labels), 50, seed=99).get(2), first)
+    assert not np.array_equal(store.get(3), first)
+    with pytest.raises(ValueError, match="another configuration"):
+        TripletStore(tmp_path, TripletSampler(labels), per_epoch=60, seed=3).get(2)
+
+
+def test_bad_labels_are_rejected():
+    with pytest.raises(ValueError, match="single image"):
+        TripletSampler(np.array([0, 0, 1, 2, 2]))
+    with pytest.raises(ValueError, match="two classes"):
+        TripletSampler(np.array([3, 3, 3]))
+    with pytest.raises(ValueError, match="integers"):
+        TripletSampler(np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="positive"):
+        TripletSampler(np.array([0, 0, 1, 1])).sample(0, 1)

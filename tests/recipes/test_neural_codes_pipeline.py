@@ -1,0 +1,137 @@
+"""End to end: `neuralcodes run` on the embedded sample, and the report against its JSON."""
+import re
+
+import numpy as np
+import pytest
+
+from neuralcodes.cli import main
+from neuralcodes.runs import Run
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory, sample_dataset):
+    out = tmp_path_factory.mktemp("runs") / "main"
+    assert main(["run", "--out", str(out), "--epochs", "2", "--pca-fit-images", "600"]) == 0
+    return Run(out)
+
+
+def table_rows(markdown: str, first_header: str) -> dict[str, list[str]]:
+    """Rows of the Markdown table whose first header cell is ``first_header``, keyed by first cell."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\|\s*{re.escape(first_header)}\s*\|", line))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_run_writes_every_artefact(sample_run):
+    root = sample_run.root
+    for name in ("config.json", "history.json", "history.csv", "metrics.json", "split.json", "report.md", "report.html",
+                 "checkpoints/best.pt", "checkpoints/last.pt", "codes/ood_L5.npz", "codes/ood_L7.npz",
+                 "figures/training_curves.png", "figures/results_L5.png", "figures/results_L6.png",
+                 "figures/results_L7.png", "figures/precision_recall.png", "figures/map_per_layer.png",
+                 "figures/pca_map.png"):  # fmt: skip
+        assert (root / name).stat().st_size > 0, name
+    history = sample_run.history()
+    assert history[-1]["val_loss"] < history[0]["val_loss"] + 1e-9 or sample_run.metrics()["training"]["stopped_early"]
+    split = sample_run.metrics()
+    assert split["retrieval"]["n_queries"] == 1000  # 10 held-out classes x 100 images
+
+
+def test_report_numbers_match_the_json(sample_run):
+    metrics = sample_run.metrics()
+    report = (sample_run.root / "report.md").read_text()
+
+    cls = table_rows(report, "split")
+    names = {"train": "train", "val": "validation", "test": "test"}
+    for split, row in metrics["classification"].items():
+        got = cls[names[split]]
+        assert float(got["cross-entropy"]) == pytest.approx(row["loss"], abs=5e-5)
+        assert float(got["accuracy"]) == pytest.approx(row["accuracy"], abs=5e-5)
+        assert float(got["top-5 accuracy"]) == pytest.approx(row["top5"], abs=5e-5)
+
+    ret = table_rows(report, "layer")
+    for layer, values in metrics["retrieval"]["layers"].items():
+        assert float(ret[layer]["mAP"]) == pytest.approx(values["mAP"], abs=5e-5)
+        assert float(ret[layer]["P@10"]) == pytest.approx(values["P@10"], abs=5e-5)
+        assert int(ret[layer]["dimension"]) == values["dim"]
+
+    lines = report[report.index("## PCA"):]
+    pca = table_rows(lines, "layer")
+    for layer, rows in metrics["pca"]["layers"].items():
+        for row in rows:
+            if row["pca"]:
+                assert float(pca[layer][str(row["dim"])]) == pytest.approx(row["mAP"], abs=5e-5)
+    analysis = report[report.index("## Analysis"):]
+    best = max(metrics["retrieval"]["layers"], key=lambda k: metrics["retrieval"]["layers"][k]["mAP"])
+    assert f"the best layer here is {best}" in analysis
+    assert f"{metrics['classification']['test']['accuracy']:.3f}" in analysis
+    html = (sample_run.root / "report.html").read_text()
+    assert "<table>" in html and 'src="figures/results_L6.png"' in html
+
+
+def test_stored_codes_reproduce_the_reported_map(sample_run):
+    from neuralcodes.retrieval.codes import Codes
+    from neuralcodes.retrieval.metrics import retrieval_metrics
+
+    codes = Codes.load(sample_run.root / "codes" / "ood_L6.npz")
+    assert np.allclose(np.linalg.norm(codes.codes, axis=1)[np.abs(codes.codes).sum(1) > 0], 1, atol=1e-5)
+    again = retrieval_metrics(codes.codes, codes.labels, ks=(10,))
+    assert again["mAP"] == pytest.approx(sample_run.metrics()["retrieval"]["layers"]["L6"]["mAP"], abs=1e-6)
+
+
+def test_evaluate_and_report_commands_on_the_run(sample_run, capsys):
+    assert main(["evaluate", str(sample_run.root)]) == 0
+    assert "cross-entropy" in capsys.readouterr().err
+    assert main(["report", str(sample_run.root)]) == 0
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a neuralcodes run folder" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path / "x"), "--data", str(tmp_path / "missing.zip")]) == 2
+    assert "missing.zip" in capsys.readouterr().err
+
+
+def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp_path):
+    data = synthetic_tiny_imagenet(wnids=[f"n0{i}" for i in range(6)], train_per_class=12, val_per_class=1)
+    out = tmp_path / "run"
+    args = ["run", "--out", str(out), "--data", str(data), "--n-ood", "2", "--epochs", "1", "--batch-size", "16",
+            "--pca-fit-images", "30", "--variants", "augment,batch_norm"]  # fmt: skip
+    assert main(args) == 0
+    run = Run(out)
+    variants = run.metrics()["variants"]
+    assert list(variants) == ["baseline", "augment", "batch_norm"]
+    assert Run(out / "variants" / "augment").config()["augment"] is True
+    assert Run(out / "variants" / "batch_norm").config()["batch_norm"] is True
+    report = (out / "report.md").read_text()
+    rows = table_rows(report, "variant")
+    for name, v in variants.items():
+        assert float(rows[name]["test accuracy"]) == pytest.approx(v["test_accuracy"], abs=5e-5)
+    base = variants["baseline"]["test_accuracy"]
+    assert f"from {base:.3f} to {variants['augment']['test_accuracy']:.3f}" in report
+    assert main(args[:-2] + ["--variants", "dropout"]) == 2  # unknown variant: a clear error
+
+
+def test_resume_keeps_finished_stages(sample_run, monkeypatch):
+    import neuralcodes.recipes.neural_codes.pipeline as pipeline
+
+    before = sample_run.metrics()
+    mtime = sample_run.best_checkpoint.stat().st_mtime
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished stage was run again")
+
+    for stage in ("train_classifier", "evaluate_run", "retrieval_study"):
+        monkeypatch.setattr(pipeline, stage, must_not_run)
+    args = ["run", "--out", str(sample_run.root), "--epochs", "2", "--pca-fit-images", "600"]
+    assert main(args) == 2  # an existing run is never overwritten silently
+    assert main(args + ["--resume"]) == 0
+    assert sample_run.metrics() == before
+    assert sample_run.best_checkpoint.stat().st_mtime == mtime
+    assert (sample_run.root / "report.md").exists()

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+import neuralcodes.recipes.neural_codes.train as classify
+from neuralcodes.data.imageset import Dataset, ImageSet
+from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.recipes.neural_codes.config import ClassifyConfig
+from neuralcodes.runs import Run
+
+
+def synthetic_dataset(n_classes: int = 6, per_class: int = 12, seed: int = 0) -> Dataset:
+    """Classes differ in mean colour, so a few steps of training can tell them apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.integers(40, 215, (n_classes, 3))
+    images = np.concatenate([
+        np.clip(rng.normal(c, 30, (per_class, 64, 64, 3)), 0, 255).astype(np.uint8) for c in centres
+    ])  # fmt: skip
+    labels = np.repeat(np.arange(n_classes), per_class)
+    ids = [f"c{i}" for i in range(n_classes)]
+    return Dataset("synthetic", ImageSet(images, labels, ids, ids), None, "synthetic")
+
+
+def config(**overrides) -> ClassifyConfig:
+    base = dict(n_ood=2, batch_size=16, epochs=3, patience=5, lr=1e-4, eval_batch_size=64, device="cpu")
+    return ClassifyConfig(**{**base, **overrides})
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    data = synthetic_dataset()
+    classify.train_classifier(config(), tmp_path / "straight", dataset=data)
+
+    real_epoch = classify.train_one_epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(classify, "train_one_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 0
+    monkeypatch.setattr(classify, "train_one_epoch", real_epoch)
+    with pytest.raises(FileExistsError, match="--resume"):
+        classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
+    classify.train_classifier(config(), tmp_path / "resumed", resume=True, dataset=data)
+
+    a = weights(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = weights(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ha, hb = Run(tmp_path / "straight").history(), Run(tmp_path / "resumed").history()
+    assert [h["val_loss"] for h in ha] == [h["val_loss"] for h in hb]
+
+
+def test_resume_refuses_a_changed_configuration(tmp_path):
+    data = synthetic_dataset()
+    classify.train_classifier(config(epochs=1), tmp_path / "r", dataset=data)
+    with pytest.raises(ValueError, match="lr"):
+        classify.train_classifier(config(epochs=1, lr=1e-3), tmp_path / "r", resume=True, dataset=data)
+
+
+def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
+    data = synthetic_dataset()
+    scripted = iter([2.0, 1.0, 1.5, 0.5])  # rises at epoch 3: stop, keep epoch 2
+    real_eval = classify.evaluate_classifier
+
+    def fake_eval(*args, **kwargs):
+        out = real_eval(*args, **kwargs)
+        return {**out, "loss": next(scripted)}
+
+    monkeypatch.setattr(classify, "evaluate_classifier", fake_eval)
+    run = classify.train_classifier(config(epochs=4, patience=0), tmp_path / "r", dataset=data)
+    metrics = run.metrics()["training"]
+    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "epochs_run": 3, "stopped_early": True}
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == 1  # zero-based epoch 1 is epoch 2
+    assert not torch.equal(weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"])
+    assert (run.figures / "training_curves.png").stat().st_size > 0
+    assert (run.root / "history.csv").read_text().count("\n") == 4
+
+
+def test_training_lowers_the_loss_and_evaluation_matches_a_manual_pass(tmp_path):
+    data = synthetic_dataset()
+    run = classify.train_classifier(config(epochs=3, lr=3e-4, bf16=False), tmp_path / "r", dataset=data)
+    history = run.history()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    model, cfg = classify.load_trained(run, "cpu")
+    p = classify.prepare(cfg, data)
+    idx = p.split.test
+    got = classify.evaluate_classifier(model, p.images, data.train.labels, idx, batch_size=5, bf16=False)
+    with torch.no_grad():
+        logits = model(p.images.batch(idx))
+    y = torch.as_tensor(data.train.labels[idx])
+    assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert got["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    top5 = logits.topk(4, 1).indices  # 4 in-domain classes: top-5 is every class
+    assert got["top5"] == pytest.approx((top5 == y[:, None]).any(1).float().mean().item())
+
+
+def test_convnet_backbone_loads_a_real_training_run(tmp_path):
+    """Deep ranking on the course ConvNet reads the run folder `train_classifier` writes (review defect 1)."""
+    from neuralcodes.models.backbones import build_backbone
+
+    run = classify.train_classifier(config(epochs=1), tmp_path / "run", dataset=synthetic_dataset())
+    backbone = build_backbone("convnet", weights=str(run.root)).eval()
+    net, _ = classify.load_trained(run, "cpu")
+    x = torch.rand(2, 3, 64, 64)
+    expected = net.forward_features(x, ("L7",))["L7"].flatten(1)
+    torch.testing.assert_close(backbone(x), expected)
+    assert backbone.out_features == expected.shape[1] == net.fc7.out_features
+    with pytest.raises(ValueError, match="--weights RUN"):
+        build_backbone("convnet")

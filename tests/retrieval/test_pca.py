@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA as SklearnPCA
+
+from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.pca import PCA, pca_study
+
+
+def normalise_rows(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def low_rank_codes(rng, n, dim, rank):
+    basis = rng.standard_normal((rank, dim))
+    scales = np.geomspace(3.0, 0.3, rank)[:, None]
+    return (rng.standard_normal((n, rank)) @ (scales * basis)).astype(np.float32)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(40, 100), (300, 20)])  # N < D (Gram route) and N > D (covariance)
+def test_projection_equals_sklearn_pca_up_to_sign(n, dim):
+    rng = np.random.default_rng(2)
+    train = (rng.standard_normal((n, dim)) * np.linspace(2.0, 0.1, dim)).astype(np.float32)
+    test = rng.standard_normal((15, dim)).astype(np.float32)
+    d = 10
+    ours = PCA().fit(train)
+    reference = SklearnPCA(n_components=d, svd_solver="full").fit(train.astype(np.float64))
+    projected = ours.project(test, d)
+    expected = reference.transform(test.astype(np.float64))
+    signs = np.sign((projected * expected).sum(axis=0))
+    np.testing.assert_allclose(projected, expected * signs, atol=1e-4)
+    np.testing.assert_allclose(ours.eigenvalues_[:d], reference.explained_variance_, rtol=1e-5)
+    np.testing.assert_allclose(ours.mean_, reference.mean_, atol=1e-6)
+
+
+def test_whitened_training_codes_have_identity_covariance():
+    rng = np.random.default_rng(3)
+    train = low_rank_codes(rng, 200, 30, rank=30)
+    pca = PCA().fit(train)
+    white = pca.project(train, 12, whiten=True).astype(np.float64)
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(12), atol=1e-4)
+    plain = pca.project(train, 12).astype(np.float64)
+    assert np.cov(plain, rowvar=False)[0, 0] > 2 * np.cov(plain, rowvar=False)[11, 11]
+
+
+def test_transform_renormalises_and_rank_limits_d():
+    rng = np.random.default_rng(4)
+    train = low_rank_codes(rng, 50, 40, rank=5)  # rank 5 (centring keeps it at 5 here)
+    pca = PCA().fit(train)
+    assert pca.n_components_ == 5
+    out = pca.transform(rng.standard_normal((8, 40)), d=3, whiten=True)
+    assert out.shape == (8, 3)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    with pytest.raises(ValueError, match="d=6 exceeds the 5 components"):
+        pca.transform(train, d=6)
+    with pytest.raises(ValueError, match="fitted on 40"):
+        pca.transform(train[:, :10], d=2)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        PCA().transform(train)
+    assert PCA(n_components=2).fit(train).n_components_ == 2
+
+
+def test_pca_study_rows_match_retrieval_metrics_on_transformed_codes():
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((4, 24))
+    labels = np.repeat(np.arange(4), 15)
+    train = normalise_rows(centres[rng.integers(0, 4, 80)] + rng.standard_normal((80, 24))).astype(np.float32)
+    evaluation = normalise_rows(centres[labels] + rng.standard_normal((60, 24))).astype(np.float32)
+
+    with pytest.warns(UserWarning, match="skipping d=32"):
+        rows = pca_study(train, evaluation, labels, dims=(4, 8, None, 32))
+    assert [(row["dim"], row["pca"]) for row in rows] == [(4, True), (8, True), (24, False)]
+
+    pca = PCA().fit(train)  # fitted on the training codes only
+    assert rows[0]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 4), labels, ks=())["mAP"])
+    assert rows[1]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 8), labels, ks=())["mAP"])
+    assert rows[2]["mAP"] == pytest.approx(retrieval_metrics(evaluation, labels, ks=())["mAP"])
