@@ -89,6 +89,30 @@ def test_extract_codes_with_autocast_stays_close(images):
     np.testing.assert_allclose(low, exact, atol=0.05)
 
 
+def test_bf16_codes_give_the_fp32_map_on_the_sample(sample_dataset):
+    """The study extracts codes under bf16 autocast by default: retrieval must not notice."""
+    from neuralcodes.data.splits import course_split
+    from neuralcodes.models.convnet import NeuralCodesConvNet
+    from neuralcodes.retrieval.metrics import retrieval_metrics
+
+    train = sample_dataset.train
+    split = course_split(train.labels, train.num_classes)
+    labels = np.asarray(train.labels)
+    # 12 images of each of the 10 held-out classes keep the two passes of the ConvNet to a few seconds.
+    subset = np.concatenate([split.ood[labels[split.ood] == c][:12] for c in split.ood_classes])
+    torch.manual_seed(0)
+    model = NeuralCodesConvNet(split.n_in_domain)  # random init: the rounding, not the training, is tested
+    images = DeviceImages(train.images[subset])
+    layers = ("L5", "L6", "L7")
+    exact = extract_codes(model, images, np.arange(len(subset)), layers, batch_size=60)
+    low = extract_codes(model, images, np.arange(len(subset)), layers, batch_size=60, autocast=True)
+    for layer in layers:
+        assert np.abs(low[layer] - exact[layer]).max() > 1e-4, "autocast did not run in bf16"
+        map_exact = retrieval_metrics(exact[layer], labels[subset], ks=())["mAP"]
+        map_low = retrieval_metrics(low[layer], labels[subset], ks=())["mAP"]
+        assert map_low == pytest.approx(map_exact, abs=0.01), layer
+
+
 def test_extract_codes_warns_about_zero_codes(images):
     with pytest.warns(ZeroCodeWarning, match="6 of 6 dead codes"):
         codes = extract_codes(TinyNet(), images, np.arange(6), ["dead"])

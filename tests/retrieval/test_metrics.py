@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, top_k_accuracy_score
+from sklearn.neighbors import NearestNeighbors
 
 from neuralcodes.retrieval.metrics import (
     accuracy,
@@ -28,15 +29,21 @@ def naive_ap(ranked_relevance, n_relevant):
     return total / n_relevant
 
 
-def notebook_average_precision(query_label, neighbour_labels):
-    """The reference notebook's AP, as it is commonly written: over the ranked neighbours' labels."""
-    hits = 0
-    precision_sum = 0.0
-    for i, label in enumerate(neighbour_labels):
-        if label == query_label:
-            hits += 1
-            precision_sum += hits / (i + 1)
-    return precision_sum / hits if hits else 0.0
+def notebook_map(codes, labels):
+    """The reference notebook's procedure: scikit-learn NearestNeighbors ranks every image for each
+    query, the first neighbour (the query itself) is dropped, then its AP loop over the neighbours'
+    labels. Ranking and arithmetic are both independent of neuralcodes."""
+    _, neighbours = NearestNeighbors(n_neighbors=len(codes)).fit(codes).kneighbors(codes)
+    assert (neighbours[:, 0] == np.arange(len(codes))).all()  # continuous codes: no duplicate at distance 0
+    aps = []
+    for q, row in enumerate(neighbours[:, 1:]):
+        hits, precision_sum = 0, 0.0
+        for i, label in enumerate(labels[row]):
+            if label == labels[q]:
+                hits += 1
+                precision_sum += hits / (i + 1)
+        aps.append(precision_sum / hits)
+    return np.array(aps)
 
 
 def naive_map_at_r(ranked_relevance, n_relevant):
@@ -86,25 +93,70 @@ def test_ap_matches_naive_loop_on_random_rankings():
     assert mean_average_precision(relevance, n_relevant) == pytest.approx(np.mean(expected), rel=1e-12)
 
 
-def test_ap_matches_sklearn_average_precision_score():
+def test_ap_matches_sklearn_average_precision_score_without_ties():
     rng = np.random.default_rng(1)
     for _ in range(20):
         n = int(rng.integers(5, 300))
         y_true = rng.random(n) < rng.uniform(0.05, 0.5)
         y_true[rng.integers(n)] = True
-        scores = rng.standard_normal(n)  # continuous: no ties
+        scores = rng.standard_normal(n)  # continuous: no ties, so both tie rules agree
         ranked = y_true[np.argsort(-scores)]
-        ours = average_precision(ranked[None, :], [y_true.sum()])[0]
-        assert ours == pytest.approx(average_precision_score(y_true, scores), abs=1e-6)
+        for ties in ("index", "average"):
+            ours = average_precision(ranked[None, :], [y_true.sum()], np.sort(-scores)[None, :], ties=ties)[0]
+            assert ours == pytest.approx(average_precision_score(y_true, scores), abs=1e-9)
 
 
-def test_ap_matches_notebook_ap_when_the_ranking_holds_every_relevant_item():
+def test_tie_averaged_ap_matches_sklearn_on_integer_scores_with_ties():
+    rng = np.random.default_rng(11)
+    differed = 0
+    for _ in range(40):
+        n = int(rng.integers(5, 200))
+        y_true = rng.random(n) < rng.uniform(0.1, 0.6)
+        y_true[rng.integers(n)] = True
+        scores = rng.integers(0, int(rng.integers(2, 8)), size=n)  # few values: many ties
+        order = np.argsort(-scores, kind="stable")  # ties listed by index, as a search lists them
+        ranked, distances = y_true[order][None, :], -scores[order][None, :]
+        expected = average_precision_score(y_true, scores)
+        assert average_precision(ranked, [y_true.sum()], distances, ties="average")[0] == pytest.approx(expected, abs=1e-12)
+        by_index = average_precision(ranked, [y_true.sum()])[0]
+        assert by_index == pytest.approx(naive_ap(ranked[0], y_true.sum()), abs=1e-12)
+        differed += abs(by_index - expected) > 1e-6
+    assert differed > 20  # the tied case is really exercised: index order changes most APs
+
+
+def test_tie_averaged_ap_hand_example():
+    # Distances 0.1, then three results tied at 0.5 (relevant, not, relevant), then 0.9 (relevant); R = 3.
+    relevance = np.array([[1, 1, 0, 1, 0]], dtype=bool)
+    distances = np.array([[0.1, 0.5, 0.5, 0.5, 0.9]])
+    # The tied group ends at rank 4 with 3 hits: both of its hits get precision 3/4.
+    assert average_precision(relevance, [3], distances, ties="average")[0] == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+    # By index: hits at ranks 1, 2, 4.
+    assert average_precision(relevance, [3], distances)[0] == pytest.approx((1 + 2 / 2 + 3 / 4) / 3)
+    # Listing the group in another order changes nothing for the tie-averaged AP.
+    shuffled = np.array([[1, 0, 1, 1, 0]], dtype=bool)
+    assert average_precision(shuffled, [3], distances, ties="average")[0] == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+    assert mean_average_precision(shuffled, [3], distances, ties="average") == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ties": "random"}, "ties must be one of"),
+        ({"ties": "average"}, "needs ranked_distances"),
+        ({"ties": "average", "ranked_distances": np.array([[0.3, 0.2, 0.4]])}, "ascending"),
+        ({"ties": "average", "ranked_distances": np.array([[0.1, 0.2]])}, "shape of relevance"),
+    ],
+)
+def test_bad_tie_options_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        average_precision(np.array([[1, 0, 1]], dtype=bool), [2], **kwargs)
+
+
+def test_ap_matches_the_notebooks_procedure_with_sklearn_nearest_neighbours():
     rng = np.random.default_rng(2)
-    labels = rng.integers(0, 4, size=(30, 50))
-    query_labels = labels[:, 0].copy()
-    ranked = labels == query_labels[:, None]
-    expected = [notebook_average_precision(q, row) for q, row in zip(query_labels, labels)]
-    np.testing.assert_allclose(average_precision(ranked, ranked.sum(axis=1)), expected, rtol=1e-12)
+    codes, labels = clustered_codes(rng, 4, 25, 12, spread=1.5)
+    expected = notebook_map(codes.astype(np.float64), labels)
+    np.testing.assert_allclose(retrieval_metrics(codes, labels, ks=())["AP"], expected, atol=1e-6)
 
 
 def test_ap_accepts_0_1_integers_and_blocks_do_not_change_results(monkeypatch):
@@ -289,3 +341,54 @@ def test_retrieval_metrics_reject_classes_with_a_single_image_and_large_k():
         retrieval_metrics(codes, np.array([0, 0, 0, 1]), ks=(1,))
     with pytest.raises(ValueError, match="exceeds the 3 ranked results"):
         retrieval_metrics(codes, np.array([0, 0, 1, 1]), ks=(4,))
+
+
+def integer_codes_with_ties(rng, n, dim, n_classes):
+    """Small-integer codes: inner products and squared distances are exact in float32, and many tie."""
+    codes = rng.integers(0, 2, size=(n, dim)).astype(np.float32)
+    labels = rng.permutation(np.arange(n) % n_classes)
+    return codes, labels
+
+
+@pytest.mark.parametrize("gram", [True, False])  # the symmetric-product path and the blocked search path
+def test_retrieval_metrics_with_tied_distances_match_sklearn_and_a_stable_sort(gram, monkeypatch):
+    if not gram:
+        monkeypatch.setattr("neuralcodes.retrieval.search.GRAM_MAX_BYTES", 0)
+    rng = np.random.default_rng(12)
+    codes, labels = integer_codes_with_ties(rng, 90, 5, 4)  # at most 32 distinct codes for 90 images
+    c = codes.astype(np.int64)
+    squared = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    tie_averaged, by_index = [], []
+    for q in range(len(codes)):
+        others = np.delete(np.arange(len(codes)), q)
+        relevant = labels[others] == labels[q]
+        tie_averaged.append(average_precision_score(relevant, -squared[q, others]))
+        by_index.append(naive_ap(relevant[np.argsort(squared[q, others], kind="stable")], relevant.sum()))
+
+    average = retrieval_metrics(codes, labels, ks=(5,), block_size=7, ties="average")
+    index = retrieval_metrics(codes, labels, ks=(5,), block_size=7)
+    np.testing.assert_allclose(average["AP"], tie_averaged, atol=1e-12)
+    np.testing.assert_allclose(index["AP"], by_index, atol=1e-12)
+    assert np.abs(np.array(tie_averaged) - by_index).max() > 0.01  # the ties matter here
+    assert average["P@5"] == index["P@5"]  # only AP takes the tie option
+
+
+def test_retrieval_metrics_against_a_separate_database_match_sklearn():
+    rng = np.random.default_rng(13)
+    database, database_labels = clustered_codes(rng, 5, 20, 8)
+    queries, query_labels = clustered_codes(rng, 5, 6, 8)
+    queries, query_labels = queries[:25], query_labels[:25]
+    distances = np.linalg.norm(queries[:, None, :].astype(np.float64) - database[None, :, :], axis=-1)
+    expected_ap = [average_precision_score(database_labels == y, -d) for y, d in zip(query_labels, distances)]
+    nearest = np.argsort(distances, axis=1, kind="stable")[:, :10]
+    expected_p10 = np.mean(database_labels[nearest] == query_labels[:, None])
+
+    result = retrieval_metrics(queries, query_labels, ks=(10,), block_size=4, database=database,
+                               database_labels=database_labels)  # fmt: skip
+    np.testing.assert_allclose(result["AP"], expected_ap, atol=1e-6)
+    assert result["P@10"] == pytest.approx(expected_p10)
+    assert result["n_queries"] == 25
+    with pytest.raises(ValueError, match=r"query classes \[7\] have no image in the database"):
+        retrieval_metrics(queries[:2], np.array([0, 7]), ks=(), database=database, database_labels=database_labels)
+    with pytest.raises(ValueError, match="together"):
+        retrieval_metrics(queries, query_labels, ks=(), database=database)

@@ -149,3 +149,17 @@ def test_bad_input_is_rejected(kwargs, message):
 def test_leave_one_out_needs_two_codes():
     with pytest.raises(ValueError, match="at least 2 codes"):
         leave_one_out(np.ones((1, 3)))
+
+
+@pytest.mark.parametrize("gram", [True, False])
+def test_tie_keys_are_ascending_and_equal_exactly_where_distances_tie(gram, monkeypatch):
+    if not gram:
+        monkeypatch.setattr("neuralcodes.retrieval.search.GRAM_MAX_BYTES", 0)
+    rng = np.random.default_rng(21)
+    codes = rng.integers(0, 3, size=(40, 4)).astype(np.float32)  # exact squared distances, many ties
+    squared = ((codes[:, None, :].astype(np.int64) - codes[None, :, :].astype(np.int64)) ** 2).sum(-1)
+    for start, indices, keys in iter_leave_one_out(codes, block_size=9, tie_keys=True):
+        rows = np.arange(start, start + len(indices))
+        ranked = squared[rows[:, None], indices]
+        assert (np.diff(keys, axis=1) >= 0).all()
+        np.testing.assert_array_equal(np.diff(keys, axis=1) == 0, np.diff(ranked, axis=1) == 0)

@@ -96,7 +96,3 @@ def iterate_batches(
         if augment is not None:
             x = augment(x, generator if generator is not None else torch.default_generator)
         yield x, labels_t[idx].to(images.device, non_blocking=True)
-
-
-def num_batches(n: int, batch_size: int) -> int:
-    return (n + batch_size - 1) // batch_size

@@ -5,19 +5,30 @@ after ``np.random.seed(seed)`` one ``np.random.permutation`` orders the in-domai
 order: class-major, sorted file names), its first ``int(val_fraction * n)`` are validation, the next
 ``int(test_fraction * n)`` test, the rest train; a second permutation from the same global stream
 shuffles the OOD images. The caller's global RNG state is restored afterwards.
+
+``ood_classes`` chooses the held-out classes explicitly instead (the draws stay the same, over the
+other classes); :func:`class_indices` turns folder names, wnids or class names into those indices.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+DEFAULT_N_OOD = 10
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Index arrays into an ImageSet. Classes ``0 .. n_in_domain - 1`` are in-domain."""
+    """Index arrays into an ImageSet, and which classes are held out.
+
+    With the default held-out classes (the last ``n_ood``) the in-domain classes are
+    ``0 .. n_in_domain - 1``; with explicit ones use :meth:`in_domain_labels` to number the
+    in-domain classes ``0 .. n_in_domain - 1`` for a classifier.
+    """
 
     train: np.ndarray
     val: np.ndarray
@@ -28,6 +39,28 @@ class Split:
     seed: int
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+
+    @property
+    def num_classes(self) -> int:
+        return self.n_in_domain + len(self.ood_classes)
+
+    @property
+    def in_domain_classes(self) -> tuple[int, ...]:
+        held_out = set(self.ood_classes)
+        return tuple(c for c in range(self.num_classes) if c not in held_out)
+
+    @property
+    def ood_chosen(self) -> bool:
+        """Whether the held-out classes differ from the course's default (the last ``n_ood``)."""
+        return self.ood_classes != tuple(range(self.n_in_domain, self.num_classes))
+
+    def in_domain_labels(self, labels: np.ndarray) -> np.ndarray:
+        """``labels`` renumbered so the in-domain classes are ``0 .. n_in_domain - 1`` (in class order);
+        held-out classes become -1. The identity on in-domain labels for the default split."""
+        labels = np.asarray(labels)
+        mapping = np.full(self.num_classes, -1, dtype=np.int64)
+        mapping[list(self.in_domain_classes)] = np.arange(self.n_in_domain)
+        return mapping[labels]
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -47,6 +80,7 @@ class Split:
             "seed": self.seed,
             "n_in_domain": self.n_in_domain,
             "ood_classes": list(self.ood_classes),
+            "ood_chosen": self.ood_chosen,
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
             "sizes": self.sizes,
@@ -64,17 +98,23 @@ class Split:
 def course_split(
     labels: np.ndarray,
     num_classes: int,
-    n_ood: int = 10,
+    n_ood: int | None = None,
     seed: int = 42,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
+    ood_classes: Sequence[int] | None = None,
 ) -> Split:
-    """Split images (by ``labels``, in dataset order) as the course notebook does; see the module doc."""
+    """Split images (by ``labels``, in dataset order) as the course notebook does; see the module doc.
+
+    ``ood_classes``: the held-out class indices (default: the last ``n_ood``, 10 unless given).
+    Passing both requires ``n_ood == len(ood_classes)``.
+    """
     labels = np.asarray(labels)
-    _check_arguments(labels, num_classes, n_ood, val_fraction, test_fraction)
-    n_in_domain = num_classes - n_ood
-    in_domain = np.flatnonzero(labels < n_in_domain)
-    ood = np.flatnonzero(labels >= n_in_domain)
+    _check_arguments(labels, num_classes, val_fraction, test_fraction)
+    held_out = _held_out_classes(num_classes, n_ood, ood_classes)
+    is_ood = np.isin(labels, held_out)
+    in_domain = np.flatnonzero(~is_ood)
+    ood = np.flatnonzero(is_ood)
     n = len(in_domain)
     n_val, n_test = int(val_fraction * n), int(test_fraction * n)
 
@@ -91,23 +131,81 @@ def course_split(
         val=in_domain[order[:n_val]],
         test=in_domain[order[n_val:n_val + n_test]],
         ood=ood[ood_order],
-        n_in_domain=n_in_domain,
-        ood_classes=tuple(range(n_in_domain, num_classes)),
+        n_in_domain=num_classes - len(held_out),
+        ood_classes=held_out,
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
 
 
-def _check_arguments(
-    labels: np.ndarray, num_classes: int, n_ood: int, val_fraction: float, test_fraction: float
-) -> None:
+def _held_out_classes(num_classes: int, n_ood: int | None, ood_classes: Sequence[int] | None) -> tuple[int, ...]:
+    if ood_classes is None:
+        n_ood = DEFAULT_N_OOD if n_ood is None else n_ood
+        if isinstance(n_ood, bool) or not isinstance(n_ood, (int, np.integer)) or not 0 <= n_ood < num_classes:
+            raise ValueError(
+                f"n_ood must be an integer in [0, num_classes={num_classes}) so some classes stay in-domain, got {n_ood!r}"
+            )
+        return tuple(range(num_classes - n_ood, num_classes))
+    if isinstance(ood_classes, (str, bytes)):
+        raise ValueError(f"ood_classes must be class indices; turn names into indices with class_indices(), got {ood_classes!r}")
+    chosen = [int(c) for c in ood_classes if isinstance(c, (int, np.integer)) and not isinstance(c, bool)]
+    if len(chosen) != len(ood_classes):
+        raise ValueError(f"ood_classes must be integer class indices (use class_indices() for names), got {list(ood_classes)!r}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"ood_classes names a class twice: {sorted(chosen)}")
+    outside = [c for c in chosen if not 0 <= c < num_classes]
+    if outside:
+        raise ValueError(f"ood_classes {outside} lie outside [0, {num_classes}) (the dataset's classes)")
+    if not 0 < len(chosen) < num_classes:
+        raise ValueError(f"ood_classes must hold 1 to {num_classes - 1} classes so some stay in-domain, got {len(chosen)}")
+    if n_ood is not None and n_ood != len(chosen):
+        raise ValueError(f"n_ood={n_ood} disagrees with the {len(chosen)} ood_classes given; pass one or make them agree")
+    return tuple(sorted(chosen))
+
+
+def class_indices(names: Sequence[str], class_ids: Sequence[str], class_names: Sequence[str] = ()) -> list[int]:
+    """Class indices for ``names``, each a class id (folder name or wnid, e.g. ``n07871810``) or a
+    class name (e.g. ``meat loaf``, case-insensitive), for ``course_split(ood_classes=...)``.
+
+    An unknown or ambiguous name raises ``ValueError`` saying what was not found and what is close.
+    """
+    if isinstance(names, str):
+        names = [part for part in names.split(",") if part.strip()]
+    by_id = {cid: i for i, cid in enumerate(class_ids)}
+    by_name: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        by_name.setdefault(name.strip().lower(), []).append(i)
+    indices = []
+    for raw in names:
+        name = raw.strip()
+        if name in by_id:
+            indices.append(by_id[name])
+            continue
+        matches = by_name.get(name.lower(), [])
+        if len(matches) == 1:
+            indices.append(matches[0])
+            continue
+        if len(matches) > 1:
+            raise ValueError(
+                f"class name {name!r} is shared by classes {[class_ids[i] for i in matches]}; name one of them by its id"
+            )
+        close = difflib.get_close_matches(name, [*class_ids, *class_names], n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(
+            f"unknown class {name!r}: not a class id (folder name or wnid) or class name of this dataset "
+            f"({len(class_ids)} classes, e.g. {class_ids[0]!r}{f' = {class_names[0]!r}' if class_names else ''}){hint}"
+        )
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"{list(names)} names the same class more than once")
+    return indices
+
+
+def _check_arguments(labels: np.ndarray, num_classes: int, val_fraction: float, test_fraction: float) -> None:
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must lie in [0, {num_classes}), found {labels.min()} .. {labels.max()}")
-    if not 0 <= n_ood < num_classes:
-        raise ValueError(f"n_ood must be in [0, num_classes={num_classes}) so some classes stay in-domain, got {n_ood}")
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum to less than 1"

@@ -1,12 +1,15 @@
 """Deep-ranking figures: loss curves, and queries with their top and bottom results."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from neuralcodes.plots.retrieval import (
+    plot_ranked_results as plot_ranked_results_figure,
+)
 from neuralcodes.plots.style import save_figure
 
 
@@ -43,37 +46,17 @@ def plot_ranked_results(
     path: str | Path,
     show: int = 10,
 ) -> Path:
-    """One block of rows per query: the query, its ``show`` nearest and ``show`` farthest results.
-
-    ``top[i]`` / ``bottom[i]`` hold ``indices`` and ``distances`` into ``database_images``.
-    A green frame marks a result of the query's class, a red one any other class.
+    """The deep-ranking call of :func:`neuralcodes.plots.retrieval.plot_ranked_results` (the one
+    implementation): ``top[i]`` / ``bottom[i]`` hold ``indices``, ``distances`` and ``labels`` of
+    query i's nearest and farthest results in ``database_images``; ``show`` of each are drawn.
     """
-    n = len(query_images)
-    fig, axes = plt.subplots(2 * n, show + 1, figsize=(1.45 * (show + 1), 1.75 * 2 * n), squeeze=False)
-    for q in range(n):
-        for row, (results, kind) in enumerate(((top[q], "top"), (bottom[q], "bottom"))):
-            r = 2 * q + row
-            ax = axes[r, 0]
-            if row == 0:
-                ax.imshow(query_images[q])
-                ax.set_title(f"query\n{_short(class_names[query_labels[q]])}", fontsize=7)
-            else:
-                ax.text(0.5, 0.5, f"bottom {show}", ha="center", va="center", fontsize=8)
-            ax.axis("off")
-            for j in range(show):
-                ax = axes[r, j + 1]
-                idx, dist = int(results["indices"][j]), float(results["distances"][j])
-                ax.imshow(database_images[idx])
-                same = results["labels"][j] == query_labels[q]
-                for spine in ax.spines.values():
-                    spine.set_edgecolor("green" if same else "red")
-                    spine.set_linewidth(3)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.set_title(f"{dist:.3f}\n{_short(class_names[results['labels'][j]])}", fontsize=6)
-    return save_figure(fig, path)
 
+    def block(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indices = np.stack([np.asarray(r["indices"][:show]) for r in rows])
+        labels = np.stack([np.asarray(r["labels"][:show]) for r in rows])
+        distances = np.stack([np.asarray(r["distances"][:show]) for r in rows])
+        return database_images[indices.ravel()].reshape(*indices.shape, *database_images.shape[1:]), labels, distances
 
-def _short(name: str, width: int = 16) -> str:
-    name = name.split(",")[0]
-    return name if len(name) <= width else name[: width - 1] + "…"
+    images, labels, distances = block(top)
+    return plot_ranked_results_figure(query_images, query_labels, images, labels, class_names, path,
+                                      distances=distances, bottom=block(bottom))  # fmt: skip

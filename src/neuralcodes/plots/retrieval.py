@@ -24,36 +24,53 @@ def _show(ax: plt.Axes, image: np.ndarray, title: str, color: str | None = None,
             spine.set_linewidth(3)
 
 
+def _short(name: str, width: int = 16) -> str:
+    """The first synonym of a class name ("goldfish, Carassius auratus" -> "goldfish"), cut to ``width``."""
+    name = name.split(",")[0]
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
 def plot_ranked_results(
-    images: np.ndarray,
-    labels: np.ndarray,
+    query_images: np.ndarray,
+    query_labels: Sequence[int],
+    result_images: np.ndarray,
+    result_labels: np.ndarray,
     class_names: Sequence[str],
-    queries: Sequence[int],
-    results: np.ndarray,
     path: str | Path,
     distances: np.ndarray | None = None,
+    bottom: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
     title: str = "",
-    result_title: str = "",
 ) -> Path:
-    """One row per query: the query, then its results in rank order, framed green (same class) or
-    red (other class) and labelled with the class name (and the distance when given).
+    """Queries and their ranked results (Babenko et al. Fig. 2/3; the deep-ranking top/bottom figure).
 
-    ``images`` and ``labels`` index the database; ``results[i]`` holds the database indices for
-    ``queries[i]`` (itself a database index).
+    One row per query: the query, then ``result_images[i]`` (Q, k, H, W, 3) in rank order, each
+    framed green (``result_labels[i, j]`` is the query's class) or red, titled with its class name
+    and, when ``distances`` (Q, k) is given, its distance. ``bottom`` = (images, labels, distances)
+    of each query's farthest results adds a second row per query.
     """
-    n_rows, n_cols = len(queries), results.shape[1] + 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.35 * n_cols, 1.45 * n_rows), squeeze=False)
-    for row, q in enumerate(queries):
-        _show(axes[row, 0], images[q], f"query\n{class_names[labels[q]][:14]}", None)
-        axes[row, 0].set_facecolor("#ddd")
-        for col, r in enumerate(results[row], start=1):
-            same = labels[r] == labels[q]
-            text = class_names[labels[r]][:14]
-            if distances is not None:
-                text += f"\nd={distances[row, col - 1]:.3f}"
-            _show(axes[row, col], images[r], text, SAME if same else OTHER)
+    result_labels = np.asarray(result_labels)
+    blocks = [(result_images, result_labels, distances)] + ([bottom] if bottom is not None else [])
+    n_cols = 1 + max(np.asarray(labels).shape[1] for _, labels, _ in blocks)
+    n_rows = len(query_images) * len(blocks)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.4 * n_cols, 1.5 * n_rows), squeeze=False)
+    for q, (query, label) in enumerate(zip(query_images, query_labels)):
+        for b, (images, labels, dist) in enumerate(blocks):
+            row = axes[q * len(blocks) + b]
+            if b == 0:
+                _show(row[0], query, f"query\n{_short(class_names[label])}")
+            else:
+                row[0].axis("off")
+                row[0].text(0.5, 0.5, f"farthest {np.asarray(labels).shape[1]}", ha="center", va="center", fontsize=8)
+            for j in range(n_cols - 1):
+                if j >= np.asarray(labels).shape[1]:
+                    row[j + 1].axis("off")
+                    continue
+                text = _short(class_names[labels[q][j]])
+                if dist is not None:
+                    text += f"\nd={dist[q][j]:.3f}"
+                _show(row[j + 1], images[q][j], text, SAME if labels[q][j] == label else OTHER)
     if title:
-        fig.suptitle(title + (f" — {result_title}" if result_title else ""), fontsize=10)
+        fig.suptitle(title, fontsize=10)
     return save_figure(fig, path, dpi=90)
 
 

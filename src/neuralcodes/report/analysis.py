@@ -10,20 +10,17 @@ from typing import Any
 NOTEBOOK = {"test_accuracy": 0.329, "mAP": {"L5": 0.292, "L6": 0.322, "L7": 0.346}}
 
 
+MIN_SEEDS = 3
+
+
 def _layers_paragraph(r: dict[str, Any]) -> str:
     layers = r["layers"]
     maps = {layer: v["mAP"] for layer, v in layers.items()}
     order = sorted(maps, key=maps.get, reverse=True)
     text = (f"**Layers.** mAP is {', '.join(f'{l} {maps[l]:.3f}' for l in maps)}; the best layer here is "
             f"{order[0]}, the worst {order[-1]}. ")  # fmt: skip
-    se = {layer: v.get("mAP_se") for layer, v in layers.items()}
-    if len(order) > 1 and all(se.values()):
-        gap = maps[order[0]] - maps[order[1]]
-        margin = 2 * max(se[order[0]], se[order[1]])
-        text += (f"The lead of {order[0]} over {order[1]} ({gap:.3f}) is "
-                 + ("larger" if gap > margin else "smaller")
-                 + f" than twice the standard error of the mean AP ({margin:.3f}), so the ordering is "
-                 + ("clear. " if gap > margin else "not resolved by these queries. "))  # fmt: skip
+    if len(order) > 1:
+        text += _lead_sentence(r, order[0], order[1], maps[order[0]] - maps[order[1]])
     if "L6" in maps:
         verdict = "confirms" if order[0] == "L6" else "does not confirm"
         text += (f"This {verdict} Babenko et al., whose layer 6 codes retrieved best (on Holidays, Oxford and UKB, "
@@ -36,6 +33,30 @@ def _layers_paragraph(r: dict[str, Any]) -> str:
         text += ("Layer 5 codes keep the spatial layout (8x8 cells of 256 channels), so what they match is colour and "
                  "arrangement as much as content; layers 6 and 7 discard position. ")
     return text
+
+
+def _paired(r: dict[str, Any], first: str, second: str) -> dict[str, Any] | None:
+    """The stored paired comparison of two layers, oriented as ``first`` minus ``second``."""
+    for row in r.get("paired", []):
+        if (row["a"], row["b"]) == (first, second):
+            return row
+        if (row["a"], row["b"]) == (second, first):
+            return {**row, "a": first, "b": second, "mean_difference": -row["mean_difference"],
+                    "low": -row["high"], "high": -row["low"]}  # fmt: skip
+    return None
+
+
+def _lead_sentence(r: dict[str, Any], first: str, second: str, gap: float) -> str:
+    row = _paired(r, first, second)
+    if row is None:
+        return (f"This run stored no paired comparison of the layers, so whether the lead of {first} over {second} "
+                f"({gap:.3f}) is resolved is not tested; rerun the retrieval study. ")  # fmt: skip
+    resolved = row["low"] > 0
+    return (f"The lead of {first} over {second} ({row['mean_difference']:.3f} in AP per query, averaged over the same "
+            f"{row['n']:,} queries) has a {row['confidence']:.0%} paired bootstrap interval of "
+            f"[{row['low']:.3f}, {row['high']:.3f}], which "
+            + ("excludes 0: the ordering is resolved. " if resolved else
+               "includes 0: these queries do not resolve the ordering. "))  # fmt: skip
 
 
 def _pca_paragraph(p: dict[str, Any]) -> str:
@@ -56,25 +77,44 @@ def _pca_paragraph(p: dict[str, Any]) -> str:
                "So the paper's finding that 128 dimensions lose almost nothing holds only in part here. "))  # fmt: skip
 
 
+def _seed_verdict(name: str, v: dict[str, Any], base: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a variant's effect on test accuracy exceeds the seed-to-seed spread, and why."""
+    seeds, base_seeds = v.get("test_accuracy_seeds") or [], base.get("test_accuracy_seeds") or []
+    if min(len(seeds), len(base_seeds)) < MIN_SEEDS:
+        return False, f"{name}: not resolved: fewer than {MIN_SEEDS} seeds"
+    effect = sum(seeds) / len(seeds) - sum(base_seeds) / len(base_seeds)
+    spread = max(max(seeds) - min(seeds), max(base_seeds) - min(base_seeds))
+    counts = f"{len(seeds)} and {len(base_seeds)} seeds"
+    if abs(effect) > spread:
+        return True, f"{name}: resolved ({effect:+.3f} in mean accuracy over {counts}, beyond the spread {spread:.3f})"
+    return False, f"{name}: not resolved ({effect:+.3f} in mean accuracy over {counts}, within the spread {spread:.3f})"
+
+
 def _variants_paragraph(variants: dict[str, Any]) -> str:
     if "baseline" not in variants or len(variants) < 2:
         return ""
     base = variants["baseline"]["test_accuracy"]
-    parts = []
+    parts, verdicts, resolved = [], [], []
     for name, v in variants.items():
-        if name != "baseline":
-            delta = v["test_accuracy"] - base
-            parts.append(f"{name} {'raised' if delta > 0 else 'lowered' if delta < 0 else 'did not change'} test accuracy "
-                         f"from {base:.3f} to {v['test_accuracy']:.3f} ({delta:+.3f})")  # fmt: skip
+        if name == "baseline":
+            continue
+        delta = v["test_accuracy"] - base
+        parts.append(f"{name} {'raised' if delta > 0 else 'lowered' if delta < 0 else 'did not change'} test accuracy "
+                     f"from {base:.3f} to {v['test_accuracy']:.3f} ({delta:+.3f})")  # fmt: skip
+        ok, verdict = _seed_verdict(name, v, variants["baseline"])
+        verdicts.append(verdict)
+        resolved += [name] if ok else []
     best = max(variants, key=lambda n: variants[n]["test_accuracy"])
-    text = "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Best: {best}. "
+    text = "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Highest measured: {best}. "
+    text += (f"An effect counts as resolved only when the difference of mean test accuracies exceeds the larger of the "
+             f"two seed spreads (max - min test accuracy, over at least {MIN_SEEDS} seeds each): "
+             + "; ".join(verdicts) + ". "
+             + (f"Resolved: {', '.join(resolved)}. " if resolved else "No effect is resolved. "))  # fmt: skip
     n_test = variants["baseline"].get("n_test")
     if n_test:
         se = (base * (1 - base) / n_test) ** 0.5
-        resolved = [n for n, v in variants.items() if n != "baseline" and abs(v["test_accuracy"] - base) > 2 * se]
-        text += (f"With {n_test:,} test images the standard error of an accuracy near {base:.3f} is {se:.3f}, so only "
-                 f"differences beyond {2 * se:.3f} are resolved: "
-                 + (", ".join(resolved) if resolved else "none of these") + ". ")  # fmt: skip
+        text += (f"For scale: with {n_test:,} test images, an accuracy near {base:.3f} has a standard error of {se:.3f} "
+                 "from test-set sampling alone, before any seed-to-seed variation. ")  # fmt: skip
     early = [n for n, v in variants.items() if v["best_epoch"] <= 2 < variants["baseline"]["best_epoch"]]
     if early:
         text += (f"{', '.join(early)} kept the weights of epoch {', '.join(str(variants[n]['best_epoch']) for n in early)}: "

@@ -32,12 +32,18 @@ def variants_section(metrics: dict[str, Any]) -> str:
     variants = metrics.get("variants")
     if not variants:
         return ""
+    seeded = any(v.get("test_accuracy_seeds") for v in variants.values())
     out = ["## What improves test accuracy\n",
-           "Each row is a separate training run on the same split and seed, differing only in the option named.\n"]
+           "Each row is a separate training run on the same split, differing only in the option named"
+           + (" (and, across seeds, in the training seed).\n" if seeded else ".\n")]  # fmt: skip
     rows = []
     for name, v in variants.items():
-        rows.append([name, v["test_loss"], v["test_accuracy"], v["test_top5"], v["best_epoch"],
-                     *(v.get("mAP", {}).get(layer) for layer in ("L5", "L6", "L7"))])  # fmt: skip
-    out.append(table(["variant", "test cross-entropy", "test accuracy", "test top-5", "best epoch",
-                      "mAP L5", "mAP L6", "mAP L7"], rows))  # fmt: skip
+        row = [name, v["test_loss"], v["test_accuracy"], v["test_top5"], v["best_epoch"],
+               *(v.get("mAP", {}).get(layer) for layer in ("L5", "L6", "L7"))]  # fmt: skip
+        if seeded:
+            seeds = v.get("test_accuracy_seeds") or []
+            row += [len(seeds), f"{min(seeds):.4f} - {max(seeds):.4f}" if seeds else ""]
+        rows.append(row)
+    header = ["variant", "test cross-entropy", "test accuracy", "test top-5", "best epoch", "mAP L5", "mAP L6", "mAP L7"]
+    out.append(table(header + (["seeds", "test accuracy over seeds"] if seeded else []), rows))
     return "\n".join(out)

@@ -5,6 +5,13 @@ from typing import Any
 
 from neuralcodes.report.document import figure, table
 
+_TIES = {
+    "index": "Results tied in distance are ranked by database index, so every number is deterministic "
+             "(scikit-learn's `average_precision_score` would instead give all results of a tie one precision).",
+    "average": "AP gives all results tied in distance one precision, as scikit-learn's `average_precision_score` "
+               "does; the other metrics rank tied results by database index.",
+}  # fmt: skip
+
 
 def retrieval_section(metrics: dict[str, Any]) -> str:
     r = metrics.get("retrieval")
@@ -15,9 +22,11 @@ def retrieval_section(metrics: dict[str, Any]) -> str:
     out = ["## Retrieval with neural codes\n",
            f"Each of the {r['n_queries']:,} images of the {r['n_classes']} held-out classes queries the other "
            f"{r['n_queries'] - 1:,} (the query is excluded by its index); codes are L2-normalised, ranked by "
-           "Euclidean distance; AP is non-interpolated over the full ranking.\n"]  # fmt: skip
+           f"Euclidean distance; AP is non-interpolated over the full ranking. {_TIES[r.get('ties', 'index')]}\n"]  # fmt: skip
     rows = [[layer, v["dim"], v["mAP"], v.get("mAP_se"), v["mAP@R"], *(v[k] for k in ks)] for layer, v in layers.items()]
     out.append(table(["layer", "dimension", "mAP", "std. error", "mAP@R", *ks], rows))
+    if r.get("paired"):
+        out.append(_paired_table(r["paired"]))
     zero = {k: v for k, v in r.get("zero_codes", {}).items() if v}
     if zero:
         out.append("All-zero codes (dead units; kept as zero vectors): " + ", ".join(f"{k}: {v}" for k, v in zero.items()) + "\n")
@@ -27,6 +36,16 @@ def retrieval_section(metrics: dict[str, Any]) -> str:
         out.append(figure(f"figures/results_{layer}.png",
                           f"{layer}: the first 10 held-out queries and their 5 nearest images (green: same class, red: other)"))  # fmt: skip
     return "\n".join(out)
+
+
+def _paired_table(paired: list[dict[str, Any]]) -> str:
+    confidence = paired[0]["confidence"]
+    rows = [[f"{p['a']} - {p['b']}", p["mean_difference"], p["low"], p["high"],
+             "yes" if p["low"] > 0 or p["high"] < 0 else "no"] for p in paired]  # fmt: skip
+    return (f"Paired comparison of the layers on the same {paired[0]['n']:,} queries: the mean per-query AP "
+            f"difference with its {confidence:.0%} bootstrap interval ({paired[0]['n_resamples']:,} resamples of the "
+            "queries). A difference is resolved when the interval excludes 0.\n\n"
+            + table(["layers", "mean AP difference", "interval low", "interval high", "resolved"], rows))  # fmt: skip
 
 
 def pca_section(metrics: dict[str, Any]) -> str:

@@ -13,14 +13,16 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuralcodes.data.batches import DeviceImages
 from neuralcodes.device import autocast as autocast_context
 from neuralcodes.io import save_npz
-from neuralcodes.layers.normalization import l2n
 from neuralcodes.progress import ProgressBar
 
+# F.normalize divides by max(norm, eps), so an all-zero code (a dead layer, a blank image) stays
+# zero instead of becoming NaN.
 ZERO_NORM = 1e-12
 _FORMAT_VERSION = 1
 
@@ -30,14 +32,17 @@ class ZeroCodeWarning(UserWarning):
 
 
 def l2_normalize(codes: np.ndarray | torch.Tensor, what: str = "codes") -> np.ndarray:
-    """float32 rows of unit length; all-zero rows stay zero and are counted in a :class:`ZeroCodeWarning`."""
+    """float32 rows of unit length; all-zero rows stay zero and are counted in a :class:`ZeroCodeWarning`.
+
+    The numpy-facing L2 normalisation of the package; on tensors, ``torch.nn.functional.normalize``.
+    """
     x = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).float()
     if x.ndim != 2:
         raise ValueError(f"{what} must be a 2-D (items, dimensions) array, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} contain NaN or inf; check the model's outputs before normalising")
     _warn_zero_codes(_count_zero_codes(x), len(x), what)
-    return l2n(x, eps=ZERO_NORM).cpu().numpy()
+    return F.normalize(x, dim=1, eps=ZERO_NORM).cpu().numpy()
 
 
 def _count_zero_codes(x: torch.Tensor) -> int:
@@ -99,7 +104,7 @@ def extract_codes(
                     zero_counts[name] += _count_zero_codes(code)
                     if name not in outputs:
                         outputs[name] = np.empty((len(indices), code.shape[1]), dtype=np.float32)
-                    outputs[name][start : start + len(batch)] = l2n(code, eps=ZERO_NORM).cpu().numpy()
+                    outputs[name][start : start + len(batch)] = F.normalize(code, dim=1, eps=ZERO_NORM).cpu().numpy()
                 bar.advance(len(batch))
     finally:
         model.train(was_training)

@@ -6,6 +6,12 @@ of relevant items for ``q`` in the whole database, which can exceed the relevant
 truncated ranking. Every retrieval metric here reads these two arrays; no Python loop runs over queries
 (queries are processed in blocks only to bound memory).
 
+Ties: a ranking orders results tied in distance by database index, so every metric is deterministic
+(the default, ``ties="index"``). ``ties="average"`` instead scores AP as scikit-learn's
+``average_precision_score`` does: results tied in distance form one threshold, and every relevant
+result of a tied group gets the precision at the group's end, whatever order the group is listed
+in. Only AP and mAP take this option; P@k, R@k, mAP@R and the PR curve always break ties by index.
+
 Recall@k here is the information-retrieval recall (share of the query's relevant items found in the
 first k), not the "at least one hit in the first k" rate some metric-learning papers call Recall@k.
 """
@@ -15,13 +21,15 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from neuralcodes.retrieval.search import iter_leave_one_out
+from neuralcodes.retrieval.search import check_k, iter_leave_one_out, iter_search
 
 # Queries per block: keeps the temporary arrays of a block near 2**22 elements.
 _BLOCK_ELEMENTS = 1 << 22
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 50, 100)
 DEFAULT_RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
+TIES = ("index", "average")
+_RESULTS = "ranked results per query"
 
 
 # --------------------------------------------------------------------------- validation
@@ -30,9 +38,7 @@ DEFAULT_RECALL_LEVELS = np.linspace(0.0, 1.0, 11)
 def _as_relevance(relevance: np.ndarray) -> np.ndarray:
     relevance = np.asarray(relevance)
     if relevance.ndim != 2:
-        raise ValueError(
-            f"relevance must be a 2-D (queries, ranked results) array, got shape {relevance.shape}"
-        )
+        raise ValueError(f"relevance must be a 2-D (queries, ranked results) array, got shape {relevance.shape}")
     if relevance.dtype != bool:
         if not np.isin(relevance, (0, 1)).all():
             raise ValueError("relevance must hold booleans (or 0/1): is result r relevant to query q")
@@ -44,9 +50,7 @@ def _as_n_relevant(n_relevant: np.ndarray, relevance: np.ndarray) -> np.ndarray:
     n_relevant = np.asarray(n_relevant)
     n_queries = relevance.shape[0]
     if n_relevant.shape != (n_queries,):
-        raise ValueError(
-            f"n_relevant must have one count per query, shape ({n_queries},), got {n_relevant.shape}"
-        )
+        raise ValueError(f"n_relevant must have one count per query, shape ({n_queries},), got {n_relevant.shape}")
     if not np.issubdtype(n_relevant.dtype, np.integer):
         if not np.all(np.isfinite(n_relevant)) or np.any(n_relevant != np.round(n_relevant)):
             raise ValueError("n_relevant must hold whole numbers (counts of relevant database items)")
@@ -65,14 +69,6 @@ def _as_n_relevant(n_relevant: np.ndarray, relevance: np.ndarray) -> np.ndarray:
             "n_relevant must count all relevant items in the database"
         )
     return n_relevant
-
-
-def _check_k(k: int, n_results: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k > n_results:
-        raise ValueError(f"k={k} exceeds the {n_results} ranked results per query; pass a longer ranking or a smaller k")
-    return int(k)
 
 
 def _query_blocks(n_queries: int, n_results: int) -> Iterable[slice]:
@@ -109,6 +105,20 @@ def _average_precision(hits: _Hits, n_relevant: np.ndarray) -> np.ndarray:
     return np.bincount(hits.rows, weights=hits.precision, minlength=hits.n_queries) / n_relevant
 
 
+def _tie_averaged(hits: _Hits, relevance: np.ndarray, ranked_keys: np.ndarray) -> _Hits:
+    """``hits`` with each hit's precision taken at the end of its group of tied results."""
+    if hits.rows.size == 0:
+        return hits
+    last = relevance.shape[1] - 1
+    # Position j ends a group where the next key differs; the last position always ends one.
+    ends = np.full(relevance.shape, last, dtype=np.int32)
+    ends[:, :-1] = np.where(ranked_keys[:, 1:] != ranked_keys[:, :-1], np.arange(last, dtype=np.int32), last)
+    ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]  # first group end at or after j
+    end = ends[hits.rows, hits.ranks - 1]
+    hits_through_end = np.cumsum(relevance, axis=1, dtype=np.int32)[hits.rows, end]
+    return hits._replace(precision=hits_through_end / (end + 1.0))
+
+
 def _ap_at_r(hits: _Hits, n_relevant: np.ndarray) -> np.ndarray:
     within_r = hits.ranks <= n_relevant[hits.rows]
     summed = np.bincount(hits.rows[within_r], weights=hits.precision[within_r], minlength=hits.n_queries)
@@ -137,30 +147,63 @@ def _interpolated_precision(hits: _Hits, n_relevant: np.ndarray, levels: np.ndar
 # --------------------------------------------------------------------------- public metrics
 
 
-def average_precision(relevance: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
+def average_precision(
+    relevance: np.ndarray,
+    n_relevant: np.ndarray,
+    ranked_distances: np.ndarray | None = None,
+    ties: str = "index",
+) -> np.ndarray:
     """(Q,) non-interpolated average precision over the full ranking.
 
     AP = (1/R) * sum over the ranks r of the relevant results of precision@r, with R = ``n_relevant``
     (relevant items in the database, so a relevant item missing from a truncated ranking counts as
     precision 0). A query with R = 0 raises ``ValueError``.
+
+    ``ties="average"`` (see the module doc) needs ``ranked_distances``: the (Q, N) distances of the
+    ranked results, ascending along each row; equal values mark tied results.
     """
     relevance = _as_relevance(relevance)
     n_relevant = _as_n_relevant(n_relevant, relevance)
+    keys = _as_ranked_distances(ranked_distances, relevance, _as_ties(ties))
     ap = np.empty(relevance.shape[0])
     for block in _query_blocks(*relevance.shape):
-        ap[block] = _average_precision(_find_hits(relevance[block]), n_relevant[block])
+        hits = _find_hits(relevance[block])
+        if keys is not None:
+            hits = _tie_averaged(hits, relevance[block], keys[block])
+        ap[block] = _average_precision(hits, n_relevant[block])
     return ap
 
 
-def mean_average_precision(relevance: np.ndarray, n_relevant: np.ndarray) -> float:
+def _as_ties(ties: str) -> str:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES} (break ties by database index, or average over them), got {ties!r}")
+    return ties
+
+
+def _as_ranked_distances(distances: np.ndarray | None, relevance: np.ndarray, ties: str) -> np.ndarray | None:
+    if ties == "index":
+        return None
+    if distances is None:
+        raise ValueError('ties="average" needs ranked_distances: the distances of the ranked results, to find the ties')
+    distances = np.asarray(distances, dtype=np.float64)
+    if distances.shape != relevance.shape:
+        raise ValueError(f"ranked_distances must have the shape of relevance {relevance.shape}, got {distances.shape}")
+    if np.isnan(distances).any() or (np.diff(distances, axis=1) < 0).any():
+        raise ValueError("ranked_distances must be free of NaN and ascending along each row (nearest result first)")
+    return distances
+
+
+def mean_average_precision(
+    relevance: np.ndarray, n_relevant: np.ndarray, ranked_distances: np.ndarray | None = None, ties: str = "index"
+) -> float:
     """Mean over queries of :func:`average_precision`."""
-    return float(average_precision(relevance, n_relevant).mean())
+    return float(average_precision(relevance, n_relevant, ranked_distances, ties).mean())
 
 
 def precision_at_k(relevance: np.ndarray, k: int) -> float:
     """Mean over queries of the share of relevant results among the first ``k``."""
     relevance = _as_relevance(relevance)
-    k = _check_k(k, relevance.shape[1])
+    k = check_k(k, relevance.shape[1], _RESULTS)
     return float(relevance[:, :k].sum(axis=1).mean() / k)
 
 
@@ -168,7 +211,7 @@ def recall_at_k(relevance: np.ndarray, n_relevant: np.ndarray, k: int) -> float:
     """Mean over queries of the share of the query's ``n_relevant`` items found among the first ``k``."""
     relevance = _as_relevance(relevance)
     n_relevant = _as_n_relevant(n_relevant, relevance)
-    k = _check_k(k, relevance.shape[1])
+    k = check_k(k, relevance.shape[1], _RESULTS)
     return float((relevance[:, :k].sum(axis=1) / n_relevant).mean())
 
 
@@ -227,7 +270,7 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     accuracy of ``logits.argmax(1)``.
     """
     logits, labels = _as_logits_labels(logits, labels)
-    k = _check_k(k, logits.shape[1])
+    k = check_k(k, logits.shape[1], "classes")
     true_score = np.take_along_axis(logits, labels[:, None], axis=1)
     classes = np.arange(logits.shape[1])[None, :]
     ahead = (logits > true_score) | ((logits == true_score) & (classes < labels[:, None]))
@@ -281,38 +324,38 @@ def retrieval_metrics(
     ks: Sequence[int] = DEFAULT_KS,
     recall_levels: Sequence[float] | None = None,
     block_size: int | None = None,
+    ties: str = "index",
+    database: np.ndarray | None = None,
+    database_labels: np.ndarray | None = None,
 ) -> dict:
-    """Leave-one-out retrieval metrics: every code queries all the others (full ranking).
+    """Retrieval metrics over full rankings, computed in blocks of queries (never the whole ranking).
 
-    Returns ``{"mAP", "AP" (per-query array), "mAP@R", "P@k", "R@k" for each k in ks,
-    "recall_levels", "precision_at_recall", "n_queries"}``. The ranking is computed in blocks of
-    queries, so the (N, N) ranking is never held whole.
+    Without ``database``: leave-one-out, every code queries all the others. With ``database`` and
+    ``database_labels``: every code queries the whole database. Returns ``{"mAP", "AP" (per-query
+    array), "mAP@R", "P@k", "R@k" for each k in ks, "recall_levels", "precision_at_recall",
+    "n_queries"}``; ``ties`` as in the module doc.
     """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D (one per code), got shape {labels.shape}")
-    classes, label_ids, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    n_relevant = counts[label_ids] - 1
-    lonely = classes[counts == 1]
-    if lonely.size:
-        raise ValueError(
-            f"{lonely.size} queries are the only image of their class (labels {lonely[:5].tolist()}...): "
-            "nothing is relevant to them; leave them out before evaluating"
-        )
-    ks = tuple(_check_k(k, n - 1) for k in ks)
+    ties = _as_ties(ties)
+    query_ids, database_ids, n_relevant = _relevance_counts(labels, database, database_labels)
+    n = len(query_ids)
+    n_results = n - 1 if database is None else len(database_ids)
+    ks = tuple(check_k(k, n_results, _RESULTS) for k in ks)
     levels = _as_levels(recall_levels)
+    if database is None:
+        blocks = iter_leave_one_out(codes, block_size=block_size, with_distances=False, tie_keys=ties == "average")
+    else:
+        blocks = iter_search(codes, database, block_size=block_size, with_distances=False, tie_keys=ties == "average")
 
     ap = np.empty(n)
     ap_at_r = np.empty(n)
     hits_at_k = {k: np.empty(n) for k in ks}
     pr_total = np.zeros(levels.size)
-    label_ids = label_ids.astype(np.int32)  # np.take on a small dtype is several times faster
-    for start, indices, _ in iter_leave_one_out(codes, block_size=block_size, with_distances=False):
+    for start, indices, keys in blocks:
         block = slice(start, start + indices.shape[0])
-        hits = _find_hits(np.take(label_ids, indices) == label_ids[block, None])
+        relevance = np.take(database_ids, indices) == query_ids[block, None]
+        hits = _find_hits(relevance)
         n_rel = n_relevant[block]
-        ap[block] = _average_precision(hits, n_rel)
+        ap[block] = _average_precision(hits if keys is None else _tie_averaged(hits, relevance, keys), n_rel)
         ap_at_r[block] = _ap_at_r(hits, n_rel)
         for k in ks:
             hits_at_k[k][block] = _hits_at_k(hits, k)
@@ -325,3 +368,38 @@ def retrieval_metrics(
     result["recall_levels"] = levels
     result["precision_at_recall"] = pr_total / n
     return result
+
+
+def _relevance_counts(
+    labels: np.ndarray, database: np.ndarray | None, database_labels: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query and database labels as small class ids, and each query's number of relevant items."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (one per code), got shape {labels.shape}")
+    if (database is None) != (database_labels is None):
+        raise ValueError("pass database and database_labels together (or neither, for leave-one-out)")
+    if database_labels is None:
+        classes, ids, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        ids = ids.astype(np.int32)  # np.take on a small dtype is several times faster
+        lonely = classes[counts == 1]
+        if lonely.size:
+            raise ValueError(
+                f"{lonely.size} queries are the only image of their class (labels {lonely[:5].tolist()}...): "
+                "nothing is relevant to them; leave them out before evaluating"
+            )
+        return ids, ids, counts[ids] - 1
+    database_labels = np.asarray(database_labels)
+    if database_labels.ndim != 1 or len(database_labels) != len(database):  # type: ignore[arg-type]
+        raise ValueError(f"database_labels must hold one label per database code, got shape {database_labels.shape}")
+    classes, ids = np.unique(np.concatenate([labels, database_labels]), return_inverse=True)
+    ids = ids.astype(np.int32)
+    query_ids, database_ids = ids[: len(labels)], ids[len(labels) :]
+    n_relevant = np.bincount(database_ids, minlength=len(classes))[query_ids]
+    missing = np.unique(labels[n_relevant == 0])
+    if missing.size:
+        raise ValueError(
+            f"query classes {missing[:10].tolist()} have no image in the database; their AP is undefined: "
+            "leave those queries out or add their classes to the database"
+        )
+    return query_ids, database_ids, n_relevant

@@ -2,7 +2,7 @@
 
 Distances come from inner products, |a - b|^2 = |a|^2 + |b|^2 - 2 a.b (= 2 - 2 a.b for unit codes),
 clamped at 0 before the square root, so one matrix product per block does the heavy work. The
-general form, not ``2 - 2 a.b``, is used so that all-zero codes (kept at zero by ``l2n``) sit at
+general form, not ``2 - 2 a.b``, is used so that all-zero codes (kept at zero by L2 normalisation) sit at
 distance 1 from unit codes, as they truly are.
 
 Rankings order results by distance, ties by database index (as a stable sort on distance would), so
@@ -67,10 +67,14 @@ def iter_search(
     exclude: np.ndarray | None = None,
     block_size: int | None = None,
     with_distances: bool = True,
+    tie_keys: bool = False,
 ) -> Iterator[RankedBlock]:
     """:func:`search` one block of queries at a time, so the full ranking is never held whole.
 
     ``with_distances=False`` skips computing the distances (``RankedBlock.distances`` is None).
+    ``tie_keys=True`` puts the float32 sort keys in ``RankedBlock.distances`` instead: ascending like
+    the distances, and equal exactly where two results tie (the distances themselves, rounded near
+    sqrt(2), would merge results whose inner products differ).
     """
     queries = _as_codes(queries, "queries")
     database = _as_codes(database, "database")
@@ -80,7 +84,7 @@ def iter_search(
             "both must come from the same layer (and the same PCA)"
         )
     exclude = _as_exclude(exclude, len(queries), len(database))
-    k = _check_k(k, len(database) - (exclude is not None))
+    k = check_k(k, len(database) - (exclude is not None), "database items a query can return", allow_none=True)
     block_size = _block_size(block_size, len(database))
 
     db = torch.from_numpy(database)
@@ -92,7 +96,7 @@ def iter_search(
             stop = min(start + block_size, len(queries))
             scores = torch.mm(q_all[start:stop], db.T).numpy()
             excluded = None if exclude is None else exclude[start:stop]
-            yield _rank(start, scores, q_sq_all[start:stop], db_offset, k, excluded, with_distances)
+            yield _rank(start, scores, q_sq_all[start:stop], db_offset, k, excluded, _output(with_distances, tie_keys))
             bar.advance(stop - start)
 
 
@@ -101,8 +105,9 @@ def iter_leave_one_out(
     k: int | None = None,
     block_size: int | None = None,
     with_distances: bool = True,
+    tie_keys: bool = False,
 ) -> Iterator[RankedBlock]:
-    """:func:`leave_one_out` one block of queries at a time.
+    """:func:`leave_one_out` one block of queries at a time (``tie_keys``: see :func:`iter_search`).
 
     When the (N, N) Gram matrix fits in ``GRAM_MAX_BYTES`` it is computed in one symmetric product
     (about twice as fast as N general row-block products); otherwise this is :func:`iter_search`
@@ -113,9 +118,9 @@ def iter_leave_one_out(
     if n < 2:
         raise ValueError(f"leave-one-out needs at least 2 codes, got {n}")
     if n * n * 4 > GRAM_MAX_BYTES:
-        yield from iter_search(codes, codes, k, np.arange(n), block_size, with_distances)
+        yield from iter_search(codes, codes, k, np.arange(n), block_size, with_distances, tie_keys)
         return
-    k = _check_k(k, n - 1)
+    k = check_k(k, n - 1, "other codes a query can return", allow_none=True)
     block_size = _block_size(block_size, n)
     gram = codes @ codes.T  # numpy hands a @ a.T to BLAS syrk
     sq = np.diagonal(gram).copy()
@@ -125,7 +130,7 @@ def iter_leave_one_out(
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
             scores = gram[start:stop].copy()
-            yield _rank(start, scores, sq[start:stop], offset, k, own[start:stop], with_distances)
+            yield _rank(start, scores, sq[start:stop], offset, k, own[start:stop], _output(with_distances, tie_keys))
             bar.advance(stop - start)
 
 
@@ -136,7 +141,7 @@ def _rank(
     database_offset: np.ndarray,
     k: int | None,
     exclude: np.ndarray | None,
-    with_distances: bool,
+    output: str | None,
 ) -> RankedBlock:
     """Rank a block of inner products (overwritten in place): indices and distances, nearest first.
 
@@ -158,8 +163,14 @@ def _rank(
     keep = width if k is None else k
     packed = _sort_rows(_pack_keys(key))[:, :keep]
     indices = packed & 0xFFFFFFFF
-    distances = _unpack_distances(packed, query_sq) if with_distances else None
+    if output == "keys":
+        return RankedBlock(start, indices, _unpack_keys(packed))
+    distances = _unpack_distances(packed, query_sq) if output == "distances" else None
     return RankedBlock(start, indices, distances)
+
+
+def _output(with_distances: bool, tie_keys: bool) -> str | None:
+    return "keys" if tie_keys else "distances" if with_distances else None
 
 
 def _pack_keys(key: np.ndarray) -> np.ndarray:
@@ -176,10 +187,14 @@ def _pack_keys(key: np.ndarray) -> np.ndarray:
     return packed
 
 
-def _unpack_distances(packed: np.ndarray, query_sq: np.ndarray) -> np.ndarray:
+def _unpack_keys(packed: np.ndarray) -> np.ndarray:
     bits = packed >> 32
     bits ^= (bits >> 31) & 0x7FFFFFFF
-    key = bits.astype(np.int32).view(np.float32)
+    return bits.astype(np.int32).view(np.float32)
+
+
+def _unpack_distances(packed: np.ndarray, query_sq: np.ndarray) -> np.ndarray:
+    key = _unpack_keys(packed)
     # |a - b|^2 = |a|^2 + 1 + 2 * key, rounded monotonically in key: the distances stay sorted.
     distances = np.multiply(key, 2.0, out=key)
     distances += query_sq[:, None] + np.float32(1.0)
@@ -230,13 +245,15 @@ def _as_exclude(exclude: np.ndarray | None, n_queries: int, n_database: int) -> 
     return exclude.astype(np.int64)
 
 
-def _check_k(k: int | None, available: int) -> int | None:
-    if k is None:
+def check_k(k: int | None, available: int, what: str, allow_none: bool = False) -> int | None:
+    """``k`` as an int in ``[1, available]`` (``what`` names the ``available`` things in the message)."""
+    if k is None and allow_none:
         return None
+    full = " or None (full ranking)" if allow_none else ""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer or None (full ranking), got {k!r}")
+        raise ValueError(f"k must be a positive integer{full}, got {k!r}")
     if k > available:
-        raise ValueError(f"k={k} exceeds the {available} database items a query can return; use k <= {available} or None")
+        raise ValueError(f"k={k} exceeds the {available} {what}; use k <= {available}{full}")
     return int(k)
 
 

@@ -23,6 +23,7 @@ from neuralcodes.retrieval.codes import Codes, ZeroCodeWarning, extract_codes
 from neuralcodes.retrieval.metrics import retrieval_metrics
 from neuralcodes.retrieval.pca import pca_study
 from neuralcodes.retrieval.search import search
+from neuralcodes.retrieval.statistics import paired_comparisons
 from neuralcodes.runs import Run
 
 CODE_LAYERS = ("L5", "L6", "L7")
@@ -65,12 +66,13 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
     for layer, c in ood_codes.items():
         Codes(c, ood_labels, split.ood, layer).save(run.codes_dir / f"ood_{layer}.npz", dtype=opt.code_dtype)
 
-    layers, curves, shown_same = {}, {}, {}
+    layers, curves, shown_same, per_query_ap = {}, {}, {}, {}
     queries = np.arange(min(opt.n_shown, len(split.ood)))
     ks = tuple(k for k in KS if k < len(split.ood))  # a small collection has fewer results per query
     shown_k = min(5, len(split.ood) - 1)
     for layer, c in ood_codes.items():
-        m = retrieval_metrics(c, ood_labels, ks=ks)
+        m = retrieval_metrics(c, ood_labels, ks=ks)  # ties in distance broken by database index
+        per_query_ap[layer] = m["AP"]
         se = float(np.std(m["AP"], ddof=1) / np.sqrt(len(m["AP"])))
         layers[layer] = {"dim": int(c.shape[1]), "mAP": m["mAP"], "mAP_se": se, "mAP@R": m["mAP@R"],
                          **{f"P@{k}": m[f"P@{k}"] for k in ks}}  # fmt: skip
@@ -78,14 +80,18 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
         top, dist = search(c[queries], c, k=shown_k, exclude=queries)
         shown_same[layer] = float((ood_labels[top] == ood_labels[queries, None]).mean())
         plot_ranked_results(
-            data.images[split.ood], ood_labels, data.class_names, queries, top, run.figures / f"results_{layer}.png",
-            distances=dist, title=f"Layer {layer}: 5 nearest held-out images (green: same class)",
+            data.images[split.ood[queries]], ood_labels[queries], data.images[split.ood[top]], ood_labels[top],
+            data.class_names, run.figures / f"results_{layer}.png", distances=dist,
+            title=f"Layer {layer}: {shown_k} nearest held-out images (green: same class)",
         )  # fmt: skip
     plot_bars({k: v["mAP"] for k, v in layers.items()}, run.figures / "map_per_layer.png", title="mAP per layer")
     plot_precision_recall(curves, run.figures / "precision_recall.png")
     n_classes = len(np.unique(ood_labels))
-    retrieval = {"n_queries": len(split.ood), "n_classes": n_classes, "layers": layers,
-                 "zero_codes": zero, "shown_same_class": shown_same}  # fmt: skip
+    # Layers are scored on the same queries, so a paired interval of the mean AP difference says whether
+    # one layer retrieves better; the mAPs' separate standard errors mostly measure how queries differ.
+    retrieval = {"n_queries": len(split.ood), "n_classes": n_classes, "layers": layers, "ties": "index",
+                 "paired": paired_comparisons(per_query_ap), "zero_codes": zero,
+                 "shown_same_class": shown_same}  # fmt: skip
     run.update_metrics("retrieval", retrieval)
 
     # PCA is learned on in-domain training images only, never on the held-out set it is scored on.
