@@ -52,13 +52,18 @@ class RunConfig:
         for name in self.at_least_one:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
+                raise ValueError(f"{name} must be an integer of at least 1, got {value!r} ({option(name)})")
         for name in self.positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r} ({option(name)})")
         if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed} (option --seed)")
         return self
+
+
+def option(field: str) -> str:
+    """How a config field is named on the command line, for messages that name both."""
+    return f"option --{field.replace('_', '-')}"
 
 
 def config_from_dict(values: dict[str, Any]) -> RunConfig:

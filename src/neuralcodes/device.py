@@ -10,9 +10,18 @@ import torch
 def pick_device(name: str | None = None) -> torch.device:
     """``name`` ('cpu', 'cuda', 'cuda:1') or the best available device."""
     if name:
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"--device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {name!r}: only cpu and cuda are supported")
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"--device {name!r} was asked for but CUDA is not available here; use --device cpu")
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

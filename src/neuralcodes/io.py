@@ -57,8 +57,31 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+class DamagedFileError(ValueError):
+    """A file the project wrote cannot be read back (truncated, edited by hand, overwritten)."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Parse a JSON file; a damaged one is an error that names the file and the way out."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DamagedFileError(
+            f"{path} is damaged (not valid JSON: {exc}); restore it from a copy, or delete it so that the "
+            "command that writes it can run again"
+        ) from None
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Rows of equal keys as CSV (floats with 6 significant digits), atomically."""
+    keys = list(rows[0]) if rows else []
+
+    def cell(value: Any) -> str:
+        return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+    lines = [",".join(keys)] + [",".join(cell(row[k]) for k in keys) for row in rows]
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

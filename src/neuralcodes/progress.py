@@ -28,11 +28,12 @@ class ProgressBar:
 
     LOG_EVERY_S = 30.0  # without a terminal (nohup, CI logs) a plain line this often instead of a live bar
 
-    def __init__(self, total: float | None, description: str = "", unit: str = "it") -> None:
+    def __init__(self, total: float | None, description: str = "", unit: str = "it", initial: float = 0) -> None:
+        """``initial``: units already done before this bar started (a resumed epoch): shown, not counted in the rate."""
         self.unit = unit
         self.total = total
         self.description = description
-        self._done = 0.0
+        self._initial = self._done = float(initial)
         self._start = self._last_log = time.monotonic()
         self._log_lines = not console.is_terminal and os.environ.get("NEURALCODES_NO_PROGRESS") != "1"
         self._progress = Progress(
@@ -47,7 +48,7 @@ class ProgressBar:
             console=console,
             disable=os.environ.get("NEURALCODES_NO_PROGRESS") == "1",
         )
-        self._task = self._progress.add_task(description, total=total, rate="", status="")
+        self._task = self._progress.add_task(description, total=total, completed=initial, rate="", status="")
 
     def __enter__(self) -> "ProgressBar":
         self._progress.start()
@@ -73,7 +74,7 @@ class ProgressBar:
     def _log(self, status: str | None) -> None:
         now = time.monotonic()
         self._last_log = now
-        rate = self._done / max(now - self._start, 1e-9)
+        rate = (self._done - self._initial) / max(now - self._start, 1e-9)
         line = f"{self.description}: {self._done:,.0f}"
         if self.total:
             eta = (self.total - self._done) / rate if rate > 0 else float("inf")

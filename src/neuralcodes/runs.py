@@ -1,26 +1,41 @@
 """The run folder: the unit of reproducibility. Every artefact of a run has one place here.
 
-    RUN/config.json        the configuration, seeds included (plain data)
+    RUN/config.json        the configuration, seeds included (plain data, with the recipe's ``kind``)
     RUN/data.json          the data it was made from: checksum, name, absolute location (pinned)
+    RUN/split.json         the split's parameters, sizes and fingerprint
+    RUN/progress.json      where a running command is: stage, epoch, batch, rate, ETA, pid (``neuralcodes status``)
     RUN/history.json/.csv  per-epoch metrics of training
     RUN/metrics.json       evaluation results (classification, retrieval, PCA, ranking)
-    RUN/checkpoints/       last.pt (resume) and best.pt (early stopping's choice)
+    RUN/checkpoints/       last.pt (resume: weights + optimiser + RNG) and best.pt (weights only)
     RUN/codes/             extracted neural codes
     RUN/figures/           PNGs
     RUN/report.md/.html    the report, built only from the JSON above
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from neuralcodes import io
 from neuralcodes.config import RunConfig
 
 
+# Folders this process holds: a command nested in another (`run` -> `train`) re-enters its lock.
+_HELD: dict[Path, int] = {}
+
+
 class DataMismatchError(ValueError):
     """A command pointed a run at data other than the data the run was made from."""
+
+
+class RunBusyError(RuntimeError):
+    """Another process holds the run folder."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,14 @@ class Run:
         return self.root / "metrics.json"
 
     @property
+    def progress_path(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def data_path(self) -> Path:
+        return self.root / "data.json"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 
@@ -62,53 +85,20 @@ class Run:
     def figures(self) -> Path:
         return self.root / "figures"
 
-    @property
-    def data_path(self) -> Path:
-        return self.root / "data.json"
-
-    def pin_data(self, name: str, checksum: str, location: str) -> None:
-        """Record the run's data the first time; afterwards refuse any other data (by checksum).
-
-        A run folder's numbers are only meaningful with the data they came from: evaluating or
-        resuming on a different collection that happens to sit at the same path must fail loudly.
-        """
-        record = {"name": name, "checksum": checksum, "location": location}
-        if self.data_path.exists():
-            pinned = io.read_json(self.data_path)
-            if pinned["checksum"] != checksum:
-                raise DataMismatchError(
-                    f"{self.root} was made from data {pinned['name']!r} (sha256 {pinned['checksum'][:16]}..., at "
-                    f"{pinned['location']}), but {location} holds other data (sha256 {checksum[:16]}...). "
-                    f"Point --data at the original data, or start a new run folder for this data."
-                )
-            if pinned["location"] != location:  # the same data, moved: remember where it is now
-                io.write_json(self.data_path, {**pinned, "location": location})
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        io.write_json(self.data_path, record)
-
     def exists(self) -> bool:
         return self.config_path.exists()
 
-    def config(self) -> dict[str, Any]:
+    # --- what the run is -------------------------------------------------------------------------
+
+    def config(self, expect: str | None = None) -> dict[str, Any]:
+        """config.json as plain data; ``expect`` names the command that makes such runs, for the message."""
         if not self.config_path.exists():
+            made_by = f" `{expect}` makes such folders." if expect else ""
             raise FileNotFoundError(
-                f"{self.root} is not a neuralcodes run folder (no config.json); "
-                "pass the folder that `neuralcodes train` or `neuralcodes run` created"
+                f"{self.root} is not a neuralcodes run folder (no config.json).{made_by} "
+                "Pass the folder a training command created."
             )
         return io.read_json(self.config_path)
-
-    def metrics(self) -> dict[str, Any]:
-        return io.read_json(self.metrics_path) if self.metrics_path.exists() else {}
-
-    def update_metrics(self, section: str, values: Any) -> None:
-        """Set ``metrics[section] = values`` and write metrics.json atomically."""
-        metrics = self.metrics()
-        metrics[section] = values
-        io.write_json(self.metrics_path, metrics)
-
-    def history(self) -> list[dict[str, Any]]:
-        return io.read_json(self.history_path) if self.history_path.exists() else []
 
     def write_config(self, config: RunConfig) -> None:
         """Write config.json once; a resumed run must bring the configuration it started with."""
@@ -123,3 +113,115 @@ class Run:
                 )
             return
         io.write_json(self.config_path, config.to_dict())
+
+    def pin_data(self, name: str, checksum: str, location: str) -> None:
+        """Record the run's data the first time; afterwards refuse any other data (by checksum).
+
+        A run folder's numbers are only meaningful with the data they came from: evaluating or
+        resuming on a different collection that happens to sit at the same path must fail loudly.
+        """
+        if self.data_path.exists():
+            pinned = io.read_json(self.data_path)
+            if pinned["checksum"] != checksum:
+                raise DataMismatchError(
+                    f"{self.root} was made from data {pinned['name']!r} (sha256 {pinned['checksum'][:16]}..., at "
+                    f"{pinned['location']}), but {location} holds other data (sha256 {checksum[:16]}...). "
+                    f"Point --data at the original data, or start a new run folder for this data."
+                )
+            if pinned["location"] != location:  # the same data, moved: remember where it is now
+                io.write_json(self.data_path, {**pinned, "location": location})
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        io.write_json(self.data_path, {"name": name, "checksum": checksum, "location": location})
+
+    def pinned_location(self) -> str | None:
+        """Where the run's data was last seen (None for runs made before data was pinned)."""
+        return io.read_json(self.data_path)["location"] if self.data_path.exists() else None
+
+    # --- results ---------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        return io.read_json(self.metrics_path) if self.metrics_path.exists() else {}
+
+    def update_metrics(self, section: str, values: Any) -> None:
+        """Set ``metrics[section] = values`` and write metrics.json atomically."""
+        metrics = self.metrics()
+        metrics[section] = values
+        io.write_json(self.metrics_path, metrics)
+
+    def history(self) -> list[dict[str, Any]]:
+        return io.read_json(self.history_path) if self.history_path.exists() else []
+
+    # --- a command at work on the folder ---------------------------------------------------------
+
+    def progress(self) -> dict[str, Any]:
+        return io.read_json(self.progress_path) if self.progress_path.exists() else {}
+
+    def write_progress(self, stage: str, **fields: Any) -> None:
+        """Say where the running command is (read by ``neuralcodes status`` from any other shell)."""
+        io.write_json(self.progress_path, {
+            "stage": stage, **fields, "updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
+        })  # fmt: skip
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["Run"]:
+        """Hold the folder for one writing command; a second one is refused instead of interleaving writes.
+
+        On entry, temporaries that an interrupted earlier command left behind (a killed checkpoint save
+        leaves a 600 MB ``.last.pt.*.tmp``) are removed: with the lock held, no live writer owns them.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = self.root.resolve()
+        if key in _HELD:
+            _HELD[key] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key] -= 1
+            return
+        self.check_writable()
+        handle = open(self.root / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            owner = self.progress().get("pid", "?")
+            raise RunBusyError(
+                f"{self.root} is in use by another neuralcodes process (pid {owner}); wait for it to finish, "
+                f"or see `neuralcodes status {self.root}`"
+            ) from None
+        _HELD[key] = 1
+        try:
+            self.remove_stale_temporaries()
+            yield self
+        finally:
+            del _HELD[key]
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def is_busy(self) -> bool:
+        """True while some process holds the folder's lock (a command is working on it)."""
+        lock_path = self.root / ".lock"
+        if not lock_path.exists():
+            return False
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete ``.*.tmp`` files of interrupted atomic writes anywhere in the folder; return them."""
+        stale = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def check_writable(self) -> None:
+        """Fail before any long work when results could not be saved here."""
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"cannot write to the run folder {self.root}: fix its permissions or choose another folder"
+            )

@@ -93,7 +93,7 @@ def test_training_lowers_the_loss_and_evaluation_matches_a_manual_pass(tmp_path)
     history = run.history()
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     model, cfg = classify.load_trained(run, "cpu")
-    p = classify.prepare(cfg, data)
+    p = classify.prepare(run, cfg, data)
     idx = p.split.test
     got = classify.evaluate_classifier(model, p.images, data.train.labels, idx, batch_size=5, bf16=False)
     with torch.no_grad():

@@ -6,20 +6,27 @@
     neuralcodes retrieve   neural codes, mAP per layer, figures and the PCA study of a run
     neuralcodes report     write the run's report (Markdown + HTML)
     neuralcodes rank       deep ranking: rank train / rank evaluate
+    neuralcodes index      build / add / remove / info / backend: a searchable index of your own images
+    neuralcodes search     search an index with image files (tables, JSON, a figure)
+    neuralcodes serve      the search page and JSON API of an index (FastAPI + uvicorn)
+    neuralcodes status     where a run stands (stage, epoch, batch, rate, ETA); `clean` frees a finished run's disk
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from typing import Sequence
 
 from rich.markup import escape
 
+from neuralcodes.learning.interrupt import TrainingInterrupted
 from neuralcodes.progress import console
+from neuralcodes.runs import RunBusyError
 
 # Modules that contribute commands; each defines add_parser(subparsers).
-COMMAND_MODULES = ("classify", "pipeline", "rank")
+COMMAND_MODULES = ("classify", "pipeline", "rank", "status", "index", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,14 +41,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        # Our own errors say what is wrong and what to do; a traceback would only hide that.
-        console.print("[red]error:[/red]", escape(str(exc)), soft_wrap=True)
-        return 2
+    except TrainingInterrupted as exc:
+        console.print(f"{exc}\ncontinue with: {resume_command(argv)}", markup=False, soft_wrap=True)
+        return exc.exit_code
     except KeyboardInterrupt:
-        console.print("interrupted: the last checkpoint is intact; continue with --resume")
+        console.print(
+            "interrupted: what was finished (checkpoints, stages, caches) is kept; "
+            f"continue with: {resume_command(argv)}", markup=False, soft_wrap=True,
+        )
         return 130
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RunBusyError) as exc:
+        # Our own errors say what is wrong and what to do; a traceback would only hide that.
+        return _error(str(exc))
+    except PermissionError as exc:
+        return _error(f"permission denied: {exc.filename or exc}; fix the permissions or choose another folder")
+    except OSError as exc:  # disk full, symlink loops, ... : name the file at least
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _error(f"{exc.strerror or exc}{where}")
     return int(result or 0)
+
+
+def _error(message: str) -> int:
+    console.print("[red]error:[/red]", escape(message), soft_wrap=True)
+    return 2
+
+
+def resume_command(argv: Sequence[str] | None) -> str:
+    """The command line that continues this one."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    resumable = words[:1] in (["run"], ["train"]) or words[:2] == ["rank", "train"]
+    if resumable and "--resume" not in words:
+        words.append("--resume")
+    return "neuralcodes " + " ".join(shlex.quote(w) for w in words)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,31 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
 SAMPLE_EPOCHS = 10
+NAMED_SOURCES = ("sample", "tiny-imagenet")
+
+
+def absolute_data(spec: str | None) -> str | None:
+    """A ``--data`` path made absolute (runs record where their data is, whatever the working directory)."""
+    if spec is None or spec in NAMED_SOURCES or "://" in spec:
+        return spec
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--data {spec}: no such file or folder ({_EXPECTED_DATA})")
+    return str(path.resolve())
+
+
+_EXPECTED_DATA = "expected a Tiny ImageNet zip or folder, a folder with one sub-folder of images per class, 'sample' or 'tiny-imagenet'"
+
+
+def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0,
+                        help="write a checkpoint this often inside an epoch (default 5; also on Ctrl-C / SIGTERM)")
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
@@ -45,4 +65,7 @@ def classify_config(args: argparse.Namespace) -> ClassifyConfig:
     values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig) if hasattr(args, f.name)}
     if values.get("epochs") is None:
         values["epochs"] = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
-    return ClassifyConfig(**values)
+    values["data"] = absolute_data(values.get("data"))
+    if getattr(args, "checkpoint_minutes", 1.0) <= 0:
+        raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    return ClassifyConfig(**values).validate()

@@ -5,7 +5,7 @@ import argparse
 
 from rich.table import Table
 
-from neuralcodes.cli.options import add_classify_options, classify_config
+from neuralcodes.cli.options import absolute_data, add_checkpoint_option, add_classify_options, classify_config
 from neuralcodes.progress import console
 
 
@@ -17,7 +17,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pca-fit-images", type=int, default=10_000, help="in-domain train images the PCA is learned on")
     p.add_argument("--whiten", action="store_true", help="PCA-whitening in the PCA study")
     p.add_argument("--ranking-run", action="append", default=[], help="a `rank train` run to include in the report")
+    p.add_argument("--seeds", default="", help="extra training seeds for the variant comparison, e.g. 1,2 (the plain "
+                   "recipe and each variant are also trained with these; test accuracy only)")
     add_classify_options(p)
+    add_checkpoint_option(p)
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("retrieve", help="neural codes, mAP per layer, figures and PCA study of a trained run")
@@ -26,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whiten", action="store_true")
     p.add_argument("--float16", action="store_true", help="store the codes as float16")
     p.add_argument("--device", default=None)
+    p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
     p.set_defaults(func=retrieve_command)
 
     p = sub.add_parser("report", help="write RUN/report.md and RUN/report.html from the run's results")
@@ -37,22 +41,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.pipeline import run_protocol
     from neuralcodes.recipes.neural_codes.study import StudyOptions
-
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    study = StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten)
     from neuralcodes.report import build_report
 
-    run = run_protocol(classify_config(args), args.out, variants, study, args.resume)
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"--seeds must be non-negative, got {args.seeds!r}")
+    study = StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten)
+    run = run_protocol(classify_config(args), args.out, variants, study, args.resume, seeds, args.checkpoint_minutes)
     md, html = build_report(run, args.ranking_run)
     console.print(f"report: {html}\n        {md}")
 
 
 def retrieve_command(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.neural_codes.config import ClassifyConfig
+    from neuralcodes.recipes.neural_codes.pipeline import validate_study
     from neuralcodes.recipes.neural_codes.study import StudyOptions, retrieval_study
+    from neuralcodes.recipes.run_data import data_spec, load_run_data
+    from neuralcodes.runs import Run
 
-    options = StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
-                           code_dtype="float16" if args.float16 else "float32", device=args.device)  # fmt: skip
-    results = retrieval_study(args.run, options=options)
+    options = validate_study(StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
+                             code_dtype="float16" if args.float16 else "float32", device=args.device))  # fmt: skip
+    run = Run(args.run)
+    cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"))
+    with run.lock():
+        dataset = load_run_data(run, data_spec(run, cfg.data, absolute_data(args.data)), cfg.skip_corrupt)
+        results = retrieval_study(run, dataset, options)
     table = Table(title="Leave-one-out retrieval on the held-out classes")
     layers = results["retrieval"]["layers"]
     columns = list(next(iter(layers.values())))

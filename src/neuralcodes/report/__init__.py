@@ -43,6 +43,17 @@ def _ranking_sections(run: Run, ranking_runs: Sequence[Run]) -> list[str]:
     return sections
 
 
+# Stages a neural-codes report reads, and the command that produces each.
+_STAGES = {"classification": "neuralcodes evaluate", "retrieval": "neuralcodes retrieve", "pca": "neuralcodes retrieve"}
+
+
+def _missing(run: Run, metrics: dict) -> str:
+    todo = {cmd for name, cmd in _STAGES.items() if name not in metrics}
+    if not todo:
+        return ""
+    return "## Not measured yet\n\n" + "\n".join(f"- run `{cmd} {run.root}`" for cmd in sorted(todo)) + "\n"
+
+
 def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path] = ()) -> tuple[Path, Path]:
     """Write RUN/report.md and RUN/report.html; return their paths."""
     run = run if isinstance(run, Run) else Run(run)
@@ -55,6 +66,11 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
 
         sections = [f"# neuralcodes report: `{run.root.name}`\n", ranking_section(run)]
     elif kind in ("neural_codes", "classify"):
+        if "training" not in metrics:
+            raise ValueError(
+                f"{run.root} has no results to report yet: its training has not finished "
+                f"(`neuralcodes status {run.root}` says where it stands; continue it with --resume)"
+            )
         sections = [
             _header(run, config),
             classification_section(metrics, run.history()),
@@ -63,6 +79,7 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
             pca_section(metrics),
             *_ranking_sections(run, ranking),
             write_analysis(metrics),
+            _missing(run, metrics),
         ]
     else:
         raise ValueError(f"{run.config_path} names an unknown run kind {kind!r}; cannot write its report")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from neuralcodes.config import RunConfig, register_config
+from neuralcodes.config import RunConfig, option, register_config
 
 
 @register_config
@@ -33,8 +33,8 @@ class ClassifyConfig(RunConfig):
     def validate(self) -> "ClassifyConfig":
         super().validate()
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.patience < 0 or self.split_seed < 0 or self.weight_decay < 0:
-            bad = next(n for n in ("patience", "split_seed", "weight_decay") if getattr(self, n) < 0)
-            raise ValueError(f"{bad} must not be negative, got {getattr(self, bad)}")
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout} (option --dropout)")
+        for name in ("patience", "split_seed", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
         return self

@@ -10,14 +10,21 @@ from neuralcodes.runs import Run
 SPLITS = ("train", "val", "test")
 
 
-def evaluate_run(run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None) -> dict[str, dict[str, float]]:
-    """Evaluate the best epoch of ``run`` (dropout off) and store the table in metrics.json."""
+def evaluate_run(
+    run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None, data: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Evaluate the best epoch of ``run`` (dropout off) and store the table in metrics.json.
+
+    ``data`` points the run at its data when it has moved; it must be the same data (checksum).
+    """
     run = run if isinstance(run, Run) else Run(run)
-    p, cfg = open_trained(run, dataset, device)
-    labels = p.dataset.train.labels
-    results = {
-        name: evaluate_classifier(p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16)
-        for name in SPLITS
-    }
-    run.update_metrics("classification", results)
+    run.config(expect="neuralcodes train")
+    with run.lock():
+        p, cfg = open_trained(run, dataset, device, data)
+        labels = p.dataset.train.labels
+        results = {
+            name: evaluate_classifier(p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16)
+            for name in SPLITS
+        }
+        run.update_metrics("classification", results)
     return results
