@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -118,3 +120,23 @@ def test_convnet_backbone_loads_a_real_training_run(tmp_path):
     assert backbone.out_features == expected.shape[1] == net.fc7.out_features
     with pytest.raises(ValueError, match="--weights RUN"):
         build_backbone("convnet")
+
+
+def test_held_out_classes_chosen_by_name(tmp_path):
+    """--ood-classes: any classes can be held out; the classifier learns the others as 0..n-1."""
+    from neuralcodes.recipes.neural_codes.evaluate import evaluate_run
+
+    data = synthetic_dataset()
+    cfg = config(epochs=1, ood_classes=["c0", "c3"])
+    run = classify.train_classifier(cfg, tmp_path / "r", dataset=data)
+    split = json.loads((run.root / "split.json").read_text())
+    assert split["ood_classes"] == [0, 3] and split["ood_chosen"]
+    model, _ = classify.load_trained(run, "cpu")
+    assert model.fc8.out_features == 4
+    results = evaluate_run(run, dataset=data)
+    assert 0 <= results["test"]["accuracy"] <= 1
+    with pytest.raises(ValueError, match="c9"):
+        classify.train_classifier(config(ood_classes=["c0", "c9"]), tmp_path / "bad", dataset=data)
+    assert not (tmp_path / "bad" / "config.json").exists()
+    with pytest.raises(ValueError, match="--ood-classes"):
+        config(ood_classes=["c0"]).validate()  # n_ood=2 in config(): they must agree

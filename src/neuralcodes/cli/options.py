@@ -56,7 +56,9 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--seed", type=int, default=d.seed, help="weights, shuffling, dropout, augmentation")
     parser.add_argument("--split-seed", type=int, default=d.split_seed, help="the course split's seed")
-    parser.add_argument("--n-ood", type=int, default=d.n_ood, help="classes held out for retrieval")
+    parser.add_argument("--n-ood", type=int, default=None, help=f"classes held out for retrieval: the last N in sorted order (default {d.n_ood})")
+    parser.add_argument("--ood-classes", default=None,
+                        help="comma-separated held-out classes by folder name, wnid or class name (instead of the last --n-ood)")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="plain fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
 
@@ -66,6 +68,11 @@ def classify_config(args: argparse.Namespace) -> ClassifyConfig:
     if values.get("epochs") is None:
         values["epochs"] = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
     values["data"] = absolute_data(values.get("data"))
+    if getattr(args, "ood_classes", None):
+        values["ood_classes"] = [c.strip() for c in args.ood_classes.split(",") if c.strip()]
+        values["n_ood"] = values.get("n_ood") or len(values["ood_classes"])
+    if values.get("n_ood") is None:
+        values.pop("n_ood", None)
     if getattr(args, "checkpoint_minutes", 1.0) <= 0:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
     return ClassifyConfig(**values).validate()

@@ -66,7 +66,7 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
 
         sections = [f"# neuralcodes report: `{run.root.name}`\n", ranking_section(run)]
     elif kind in ("neural_codes", "classify"):
-        if "training" not in metrics:
+        if "training" not in metrics and not ranking:
             raise ValueError(
                 f"{run.root} has no results to report yet: its training has not finished "
                 f"(`neuralcodes status {run.root}` says where it stands; continue it with --resume)"

@@ -16,7 +16,8 @@ class ClassifyConfig(RunConfig):
     positive: ClassVar[tuple[str, ...]] = ("lr",)
 
     split_seed: int = 42  # the course split's np.random.seed
-    n_ood: int = 10  # the last n_ood classes are held out for retrieval
+    n_ood: int = 10  # the last n_ood classes are held out for retrieval ...
+    ood_classes: list[str] | None = None  # ... unless these are named (folder names / wnids / class names)
     batch_size: int = 100
     lr: float = 1e-4
     epochs: int = 100
@@ -34,6 +35,11 @@ class ClassifyConfig(RunConfig):
         super().validate()
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout} (option --dropout)")
+        if self.ood_classes is not None and len(self.ood_classes) != self.n_ood:
+            raise ValueError(
+                f"{len(self.ood_classes)} held-out classes named (option --ood-classes) but n_ood is {self.n_ood} "
+                "(option --n-ood): give one of them, or make them agree"
+            )
         for name in ("patience", "split_seed", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")

@@ -21,7 +21,7 @@ def evaluate_run(
     run.config(expect="neuralcodes train")
     with run.lock():
         p, cfg = open_trained(run, dataset, device, data)
-        labels = p.dataset.train.labels
+        labels = p.labels
         results = {
             name: evaluate_classifier(p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16)
             for name in SPLITS

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
 from neuralcodes.data.imageset import Dataset
-from neuralcodes.data.splits import Split, course_split
+from neuralcodes.data.splits import Split, class_indices, course_split
 from neuralcodes.device import autocast, pick_device
 from neuralcodes.learning.checkpoint import load_checkpoint, save_checkpoint
 from neuralcodes.learning.early_stopping import EarlyStopping
@@ -46,10 +46,18 @@ class Prepared:
     model: NeuralCodesConvNet
     device: torch.device
 
+    @property
+    def labels(self) -> np.ndarray:
+        """Class indices the classifier learns: in-domain classes numbered 0 .. n_in_domain - 1."""
+        return self.split.in_domain_labels(self.dataset.train.labels)
+
 
 def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     """The course split of ``dataset``; every held-out class must be able to query (at least 2 images)."""
-    split = course_split(dataset.train.labels, dataset.train.num_classes, n_ood=cfg.n_ood, seed=cfg.split_seed)
+    data = dataset.train
+    chosen = class_indices(cfg.ood_classes, data.class_ids, data.class_names) if cfg.ood_classes else None
+    split = course_split(data.labels, data.num_classes, n_ood=None if chosen else cfg.n_ood, seed=cfg.split_seed,
+                         ood_classes=chosen)  # fmt: skip
     counts = np.bincount(np.asarray(dataset.train.labels)[split.ood], minlength=dataset.train.num_classes)
     for c in split.ood_classes:
         if counts[c] < 2:
@@ -174,7 +182,7 @@ def train_classifier(
 
 
 def _train(run: Run, cfg: ClassifyConfig, p: Prepared, resume: bool, checkpoint_minutes: float) -> Run:
-    labels = p.dataset.train.labels
+    labels = p.labels
     optimizer = build_optimizer("adam_amsgrad", p.model.parameters(), cfg.lr, cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     stopper, history, start, partial = EarlyStopping(cfg.patience), [], 0, None
