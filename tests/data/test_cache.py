@@ -1,18 +1,20 @@
 """The decoded-image cache: decoding, reuse, rebuilds, corrupt images, parallel workers, checksums."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from neuralcodes.data import cache
-from neuralcodes.data.cache import default_cache_dir, file_sha256
+from neuralcodes.data import cache, cache_integrity, decode_pool
+from neuralcodes.data.cache import CacheError, default_cache_dir, file_sha256
 from neuralcodes.data.decode import CorruptImageError
 from neuralcodes.data.sources import ZipSource, load_dataset
 
@@ -40,13 +42,13 @@ def read_meta(cache_dir: Path) -> dict:
 def count_decodes(monkeypatch):
     """Counts calls of the decoder (in-process decoding only: one worker)."""
     calls = []
-    real = cache.decode_image
+    real = decode_pool.decode_image
 
     def counting(*args, **kwargs):
         calls.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache, "decode_image", counting)
+    monkeypatch.setattr(decode_pool, "decode_image", counting)
     return calls
 
 
@@ -129,6 +131,10 @@ def test_skip_corrupt_skips_counts_and_lists(synthetic_tiny_imagenet, tmp_path, 
     dataset = cache.load_or_build(ZipSource(path), tmp_path / "c", skip_corrupt=True, workers=workers, chunk_size=3)
     assert len(dataset.train) == 23 and len(dataset.val) == 5
     assert "tiny-imagenet-200/train/n02/images/n02_1.JPEG" not in dataset.train.files
+    assert [file for file, _ in dataset.skipped] == [
+        "tiny-imagenet-200/train/n02/images/n02_1.JPEG", "tiny-imagenet-200/val/images/val_4.JPEG"
+    ]
+    assert all(reason.startswith("not an image") and "skip_corrupt" not in reason for _, reason in dataset.skipped)
     # Labels and files stay aligned with the kept images.
     kept = [clean.train.files.index(f) for f in dataset.train.files]
     np.testing.assert_array_equal(dataset.train.labels, clean.train.labels[kept])
@@ -185,3 +191,114 @@ def test_load_uses_the_default_cache_dir_from_the_environment(synthetic_tiny_ima
     monkeypatch.setenv("NEURALCODES_CACHE", str(tmp_path / "env-cache"))
     load_dataset(synthetic_tiny_imagenet())
     assert len(cache_folders(tmp_path / "env-cache")) == 1
+
+
+# --- damaged caches are detected and rebuilt -----------------------------------------------------
+
+@pytest.mark.parametrize(
+    "part", ["train_images.npy", "train_labels.npy", "train_files.txt", "train_rows.npy", "val_images.npy", "meta.json"]
+)
+def test_zero_byte_part_is_rebuilt_with_a_reason(
+    synthetic_tiny_imagenet, tmp_path, count_decodes, caplog, part
+) -> None:
+    path = synthetic_tiny_imagenet()
+    expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
+    (folder,) = cache_folders(tmp_path / "c")
+    (folder / part).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="neuralcodes.data.cache"):
+        rebuilt = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 2 * 15
+    np.testing.assert_array_equal(rebuilt.train.images, expected)
+    (record,) = [r for r in caplog.records if "rebuilding" in r.getMessage()]
+    assert folder.name in record.getMessage()
+    assert load_dataset(path, cache_dir=tmp_path / "c", workers=1).checksum == rebuilt.checksum
+    assert len(count_decodes) == 2 * 15  # the rebuilt cache is used as is
+
+
+def test_pixel_array_overwritten_in_place_is_detected(synthetic_tiny_imagenet, tmp_path, count_decodes, caplog) -> None:
+    path = synthetic_tiny_imagenet()
+    expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
+    (folder,) = cache_folders(tmp_path / "c")
+    images = np.load(folder / "train_images.npy", mmap_mode="r+")
+    images[:] = images[::-1].copy()  # same size, same header, same bytes in another order
+    images.flush()
+    del images
+    with caplog.at_level("WARNING", logger="neuralcodes.data.cache"):
+        rebuilt = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
+    assert len(count_decodes) == 2 * 15
+    np.testing.assert_array_equal(rebuilt.train.images, expected)
+    assert "train_images.npy" in caplog.text and "do not match their checksums" in caplog.text
+
+
+def test_verify_hashes_the_whole_array(synthetic_tiny_imagenet, tmp_path, count_decodes, caplog, monkeypatch) -> None:
+    path = synthetic_tiny_imagenet()
+    expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
+    (folder,) = cache_folders(tmp_path / "c")
+    images = np.load(folder / "train_images.npy", mmap_mode="r+")
+    images[4, 10, 10] ^= 1  # one bit of one pixel of a middle row
+    images.flush()
+    del images
+    monkeypatch.setattr(cache_integrity, "SAMPLE_ROWS", 0)  # so that only the full hash can notice
+    assert not np.array_equal(load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images, expected)
+    assert len(count_decodes) == 15  # a sample of rows can miss a single changed row...
+    with caplog.at_level("WARNING", logger="neuralcodes.data.cache"):
+        verified = load_dataset(path, cache_dir=tmp_path / "c", workers=1, verify=True)
+    assert len(count_decodes) == 2 * 15  # ...verify=True does not
+    np.testing.assert_array_equal(verified.train.images, expected)
+    assert "full verification" in caplog.text
+
+
+def test_checksums_in_meta_match_an_independent_hash(synthetic_tiny_imagenet, tmp_path) -> None:
+    dataset = load_dataset(synthetic_tiny_imagenet(), cache_dir=tmp_path / "c", workers=1)
+    meta = read_meta(tmp_path / "c")
+    (folder,) = cache_folders(tmp_path / "c")
+    for split, images in (("train", dataset.train.images), ("val", dataset.val.images)):
+        sums = meta["splits"][split]["checksums"]
+        assert sums["images"] == hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+        assert sums["labels.npy"] == hashlib.sha256((folder / f"{split}_labels.npy").read_bytes()).hexdigest()
+        rows = np.load(folder / f"{split}_rows.npy")
+        assert [int(r) for r in rows] == [zlib.crc32(np.ascontiguousarray(row).tobytes()) for row in images]
+
+
+# --- a cache folder that cannot be written ----------------------------------------------------------
+
+def test_unwritable_cache_folder_is_a_clear_error(synthetic_tiny_imagenet, tmp_path, monkeypatch) -> None:
+    path = synthetic_tiny_imagenet()
+    cache_dir = tmp_path / "c"
+    real_mkdir = Path.mkdir
+
+    def refusing_mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(cache_dir)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refusing_mkdir)
+    with pytest.raises(CacheError, match=rf"cannot write the decoded-image cache in {cache_dir}: Permission denied"
+                                         rf".*NEURALCODES_CACHE") as caught:
+        load_dataset(path, cache_dir=cache_dir)
+    assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_cache_folder_is_a_clear_error(synthetic_tiny_imagenet, tmp_path) -> None:
+    cache_dir = tmp_path / "c"
+    cache_dir.mkdir()
+    cache_dir.chmod(0o500)
+    try:
+        with pytest.raises(CacheError, match="NEURALCODES_CACHE"):
+            load_dataset(synthetic_tiny_imagenet(), cache_dir=cache_dir)
+    finally:
+        cache_dir.chmod(0o700)
+
+
+def test_full_disk_is_a_clear_error_before_decoding(
+    synthetic_tiny_imagenet, tmp_path, monkeypatch, count_decodes
+) -> None:
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(CacheError, match=r"in .*/c: No space left on device.*NEURALCODES_CACHE"):
+        load_dataset(synthetic_tiny_imagenet(), cache_dir=tmp_path / "c", workers=1)
+    assert count_decodes == []
+    assert cache_folders(tmp_path / "c") == []

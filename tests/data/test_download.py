@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,38 @@ def test_file_md5_matches_hashlib(tmp_path: Path) -> None:
 def test_url_without_a_file_name_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="file name"):
         download("http://127.0.0.1:1/", tmp_path)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_a_one_line_message_with_the_way_out(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/tiny-imagenet-200.zip"
+    with pytest.raises(DownloadError) as caught:
+        download(url, tmp_path / "dest", timeout=5)
+    message = str(caught.value)
+    assert message.startswith(f"could not download {url}: ") and "refused" in message.lower()
+    assert "pass the local zip instead of the URL" in message and "\n" not in message
+    # A ValueError as well as an OSError: the command line prints it instead of a traceback.
+    assert isinstance(caught.value, ValueError) and isinstance(caught.value, OSError)
+
+
+def test_unwritable_download_folder_is_named(served, tmp_path: Path) -> None:
+    url, _ = served
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the downloads folder should be")
+    with pytest.raises(DownloadError, match=rf"could not download {url}/archive\.zip: cannot create "
+                                            rf"{blocker}/downloads: .*NEURALCODES_CACHE.*pass the local zip"):
+        download(f"{url}/archive.zip", blocker / "downloads")
+
+
+def test_every_failure_names_the_url_and_the_way_out(served, tmp_path: Path) -> None:
+    url, _ = served
+    with pytest.raises(DownloadError) as caught:
+        download(f"{url}/archive.zip", tmp_path / "dest", md5="0" * 32)
+    message = str(caught.value)
+    assert message.startswith(f"could not download {url}/archive.zip: md5 ")
+    assert message.endswith("pass the local zip instead of the URL.") and "\n" not in message

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import struct
 import subprocess
 import sys
 import zipfile
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from neuralcodes.data.decode import ImageSizeError
+from neuralcodes.data.decode import ImageSizeError, UnreadableFileError
 from neuralcodes.data.sources import (
     SAMPLE_ZIP,
     SourceError,
@@ -255,3 +258,86 @@ def test_real_tiny_imagenet(tiny_imagenet_zip, tmp_path) -> None:
     with zipfile.ZipFile(tiny_imagenet_zip) as z:  # spot-check pixels against an independent decode
         for i in (0, 12_345, 99_999):
             np.testing.assert_array_equal(train.images[i], decode_reference(z.read(train.files[i])))
+
+
+# --- file-level problems: one-line errors naming the file, skippable -----------------------------
+
+def damage_member(path: Path, member: str) -> None:
+    """Flip one byte inside ``member``'s stored data: its CRC-32 no longer matches."""
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo(member)
+        assert info.compress_type == zipfile.ZIP_STORED
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_zip_member_is_named_and_skippable(synthetic_tiny_imagenet, tmp_path) -> None:
+    path = synthetic_tiny_imagenet()
+    member = "tiny-imagenet-200/train/n02/images/n02_1.JPEG"
+    damage_member(path, member)
+    with pytest.raises(UnreadableFileError) as caught:
+        load_dataset(path, cache_dir=tmp_path / "cache", workers=1)
+    message = str(caught.value)
+    assert f"cannot read {member} in {path}: Bad CRC-32" in message
+    assert "download it again" in message and "skip_corrupt" in message and "\n" not in message
+    dataset = load_dataset(path, cache_dir=tmp_path / "cache", skip_corrupt=True, workers=2)
+    assert len(dataset.train) == 8 and member not in dataset.train.files
+    ((file, reason),) = dataset.skipped
+    assert file == member and reason.startswith("Bad CRC-32")
+    meta = json.loads(next((tmp_path / "cache").glob("*/meta.json")).read_text())
+    assert meta["splits"]["train"]["skipped"] == [{"file": member, "error": reason}]
+
+
+def test_damaged_layout_file_in_zip_is_a_source_error(synthetic_tiny_imagenet, tmp_path) -> None:
+    path = synthetic_tiny_imagenet()
+    damage_member(path, "tiny-imagenet-200/wnids.txt")
+    with pytest.raises(SourceError, match=r"cannot read tiny-imagenet-200/wnids\.txt \(Bad CRC-32.*download it again"):
+        load_dataset(path, cache_dir=tmp_path / "cache", skip_corrupt=True)
+
+
+def image_folder_with_bad_files(root: Path) -> Path:
+    write_image(root / "ant" / "a.png", (8, 8), "RGB", "PNG", 0)
+    write_image(root / "ant" / "b.png", (8, 8), "RGB", "PNG", 1)
+    write_image(root / "bee" / "c.png", (8, 8), "RGB", "PNG", 2)
+    (root / "bee" / "loop.png").symlink_to("loop.png")  # points at itself
+    (root / "bee" / "gone.png").symlink_to("nowhere.png")
+    return root
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_symlink_loop_and_dangling_link_are_named_and_skippable(tmp_path) -> None:
+    root = image_folder_with_bad_files(tmp_path / "photos")
+    with pytest.raises(UnreadableFileError, match=r"cannot read bee/gone\.png in .*photos: it is a dangling symbolic "
+                                                  r"link \(to nowhere\.png.*skip_corrupt"):
+        load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, workers=1)
+    dataset = load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1)
+    assert dataset.train.files == ["ant/a.png", "ant/b.png", "bee/c.png"]
+    reasons = dict(dataset.skipped)
+    assert sorted(reasons) == ["bee/gone.png", "bee/loop.png"]
+    assert "symbolic link loop" in reasons["bee/loop.png"] and "dangling" in reasons["bee/gone.png"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names as raw bytes")
+def test_file_name_that_is_not_utf8_is_named_and_skippable(tmp_path) -> None:
+    root = tmp_path / "photos"
+    write_image(root / "ant" / "a.png", (8, 8), "RGB", "PNG", 0)
+    write_image(root / "bee" / "c.png", (8, 8), "RGB", "PNG", 2)
+    os.rename(root / "bee" / "c.png", os.fsencode(root / "bee") + b"/caf\xe9.png")  # Latin-1, not UTF-8
+    write_image(root / "bee" / "d.png", (8, 8), "RGB", "PNG", 3)
+    with pytest.raises(UnreadableFileError, match=r"bee/caf\\\\xe9\.png.*not valid UTF-8; rename the file"):
+        load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, workers=1)
+    dataset = load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1)
+    assert dataset.train.files == ["ant/a.png", "bee/d.png"]
+    assert dataset.skipped == [("bee/caf\\xe9.png", "its name is not valid UTF-8; rename the file")]
+    json.dumps(dataset.skipped).encode("utf-8")  # printable and storable as it is
+
+
+def test_wrong_size_image_is_skippable(synthetic_tiny_imagenet, tmp_path) -> None:
+    folder = synthetic_tiny_imagenet(name="t", as_folder=True)
+    Image.new("RGB", (65, 64)).save(folder / "tiny-imagenet-200/train/n02/images/n02_1.JPEG", format="JPEG")
+    dataset = load_dataset(folder, cache_dir=tmp_path / "cache", skip_corrupt=True, workers=1)
+    assert dataset.skipped == [("tiny-imagenet-200/train/n02/images/n02_1.JPEG",
+                                "it is 65x64 but this source's images must be 64x64")]

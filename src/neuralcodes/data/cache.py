@@ -4,46 +4,71 @@ One folder per source version under the cache directory (``NEURALCODES_CACHE``, 
 ``~/.cache/neuralcodes``), named by the source's checksum::
 
     <name>-<sha256[:16]>-<size>px/
-        meta.json            classes, counts, conversions, skipped files (written last)
+        meta.json            classes, counts, conversions, skipped files, checksums (written last)
         train_images.npy     uint8 (N, size, size, 3), opened with ``np.load(mmap_mode="r")``
         train_labels.npy     int64 (N,)
-        train_files.txt      one source path per line
+        train_files.txt      one source path per line (UTF-8)
+        train_rows.npy       uint32 (N,): CRC-32 of each image row
         val_*.npy / .txt     the same for the official validation set, when the source has one
 
-The folder is built under a temporary name and renamed into place when complete, so a crash
-leaves no half cache; a folder whose ``meta.json`` is missing or of another format is rebuilt.
-Decoding runs in a process pool over chunks of images, each worker writing its slice of the
-memory-mapped output directly (no pixels are pickled back).
+What is guaranteed:
+
+* The folder is built under a temporary name and renamed into place when complete, so a crash
+  leaves no half cache. Disk space for the image arrays is reserved up front, so a full disk is a
+  clear error at the start rather than a crash midway.
+* A folder that is missing a part, holds an empty, truncated or unreadable part, is of another
+  format, or whose files do not match the checksums in meta.json (every small file completely, a
+  sample of image rows on every load, the whole image array with ``verify=True``; see
+  :mod:`neuralcodes.data.cache_integrity`) is rebuilt, with a log line saying why.
+* Every problem of one file (unreadable bytes, undecodable image, wrong size, a name that is not
+  UTF-8 or holds a line break) is a :class:`~neuralcodes.data.decode.CorruptImageError` or
+  :class:`~neuralcodes.data.decode.ImageSizeError` naming it; with ``skip_corrupt`` the file is left
+  out and listed (path and reason) in meta.json and on ``Dataset.skipped``.
+* A cache folder that cannot be written is a :class:`CacheError` naming it and ``NEURALCODES_CACHE``.
+
+Decoding runs in a process pool (:mod:`neuralcodes.data.decode_pool`), each worker writing its
+slice of the memory-mapped output directly.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
-import multiprocessing
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from neuralcodes import io
-from neuralcodes.data.decode import CorruptImageError, decode_image
+from neuralcodes.data import cache_integrity, decode_pool
+from neuralcodes.data.cache_integrity import CacheDamaged
+from neuralcodes.data.decode import CorruptImageError
 from neuralcodes.data.imageset import Dataset, ImageSet
-from neuralcodes.data.listing import Source, SourceListing, SplitListing
+from neuralcodes.data.listing import Source, SplitListing
 from neuralcodes.progress import ProgressBar
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 CHUNK_SIZE = 1000
 _HASH_CHUNK = 1 << 20
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# The errno values that mean "this folder cannot take the cache" rather than "this file is bad".
+_UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+
+
+class CacheError(OSError, ValueError):
+    """The cache folder cannot be written (permissions, read-only file system, full disk).
+
+    An ``OSError``, and a ``ValueError`` so that the command line prints its message, not a traceback.
+    """
 
 
 def default_cache_dir() -> Path:
@@ -55,7 +80,8 @@ def default_cache_dir() -> Path:
 def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike) -> str:
     """sha256 of a file, remembered in ``cache_dir/checksums.json`` by path, size and mtime.
 
-    Hashing a 220 MB archive takes about a second; a warm load should not pay it again.
+    Hashing a 220 MB archive takes about a second; a warm load should not pay it again. A memo that
+    cannot be written (a read-only cache holding complete caches) only costs that second next time.
     """
     path = Path(path).resolve()
     stat = path.stat()
@@ -73,7 +99,10 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike) -> str:
             h.update(chunk)
             bar.advance(len(chunk))
     memo[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": h.hexdigest()}
-    io.write_json(memo_path, memo)
+    try:
+        io.write_json(memo_path, memo)
+    except OSError as exc:
+        log.debug("cannot remember the checksum of %s in %s: %s", path, memo_path, exc)
     return h.hexdigest()
 
 
@@ -84,52 +113,70 @@ def load_or_build(
     image_size: int = 64,
     workers: int | None = None,
     chunk_size: int = CHUNK_SIZE,
+    verify: bool = False,
 ) -> Dataset:
-    """The source's decoded images: from its cache folder if complete, else decoded into it first.
+    """The source's decoded images: from its cache folder if complete and intact, else decoded into it first.
 
-    With ``skip_corrupt`` unreadable images are left out and listed in ``meta.json``; without it
-    the first one raises :class:`CorruptImageError` (also when a cache built with skipping is
-    opened without it, so a run never silently uses fewer images than it asked for).
+    With ``skip_corrupt`` unreadable images are left out and listed in ``meta.json`` and on
+    ``Dataset.skipped``; without it the first one raises :class:`CorruptImageError` (also when a cache
+    built with skipping is opened without it, so a run never silently uses fewer images than it asked
+    for). ``verify`` checks the whole image arrays against their checksums, not only a sample of rows.
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    _writing(cache_dir, lambda: cache_dir.mkdir(parents=True, exist_ok=True))
     checksum = source.checksum(cache_dir)
     folder = cache_dir / f"{_safe_name(source.name)}-{checksum[:16]}-{image_size}px"
-    dataset = open_cache(folder, checksum, skip_corrupt)
-    if dataset is not None:
-        return dataset
     if folder.exists():
-        log.warning("cache %s is incomplete or of an older format; rebuilding it", folder)
-        shutil.rmtree(folder)
-    build_cache(source, folder, checksum, skip_corrupt, image_size, workers, chunk_size)
-    dataset = open_cache(folder, checksum, skip_corrupt)
-    if dataset is None:  # only if another process replaced the folder with something broken
-        raise RuntimeError(f"the cache just built at {folder} cannot be read back; delete it and try again")
-    return dataset
+        try:
+            return read_cache(folder, checksum, skip_corrupt, verify)
+        except CacheDamaged as exc:
+            log.warning("cache %s %s; rebuilding it", folder, exc)
+            _writing(cache_dir, lambda: shutil.rmtree(folder))
+    _writing(cache_dir, lambda: build_cache(source, folder, checksum, skip_corrupt, image_size, workers, chunk_size))
+    try:
+        return read_cache(folder, checksum, skip_corrupt)
+    except CacheDamaged as exc:  # only if another process replaced the folder with something broken
+        raise CacheError(f"the cache just built at {folder} cannot be read back ({exc}); delete it and try again")
 
 
-def open_cache(folder: str | os.PathLike, checksum: str | None = None, skip_corrupt: bool = False) -> Dataset | None:
-    """The dataset in a complete cache folder (images memory-mapped), or None if it is missing,
-    partial, of another format or (when ``checksum`` is given) of another source version."""
-    folder = Path(folder)
+def open_cache(
+    folder: str | os.PathLike, checksum: str | None = None, skip_corrupt: bool = False, verify: bool = False
+) -> Dataset | None:
+    """The dataset in a complete, intact cache folder (images memory-mapped), or None if it is missing,
+    partial, damaged, of another format or (when ``checksum`` is given) of another source version."""
+    try:
+        return read_cache(Path(folder), checksum, skip_corrupt, verify)
+    except CacheDamaged:
+        return None
+
+
+def read_cache(folder: Path, checksum: str | None = None, skip_corrupt: bool = False, verify: bool = False) -> Dataset:
+    """Like :func:`open_cache`, but a folder that cannot be used raises :class:`CacheDamaged` saying why."""
     try:
         meta = io.read_json(folder / "meta.json")
-    except (OSError, ValueError):
-        return None
-    if meta.get("format") != CACHE_FORMAT or (checksum is not None and meta.get("checksum") != checksum):
-        return None
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(f"has no readable meta.json ({type(exc).__name__}: {exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CacheDamaged(f"is of format {found}, this version reads format {CACHE_FORMAT}")
+    if checksum is not None and meta.get("checksum") != checksum:
+        raise CacheDamaged("was decoded from another version of the source")
     try:
-        sets = {split: _open_split(folder, split, meta) for split in meta["splits"]}
-    except (OSError, ValueError, KeyError):
-        return None
-    if meta["skipped_count"] and not skip_corrupt:
-        names = [s["file"] for split in meta["splits"].values() for s in split["skipped"]]
+        sets = {split: _open_split(folder, split, meta, verify) for split in meta["splits"]}
+        skipped = [(s["file"], s["error"]) for split in meta["splits"].values() for s in split["skipped"]]
+    except CacheDamaged:
+        raise
+    except Exception as exc:  # noqa: BLE001 - numpy raises EOFError, ValueError, OSError, ... on damaged files
+        raise CacheDamaged(f"has a damaged part ({type(exc).__name__}: {exc})") from None
+    if skipped and not skip_corrupt:
+        names = [file for file, _ in skipped]
         raise CorruptImageError(
             f"the cache {folder} was built with skip_corrupt=True and leaves out {len(names)} unreadable "
             f"image(s) ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); pass skip_corrupt=True "
             f"(CLI: --skip-corrupt) to use it."
         )
-    return Dataset(name=meta["name"], train=sets["train"], val=sets.get("val"), checksum=meta["checksum"])
+    return Dataset(name=meta["name"], train=sets["train"], val=sets.get("val"), checksum=meta["checksum"],
+                   skipped=skipped)
 
 
 def build_cache(
@@ -151,7 +198,7 @@ def build_cache(
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
-        reports = _decode_all(source, listing, splits, tmp, skip_corrupt, workers, chunk_size)
+        reports = decode_pool.decode_all(source, listing, splits, tmp, skip_corrupt, workers, chunk_size)
         split_meta = {name: _finish_split(tmp, name, split, reports[name], source) for name, split in splits.items()}
         seconds = time.perf_counter() - started
         io.write_json(tmp / "meta.json", {
@@ -181,77 +228,9 @@ def build_cache(
     log.info("decoded %d images of %s in %.1f s into %s", total, source.location, seconds, folder)
 
 
-@dataclass
-class _ChunkReport:
-    split: str
-    count: int
-    modes: Counter = field(default_factory=Counter)
-    resized: int = 0
-    skipped: list[tuple[int, str, str]] = field(default_factory=list)
-
-
-def _decode_chunk(
-    source: Source, split: str, files: list[str], start: int, out_path: Path, size: int, resize: bool,
-    skip_corrupt: bool,
-) -> _ChunkReport:
-    """Decode ``files`` into rows ``start:`` of the memory-mapped array at ``out_path``."""
-    out = np.load(out_path, mmap_mode="r+")
-    report = _ChunkReport(split, len(files))
-    for offset, name in enumerate(files):
-        try:
-            pixels, mode, original_size = decode_image(source.read(name), name, size, resize, where=source.location)
-        except CorruptImageError as exc:
-            if not skip_corrupt:
-                raise
-            report.skipped.append((start + offset, name, str(exc).split(". Use skip_corrupt")[0]))
-            continue
-        out[start + offset] = pixels
-        if mode != "RGB":
-            report.modes[mode] += 1
-        if original_size != (size, size):
-            report.resized += 1
-    del out  # no msync: the pages are shared with the parent, and forcing them to disk costs ~half the build
-    return report
-
-
-def _decode_all(
-    source: Source, listing: SourceListing, splits: dict[str, SplitListing], tmp: Path, skip_corrupt: bool,
-    workers: int | None, chunk_size: int,
-) -> dict[str, list[_ChunkReport]]:
-    size = listing.image_size
-    tasks = []
-    for name, split in splits.items():
-        out_path = tmp / f"{name}_images.npy"
-        np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(len(split.files), size, size, 3)).flush()
-        for start in range(0, len(split.files), chunk_size):
-            files = split.files[start:start + chunk_size]
-            tasks.append((source, name, files, start, out_path, size, listing.resize, skip_corrupt))
-    reports: dict[str, list[_ChunkReport]] = {name: [] for name in splits}
-    workers = min(workers or _available_cpus(), len(tasks))
-    total = sum(len(s.files) for s in splits.values())
-    if workers <= 1:
-        with ProgressBar(total, f"decode {source.name}", unit="img") as bar:
-            for task in tasks:
-                report = _decode_chunk(*task)
-                reports[report.split].append(report)
-                bar.advance(report.count, status=report.split)
-        return reports
-    # fork: workers need no re-import of the caller's __main__; they only run PIL and numpy.
-    context = multiprocessing.get_context("fork") if sys.platform == "linux" else None
-    pool: Executor = ProcessPoolExecutor(workers, mp_context=context)
-    try:
-        futures: list[Future] = [pool.submit(_decode_chunk, *task) for task in tasks]
-        with ProgressBar(total, f"decode {source.name} ({workers} workers)", unit="img") as bar:
-            for future in as_completed(futures):
-                report = future.result()
-                reports[report.split].append(report)
-                bar.advance(report.count, status=report.split)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return reports
-
-
-def _finish_split(tmp: Path, name: str, split: SplitListing, reports: list[_ChunkReport], source: Source) -> dict:
+def _finish_split(
+    tmp: Path, name: str, split: SplitListing, reports: list[decode_pool.ChunkReport], source: Source
+) -> dict:
     """Drop skipped rows, write labels and file names; return the split's entry of meta.json."""
     skipped = sorted(s for r in reports for s in r.skipped)
     keep = np.setdiff1d(np.arange(len(split.files)), [s[0] for s in skipped]) if skipped else None
@@ -265,7 +244,7 @@ def _finish_split(tmp: Path, name: str, split: SplitListing, reports: list[_Chun
         labels = labels[keep]
         files = [files[i] for i in keep]
     np.save(tmp / f"{name}_labels.npy", labels)
-    (tmp / f"{name}_files.txt").write_text("".join(f + "\n" for f in files), encoding="utf-8")
+    (tmp / f"{name}_files.txt").write_bytes("".join(f + "\n" for f in files).encode("utf-8"))
     modes = sum((r.modes for r in reports), Counter())
     for _, file, error in skipped:
         log.warning("skipped unreadable image %s: %s", file, error)
@@ -276,6 +255,7 @@ def _finish_split(tmp: Path, name: str, split: SplitListing, reports: list[_Chun
         "resized": sum(r.resized for r in reports),
         "skipped_count": len(skipped),
         "skipped": [{"file": file, "error": error} for _, file, error in skipped],
+        "checksums": cache_integrity.record_split(tmp, name),
     }
 
 
@@ -290,16 +270,37 @@ def _compact(path: Path, keep: np.ndarray) -> None:
     os.replace(compact_path, path)
 
 
-def _open_split(folder: Path, split: str, meta: dict) -> ImageSet:
+def _open_split(folder: Path, split: str, meta: dict, verify: bool) -> ImageSet:
     images = np.load(folder / f"{split}_images.npy", mmap_mode="r")
     labels = np.load(folder / f"{split}_labels.npy")
-    files = (folder / f"{split}_files.txt").read_text(encoding="utf-8").splitlines()
-    count = meta["splits"][split]["count"]
-    size = meta["image_size"]
-    if images.shape != (count, size, size, 3) or len(labels) != count or len(files) != count:
-        raise ValueError(f"cache {folder} is inconsistent")
+    # split("\n"), not splitlines(): file names may hold other line-breaking characters (\x1c, \u2028).
+    files = (folder / f"{split}_files.txt").read_bytes().decode("utf-8").split("\n")[:-1]
+    entry = meta["splits"][split]
+    count, size = entry["count"], meta["image_size"]
+    if images.shape != (count, size, size, 3) or labels.shape != (count,) or len(files) != count:
+        raise CacheDamaged(
+            f"has {split} parts of the wrong size ({images.shape} images, {labels.shape} labels, "
+            f"{len(files)} file names; meta.json says {count} images of {size}x{size})"
+        )
+    cache_integrity.check_split(folder, split, images, entry["checksums"], full=verify)
     return ImageSet(images=images, labels=labels, class_ids=list(meta["class_ids"]),
                     class_names=list(meta["class_names"]), files=files)
+
+
+def _writing(cache_dir: Path, action: Callable[[], _T]) -> _T:
+    """``action()``; an OSError saying that ``cache_dir`` cannot take the cache becomes a :class:`CacheError`."""
+    try:
+        return action()
+    except OSError as exc:
+        outside = exc.filename is not None and not Path(os.fsdecode(exc.filename)).resolve().is_relative_to(
+            cache_dir.resolve())
+        if isinstance(exc, CacheError) or exc.errno not in _UNWRITABLE or outside:
+            raise
+        raise CacheError(
+            f"cannot write the decoded-image cache in {cache_dir}: {exc.strerror}"
+            f"{f' ({exc.filename})' if exc.filename else ''}. Make that folder writable or free space there, "
+            f"or set NEURALCODES_CACHE (library: cache_dir=) to another folder."
+        ) from None
 
 
 def _move_into_place(tmp: Path, folder: Path) -> None:
@@ -319,13 +320,6 @@ def _remove_stale_temps(folder: Path, max_age_s: float = 6 * 3600) -> None:
                 shutil.rmtree(stale, ignore_errors=True)
         except OSError:
             pass
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _safe_name(name: str) -> str:

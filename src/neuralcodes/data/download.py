@@ -3,9 +3,14 @@
 The bytes go to a temporary file beside the target (see :func:`neuralcodes.io.atomic_path`); the
 file is renamed into place only after its size and md5 match what was expected, so an interrupted
 or corrupted download leaves nothing that a later run could mistake for the archive.
+
+Every failure (network, HTTP status, short transfer, wrong size or md5, unwritable folder) is a
+:class:`DownloadError` whose message is one line naming the URL and the way out: download the file
+some other way and pass its local path instead of the URL.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import logging
@@ -27,8 +32,11 @@ TINY_IMAGENET_SIZE = 248_100_043
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A download failed or its bytes are not the expected ones."""
+class DownloadError(OSError, ValueError):
+    """A download failed or its bytes are not the expected ones.
+
+    An ``OSError``, and a ``ValueError`` so that the command line prints its message, not a traceback.
+    """
 
 
 def download(
@@ -54,26 +62,31 @@ def download(
         log.info("using the already downloaded %s", target)
         return target
 
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failed(url, f"cannot create {dest_dir}: {exc.strerror or exc} (NEURALCODES_CACHE can point "
+                           f"the cache, and its downloads/ folder, elsewhere)") from None
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         is_http = isinstance(exc, urllib.error.HTTPError)
         reason = f"HTTP {exc.code} {exc.reason}" if is_http else getattr(exc, "reason", exc)
-        raise DownloadError(
-            f"could not download {url}: {reason}. Check the network, or download "
-            f"the file by hand and pass its local path instead of the URL."
-        ) from exc
+        raise _failed(url, f"{reason}; check the network") from exc
 
-    with response, atomic_path(target) as tmp:
-        announced = _content_length(response)
-        if size is not None and announced is not None and announced != size:
-            raise DownloadError(
-                f"{url} announces {announced:,} bytes but {size:,} were expected: the server holds a "
-                f"different file. Nothing was written to {dest_dir}."
-            )
-        digest, received = _stream(response, tmp, total=size or announced, description=f"download {name}", url=url)
-        _verify(url, dest_dir, received=received, digest=digest, announced=announced, md5=md5, size=size)
+    try:
+        with response, atomic_path(target) as tmp:
+            announced = _content_length(response)
+            if size is not None and announced is not None and announced != size:
+                raise _failed(url, f"the server announces {announced:,} bytes but {size:,} were expected "
+                                   f"(it holds a different file); nothing was written to {dest_dir}")
+            digest, received = _stream(response, tmp, total=size or announced, description=f"download {name}",
+                                       url=url)
+            _verify(url, dest_dir, received=received, digest=digest, announced=announced, md5=md5, size=size)
+    except DownloadError:
+        raise
+    except OSError as exc:  # the temporary file beside the target: permissions, full disk
+        raise _failed(url, f"cannot write into {dest_dir}: {exc.strerror or exc}") from None
     log.info("downloaded %s (%s bytes)", target, f"{received:,}")
     return target
 
@@ -114,8 +127,19 @@ def _stream(response, tmp: Path, total: int | None, description: str, url: str) 
                 received += len(chunk)
                 bar.advance(len(chunk))
     except (OSError, http.client.HTTPException) as exc:  # IncompleteRead is an HTTPException
-        raise DownloadError(f"the download of {url} broke off after {received:,} bytes: {exc}") from exc
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise _failed(url, f"cannot write {tmp}: {exc.strerror}") from exc
+        raise _failed(url, f"the transfer broke off after {received:,} bytes ({exc}); try again") from exc
     return h.hexdigest(), received
+
+
+def _failed(url: str, what: str) -> DownloadError:
+    """The one-line error of a failed download: the URL, what went wrong, the way out."""
+    what = " ".join(str(what).split())
+    return DownloadError(
+        f"could not download {url}: {what}. Way out: download the file some other way (a browser, curl, "
+        f"another network) and pass the local zip instead of the URL."
+    )
 
 
 def _verify(
@@ -127,10 +151,10 @@ def _verify(
     md5: str | None,
     size: int | None,
 ) -> None:
-    nothing_kept = f"Nothing was kept in {dest_dir}; try again, or download the file by hand."
+    nothing_kept = f"nothing was kept in {dest_dir}; try again"
     if announced is not None and received != announced:
-        raise DownloadError(f"{url}: received {received:,} of the {announced:,} announced bytes. {nothing_kept}")
+        raise _failed(url, f"received {received:,} of the {announced:,} announced bytes; {nothing_kept}")
     if size is not None and received != size:
-        raise DownloadError(f"{url}: received {received:,} bytes but expected {size:,}. {nothing_kept}")
+        raise _failed(url, f"received {received:,} bytes but expected {size:,}; {nothing_kept}")
     if md5 is not None and digest != md5.lower():
-        raise DownloadError(f"{url}: md5 {digest} does not match the expected {md5.lower()}. {nothing_kept}")
+        raise _failed(url, f"md5 {digest} does not match the expected {md5.lower()}; {nothing_kept}")

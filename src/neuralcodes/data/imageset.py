@@ -61,3 +61,5 @@ class Dataset:
     val: ImageSet | None
     checksum: str  # sha256 of the source (archive or folder listing + contents): what a run pins
     location: str = ""  # where it was read from (absolute path or URL), for messages and run records
+    # (file, reason) of each image left out with skip_corrupt: what a run's report lists.
+    skipped: list[tuple[str, str]] = field(default_factory=list)

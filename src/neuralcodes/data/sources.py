@@ -12,20 +12,33 @@ Two layouts, each readable from a zip or from a folder:
 
 :func:`load_dataset` turns a spec (``"sample"``, ``"tiny-imagenet"``, a URL, a zip, a folder) into
 a :class:`~neuralcodes.data.imageset.Dataset` through the decoded-image cache.
+
+What is guaranteed: a source that cannot be used as a whole (missing, not a zip, damaged zip
+directory, wrong layout, unreadable listing files or folders) is a :class:`SourceError` naming it
+and what to do. A file that cannot be read (damaged zip member, symlink loop, dangling symlink, no
+permission) is an :class:`~neuralcodes.data.decode.UnreadableFileError` naming it, which
+``skip_corrupt`` skips like an undecodable image. File names that are not UTF-8 do not break the
+folder checksum; the cache refuses (or skips) those files by name.
 """
 from __future__ import annotations
 
-import functools
+import errno
 import hashlib
+import lzma
 import os
 import zipfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from neuralcodes.data.cache import default_cache_dir, file_sha256, load_or_build
+from neuralcodes.data.decode import (
+    SKIP_ADVICE,
+    UnreadableFileError,
+    decodable_extensions,
+)
 from neuralcodes.data.download import (
     TINY_IMAGENET_MD5,
     TINY_IMAGENET_SIZE,
@@ -52,6 +65,11 @@ class SourceError(ValueError):
 
 # Open archives per process: a forked decoding worker must not share its parent's file offset.
 _open_zips: dict[tuple, zipfile.ZipFile] = {}
+# What reading one damaged member raises: CRC and header errors, broken deflate/lzma/bz2 streams, an
+# unsupported compression method or encryption (NotImplementedError, RuntimeError), a short archive.
+_MEMBER_ERRORS = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError, RuntimeError, ValueError,
+)
 
 
 class ZipSource:
@@ -65,10 +83,24 @@ class ZipSource:
         self._version = (stat.st_size, stat.st_mtime_ns)
 
     def checksum(self, cache_dir: Path) -> str:
-        return file_sha256(self.path, cache_dir)
+        try:
+            return file_sha256(self.path, cache_dir)
+        except OSError as exc:
+            raise SourceError(f"cannot read {self.path}: {exc.strerror or exc}; check that it is readable") from None
 
     def read(self, member: str) -> bytes:
-        return self._zip().read(member)
+        handle = self._zip()
+        try:
+            return handle.read(member)
+        except _MEMBER_ERRORS as exc:
+            reason = f"{exc or type(exc).__name__} (the archive is damaged: download it again)"
+            raise UnreadableFileError(
+                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}", file=member, reason=reason
+            ) from None
+
+    def read_text(self, member: str) -> str:
+        """A text member of the layout (wnids.txt, ...): a damaged one is a :class:`SourceError`."""
+        return _decode_text(lambda: self._zip().read(member), member, self.location, "download it again")
 
     def listing(self, image_size: int) -> SourceListing:
         names = [n for n in self._zip().namelist() if not n.endswith("/")]
@@ -78,7 +110,7 @@ class ZipSource:
                 f"{self.path} is not a Tiny ImageNet archive: it should hold wnids.txt and "
                 f"train/<wnid>/images/ at its top or inside one top folder"
             )
-        return tiny_imagenet_listing(names, root, lambda n: self.read(n).decode("utf-8"), image_size, self.location)
+        return tiny_imagenet_listing(names, root, self.read_text, image_size, self.location)
 
     def _zip(self) -> zipfile.ZipFile:
         key = (self.location, os.getpid(), self._version)
@@ -88,7 +120,7 @@ class ZipSource:
                 _open_zips.pop(old).close()
             try:
                 handle = _open_zips[key] = zipfile.ZipFile(self.path)
-            except zipfile.BadZipFile as exc:
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
                 raise SourceError(f"{self.path} is not a readable zip archive ({exc}); download it again") from None
         return handle
 
@@ -106,28 +138,48 @@ class FolderSource:
         100,000 files would make each load slow)."""
         h = hashlib.sha256()
         for rel, size, mtime_ns in self._files():
-            h.update(f"{rel}\t{size}\t{mtime_ns}\n".encode("utf-8"))
+            # surrogateescape: a name that is not UTF-8 is hashed by its bytes (the cache then refuses it by name)
+            h.update(f"{rel}\t{size}\t{mtime_ns}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     def read(self, member: str) -> bytes:
-        return (self.root / member).read_bytes()
+        path = self.root / member
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            reason = _unreadable_reason(path, exc)
+            raise UnreadableFileError(
+                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}", file=member, reason=reason
+            ) from None
+
+    def read_text(self, member: str) -> str:
+        """A text file of the layout (wnids.txt, ...): an unreadable one is a :class:`SourceError`."""
+        return _decode_text((self.root / member).read_bytes, member, self.location, "fix or replace it")
 
     def listing(self, image_size: int) -> SourceListing:
         names = [rel for rel, _, _ in self._files()]
         root = tiny_imagenet_root(names)
         if root is not None:
-            return tiny_imagenet_listing(
-                names, root, lambda n: self.read(n).decode("utf-8"), image_size, self.location
-            )
+            return tiny_imagenet_listing(names, root, self.read_text, image_size, self.location)
         return image_folder_listing(names, image_size, self.location)
 
     def _files(self) -> list[tuple[str, int, int]]:
+        def unreadable_folder(exc: OSError) -> None:
+            raise SourceError(
+                f"cannot list the folder {exc.filename} of {self.location}: {exc.strerror}; make it readable "
+                f"or remove it"
+            )
+
         files = []
-        for dirpath, _, filenames in os.walk(self.root):
+        for dirpath, _, filenames in os.walk(self.root, onerror=unreadable_folder):
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             prefix = "" if rel_dir == "." else rel_dir + "/"
             for filename in filenames:
-                stat = os.stat(os.path.join(dirpath, filename))
+                path = os.path.join(dirpath, filename)
+                try:
+                    stat = os.stat(path)
+                except OSError:  # a dangling link or a link loop: listed, and refused (or skipped) on reading
+                    stat = os.lstat(path)
                 files.append((prefix + filename, stat.st_size, stat.st_mtime_ns))
         return sorted(files)
 
@@ -213,14 +265,27 @@ def image_folder_listing(names: list[str], image_size: int, where: str) -> Sourc
 
 
 def is_image_name(filename: str) -> bool:
-    """Whether PIL reads files with this extension (hidden files never count)."""
-    return not filename.startswith(".") and os.path.splitext(filename)[1].lower() in _image_extensions()
+    """Whether the decoder reads files with this extension (hidden files never count)."""
+    return not filename.startswith(".") and os.path.splitext(filename)[1].lower() in decodable_extensions()
 
 
-@functools.cache
-def _image_extensions() -> frozenset[str]:
-    Image.init()
-    return frozenset(ext.lower() for ext in Image.registered_extensions())
+def _decode_text(read: Callable[[], bytes], member: str, where: str, fix: str) -> str:
+    try:
+        return read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{where}: {member} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix}") from None
+    except _MEMBER_ERRORS as exc:
+        raise SourceError(f"{where}: cannot read {member} ({exc or type(exc).__name__}); {fix}") from None
+
+
+def _unreadable_reason(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "it is a symbolic link loop; fix or remove the link"
+    if path.is_symlink() and not path.exists():
+        return f"it is a dangling symbolic link (to {os.readlink(path)}, which does not exist); fix or remove it"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; make it readable"
+    return f"{exc.strerror or exc}"
 
 
 def _read_words(names: list[str], prefix: str, read_text: Callable[[str], str]) -> dict[str, str]:
@@ -307,6 +372,7 @@ def load_dataset(
     skip_corrupt: bool = False,
     image_size: int = 64,
     workers: int | None = None,
+    verify: bool = False,
 ) -> Dataset:
     """Load a dataset, decoding it into the cache on first use.
 
@@ -314,9 +380,15 @@ def load_dataset(
     archive found by :func:`find_tiny_imagenet`, else downloaded), an http(s) URL (downloaded into
     ``<cache_dir>/downloads``), a zip in the Tiny ImageNet layout, or a folder (Tiny ImageNet layout,
     else one sub-folder per class, resized to ``image_size``).
+
+    ``skip_corrupt``: leave out files that cannot be read or decoded (listed on ``Dataset.skipped``)
+    instead of stopping at the first. ``verify``: check the whole cached image arrays against their
+    checksums (a second or so per gigabyte), not only a sample of rows; a damaged cache is rebuilt.
     """
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     source = resolve_source(spec, cache_dir)
-    dataset = load_or_build(source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers)
+    dataset = load_or_build(
+        source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers, verify=verify
+    )
     dataset.location = str(Path(source.location).resolve()) if "://" not in source.location else source.location
     return dataset
