@@ -3,66 +3,102 @@ import math
 import pytest
 import torch
 
-from neuralcodes.learning.miners import MINERS, get_miner, mine_negatives
+from neuralcodes.learning.losses import triplet_loss
+from neuralcodes.learning.miners import MINERS, get_miner
 
 
-def _batch(seed=0, b=24, d=5, classes=4):
+def _batch(seed=0, n=14, d=3, classes=3, spread=0.0):
+    """n labelled embeddings; ``spread`` > 0 pulls each class towards its own centre (easy triplets)."""
     g = torch.Generator().manual_seed(seed)
-    q, p, n = (torch.randn(b, d, generator=g) for _ in range(3))
-    lq = torch.randint(0, classes, (b,), generator=g)
-    ln = (lq + torch.randint(1, classes, (b,), generator=g)) % classes
-    return q, p, n, lq, ln
+    labels = torch.randint(0, classes, (n,), generator=g)
+    centres = torch.randn(classes, d, generator=g) * spread
+    return centres[labels] + torch.randn(n, d, generator=g), labels
 
 
-def _naive(kind, q, p, n, lq, ln):
-    pool = list(q) + list(p) + list(n)
-    labels = lq.tolist() + lq.tolist() + ln.tolist()
-    out = []
-    for i in range(len(q)):
-        d_pos = math.dist(q[i].tolist(), p[i].tolist())
-        best, best_d = None, math.inf
-        for j, (c, lc) in enumerate(zip(pool, labels)):
-            d = math.dist(q[i].tolist(), c.tolist())
-            if lc == lq[i] or (kind == "semihard" and not d > d_pos):
-                continue
-            if d < best_d:
-                best, best_d = j, d
-        out.append(n[i] if best is None else pool[best])
-    return torch.stack(out)
+def _dist(x, i, j, squared):
+    d = math.dist(x[i], x[j])
+    return d * d if squared else d
 
 
-@pytest.mark.parametrize("kind", ["hard", "semihard"])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_against_naive_loop(kind, seed):
-    q, p, n, lq, ln = _batch(seed)
-    mined = mine_negatives(get_miner(kind), q, p, n, lq, ln)
-    assert torch.allclose(mined, _naive(kind, q, p, n, lq, ln))
+def _naive(kind, z, labels, gap, squared=False):
+    """The triplets a miner must return, by a loop over every (a, p, n) or, for batch-hard, every anchor."""
+    x, y, rows = z.tolist(), labels.tolist(), range(len(labels))
+    if kind == "batch_hard":
+        out = set()
+        for a in rows:
+            pos = [p for p in rows if p != a and y[p] == y[a]]
+            neg = [n for n in rows if y[n] != y[a]]
+            if pos and neg:
+                out.add((a, max(pos, key=lambda p: _dist(x, a, p, squared)), min(neg, key=lambda n: _dist(x, a, n, squared))))
+        return out
+    out = set()
+    for a in rows:
+        for p in rows:
+            for n in rows:
+                if p == a or y[p] != y[a] or y[n] == y[a]:
+                    continue
+                d_ap, d_an = _dist(x, a, p, squared), _dist(x, a, n, squared)
+                if (kind == "semihard" and d_ap < d_an < d_ap + gap) or (kind == "hard" and d_an <= d_ap):
+                    out.add((a, p, n))
+    return out
 
 
-def test_random_keeps_the_sampled_negative_and_hard_is_harder():
-    q, p, n, lq, ln = _batch(3)
-    assert torch.equal(mine_negatives(get_miner("random"), q, p, n, lq, ln), n)
-    hard = mine_negatives(get_miner("hard"), q, p, n, lq, ln)
-    assert ((q - hard).norm(dim=1) <= (q - n).norm(dim=1) + 1e-6).all()
+def _as_set(indices):
+    return set(zip(*(t.tolist() for t in indices)))
 
 
-def test_semihard_falls_back_when_no_candidate():
-    q = torch.zeros(2, 2)
-    p = torch.tensor([[10.0, 0], [10.0, 0]])  # positives farther than any negative
-    n = torch.tensor([[1.0, 0], [0, 1.0]])
-    lq, ln = torch.tensor([0, 0]), torch.tensor([1, 1])
-    assert torch.equal(mine_negatives(get_miner("semihard"), q, p, n, lq, ln), n)
+@pytest.mark.parametrize("kind", ["semihard", "hard", "batch_hard"])
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_against_a_naive_loop(kind, squared, seed):
+    z, labels = _batch(seed)
+    gap = 1.5 if squared else 0.6
+    expected = _naive(kind, z, labels, gap, squared)
+    assert expected  # the batch holds such triplets ...
+    y = labels.tolist()
+    every = {(a, p, n) for a in range(len(y)) for p in range(len(y)) for n in range(len(y))
+             if p != a and y[p] == y[a] and y[n] != y[a]}
+    assert len(expected) < len(every)  # ... and others, so a miner returning too much fails
+    assert _as_set(get_miner(kind, gap, squared)(z, labels)) == expected
 
 
-def test_gradient_flows_into_the_chosen_candidate():
-    q, p, n, lq, ln = _batch(4)
-    p.requires_grad_(True)
-    n.requires_grad_(True)
-    mine_negatives(get_miner("hard"), q, p, n, lq, ln).sum().backward()
-    assert p.grad.abs().sum() + n.grad.abs().sum() > 0
+def test_semihard_band_is_bounded_by_the_gap():
+    # One anchor (0), one positive (1) at D = 1, negatives at D = 0.5 (hard), 1.5 (semi-hard), 2.5 (easy for gap 1).
+    z = torch.tensor([[0.0], [1.0], [0.5], [1.5], [2.5]])
+    labels = torch.tensor([0, 0, 1, 2, 3])
+    mined = _as_set(get_miner("semihard", gap=1.0)(z, labels))
+    assert {t for t in mined if t[0] == 0} == {(0, 1, 3)}
+    assert {t for t in _as_set(get_miner("hard", gap=1.0)(z, labels)) if t[0] == 0} == {(0, 1, 2)}
+    assert {t for t in _as_set(get_miner("semihard", gap=2.0)(z, labels)) if t[0] == 0} == {(0, 1, 3), (0, 1, 4)}
+
+
+def test_random_is_no_miner():
+    assert get_miner("random") is None
+
+
+@pytest.mark.parametrize("kind", ["semihard", "batch_hard"])
+def test_gradient_reaches_the_mined_rows_and_only_them(kind):
+    z, labels = _batch(seed=0, n=16, spread=4.0)
+    gap = 0.5
+    mined = _naive(kind, z, labels, gap)
+    x = z.tolist()
+    active = [t for t in mined if gap + _dist(x, t[0], t[1], False) - _dist(x, t[0], t[2], False) > 0]
+    touched = {i for t in active for i in t}
+    assert 0 < len(touched) < len(z)  # some rows are in no active mined triplet
+
+    emb = z.clone().requires_grad_(True)
+    triplet_loss(gap)(emb, labels, get_miner(kind, gap)(emb, labels)).backward()
+    # Reference gradient: the mean hinge over the naive loop's triplets, through plain norms in float64.
+    ref = z.double().clone().requires_grad_(True)
+    torch.stack([torch.clamp_min(gap + (ref[a] - ref[p]).norm() - (ref[a] - ref[n]).norm(), 0)
+                 for a, p, n in sorted(mined)]).mean().backward()
+    assert torch.allclose(emb.grad.double(), ref.grad, atol=1e-5)
+    assert {i for i in range(len(z)) if emb.grad[i].abs().sum() > 0} == touched
 
 
 def test_unknown_miner():
-    assert set(MINERS) == {"random", "hard", "semihard"}
-    with pytest.raises(ValueError, match="unknown mining"):
+    assert MINERS == ("random", "semihard", "hard", "batch_hard")
+    with pytest.raises(ValueError, match="unknown mining 'hardest'; choose one of random, semihard"):
         get_miner("hardest")
+    with pytest.raises(ValueError, match="gap must be positive"):
+        get_miner("semihard", gap=0.0)

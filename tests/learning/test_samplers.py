@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
+from pytorch_metric_learning.utils import common_functions as pml_common
 
-from neuralcodes.learning.samplers import TripletSampler, TripletStore, derive_seed
+from neuralcodes.learning.samplers import (
+    MPerClassSampler,
+    TripletSampler,
+    TripletStore,
+    derive_seed,
+)
 
 
 @pytest.fixture
@@ -66,3 +72,53 @@ def test_bad_labels_are_rejected():
         TripletSampler(np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="positive"):
         TripletSampler(np.array([0, 0, 1, 1])).sample(0, 1)
+
+
+def _m_per_class_labels():
+    # 12 classes of 3 to 9 images, shuffled, with label values that are not 0..11.
+    rng = np.random.default_rng(1)
+    return rng.permutation(np.repeat(np.arange(12) * 5 + 2, rng.integers(3, 10, size=12)))
+
+
+def test_m_per_class_batches():
+    labels = _m_per_class_labels()
+    sampler = MPerClassSampler(labels, m=3, batch_size=12, length_before_new_iter=240, seed=4)
+    indices = np.array(list(sampler))
+    assert len(sampler) == len(indices) == 240
+    for batch in indices.reshape(-1, 12):
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert len(classes) == 4 and (counts == 3).all()  # 12 / 3 classes, 3 images each
+        assert len(set(batch.tolist())) == 12  # every class has >= 3 images: no image twice
+    # Over the epoch every class is drawn, not a fixed subset.
+    assert set(labels[indices]) == set(labels)
+
+
+def test_m_per_class_is_a_pure_function_of_seed_and_epoch():
+    labels = _m_per_class_labels()
+    state = np.random.get_state()
+    make = lambda seed: MPerClassSampler(labels, m=2, batch_size=8, length_before_new_iter=80, seed=seed)
+    a, b = make(0), make(0)
+    first = list(a)
+    assert list(a) == first == list(b)  # re-iterating repeats the epoch: no state carried over
+    a.set_epoch(1)
+    second = list(a)
+    assert second != first
+    resumed = make(0)
+    resumed.set_epoch(1)
+    assert list(resumed) == second  # a resumed run sees the batches of the uninterrupted one
+    assert list(make(1)) != first
+    # numpy's global generator is neither used nor advanced, and pml's is restored.
+    assert all(np.array_equal(x, y) for x, y in zip(np.random.get_state(), state))
+    assert pml_common.NUMPY_RANDOM is np.random
+
+
+def test_m_per_class_rejects_impossible_batches():
+    labels = _m_per_class_labels()
+    with pytest.raises(ValueError, match="multiple of m"):
+        MPerClassSampler(labels, m=3, batch_size=10)
+    with pytest.raises(ValueError, match="12 classes"):
+        MPerClassSampler(labels, m=2, batch_size=26)
+    with pytest.raises(ValueError, match="length_before_new_iter"):
+        MPerClassSampler(labels, m=2, batch_size=8, length_before_new_iter=4)
+    with pytest.raises(ValueError, match="integer"):
+        MPerClassSampler(labels.astype(float), m=2, batch_size=8)

@@ -3,12 +3,17 @@ import torch
 
 from neuralcodes.learning.losses import triplet_ranking_loss
 from neuralcodes.models.backbones import TinyBackbone
-from neuralcodes.models.embedding import RankingEmbedding, TripletNetwork, downsample
+from neuralcodes.models.embedding import RankingEmbedding, downsample
 
 
 def _net(multiscale=True, freeze=False, dim=8):
     torch.manual_seed(0)
-    return TripletNetwork(RankingEmbedding(TinyBackbone(width=4), dim, multiscale=multiscale, freeze_backbone=freeze))
+    return RankingEmbedding(TinyBackbone(width=4), dim, multiscale=multiscale, freeze_backbone=freeze)
+
+
+def _triplet(net, q, p, n):
+    """The paper's three weight-sharing networks: one module over the stacked batch."""
+    return net(torch.cat([q, p, n])).chunk(3)
 
 
 def _images(n, seed):
@@ -40,23 +45,20 @@ def test_hidden_layer_head():
 def test_shallow_branches_see_the_8x_copy_as_4x_pooled_by_2():
     x = _images(2, 1)
     assert torch.allclose(torch.nn.functional.avg_pool2d(downsample(x), 2), torch.nn.functional.avg_pool2d(x, 8), atol=1e-6)
-    net = _net()
-    emb = net.embedding
+    emb = _net()
     assert torch.allclose(emb(x), emb(None, deep=emb.backbone(x), low=downsample(x)), atol=1e-6)
 
 
-def test_one_set_of_parameters_shared_by_the_three_branches():
+def test_embedding_a_stacked_batch_embeds_each_image_on_its_own():
     net = _net()
-    assert list(net.parameters()) == list(net.embedding.parameters())
     q, p, n = _images(4, 1), _images(4, 2), _images(4, 3)
-    zq, zp, zn = net(q, p, n)
-    for z, x in ((zq, q), (zp, p), (zn, n)):
-        assert torch.allclose(z, net.embedding(x), atol=1e-6)
+    for z, x in zip(_triplet(net, q, p, n), (q, p, n)):
+        assert torch.allclose(z, net(x), atol=1e-6)
 
 
 def _grads(net, q, p, n, detach=()):
     net.zero_grad()
-    zq, zp, zn = net(q, p, n)
+    zq, zp, zn = _triplet(net, q, p, n)
     z = {"q": zq, "p": zp, "n": zn}
     for k in detach:
         z[k] = z[k].detach()
@@ -79,11 +81,11 @@ def test_gradient_is_the_sum_of_the_three_branch_contributions():
 def test_frozen_backbone_gets_no_gradient_and_stays_in_eval():
     net = _net(freeze=True)
     net.train()
-    assert not net.embedding.backbone.training
-    zq, zp, zn = net(_images(3, 7), _images(3, 8), _images(3, 9))
+    assert not net.backbone.training
+    zq, zp, zn = _triplet(net, _images(3, 7), _images(3, 8), _images(3, 9))
     triplet_ranking_loss(zq, zp, zn).backward()
-    assert all(p.grad is None for p in net.embedding.backbone.parameters())
-    assert net.embedding.head.weight.grad is not None
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert net.head.weight.grad is not None
 
 
 def test_bad_inputs():
@@ -91,6 +93,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="unknown layers"):
         net.forward_features(_images(1, 0), ("L9",))
     with pytest.raises(ValueError, match="need the images"):
-        net.embedding(None, deep=torch.zeros(1, 8))
+        net(None, deep=torch.zeros(1, 8))
     with pytest.raises(ValueError, match="embedding_dim"):
         RankingEmbedding(TinyBackbone(), 0)

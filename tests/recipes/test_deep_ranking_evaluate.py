@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from neuralcodes.recipes.deep_ranking.config import RankConfig
-from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.recipes.deep_ranking.evaluate import (
     compare_mining,
     evaluate_ranking,
     retrieval_scores,
 )
 from neuralcodes.recipes.deep_ranking.train import train_ranking
+from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
 
 def _naive_scores(q, ql, db, dbl, k):
@@ -69,7 +69,7 @@ def test_report_section_reads_the_json(trained_run, sample_dataset):
     from neuralcodes.report.deep_ranking import ranking_section
 
     evaluate_ranking(trained_run.root, dataset=sample_dataset, max_queries=60)
-    compare_mining(trained_run.root, miners=("random", "semihard"), epochs=1, triplets_per_epoch=128,
+    compare_mining(trained_run.root, miners=("random", "semihard", "batch_hard"), epochs=1, triplets_per_epoch=128,
                    max_queries=60, dataset=sample_dataset)
     text = ranking_section(trained_run)
     m = trained_run.metrics()
@@ -92,6 +92,7 @@ def test_build_report_on_a_ranking_run_and_inside_another_report(trained_run, sa
 
     host = Run(tmp_path / "host")
     host.write_config(ClassifyConfig())
+    host.update_metrics("training", {"epochs_run": 1, "best_epoch": 1})  # a report needs finished training
     md, _ = build_report(host, [trained_run])
     text = md.read_text()
     copied = f"figures/ranking-{trained_run.root.name}/ranking_results.png"

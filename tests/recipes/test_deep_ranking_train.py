@@ -7,6 +7,7 @@ import torch
 import neuralcodes.recipes.deep_ranking.train as ranking
 from neuralcodes.recipes.deep_ranking.config import RankConfig
 from neuralcodes.recipes.deep_ranking.train import load_network, train_ranking
+from neuralcodes.runs import Run
 
 
 def _config(**kw):
@@ -77,13 +78,38 @@ def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path
     _, net, _ = load_network(run)
     x = torch.from_numpy(np.array(sample_dataset.train.images[:4])).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
-        expected = net.embedding.backbone(x).numpy()
+        expected = net.backbone(x).numpy()
     np.testing.assert_allclose(feats[:4], expected, rtol=1e-2, atol=1e-2)  # stored as float16
     # The backbone of a frozen run does not change in training.
     torch.manual_seed(config.seed)
     untouched = ranking.build_network(config)
-    for (name, p), (_, q) in zip(untouched.embedding.backbone.state_dict().items(), net.embedding.backbone.state_dict().items()):
+    for (name, p), (_, q) in zip(untouched.backbone.state_dict().items(), net.backbone.state_dict().items()):
         assert torch.equal(p, q), name
+    # A checkpoint written while the network sat in a TripletNetwork wrapper ("embedding.*" names) still loads.
+    payload = torch.load(run.last_checkpoint, weights_only=False)
+    payload["model"] = {f"embedding.{k}": v for k, v in payload["model"].items()}
+    torch.save(payload, run.last_checkpoint)
+    _, old, _ = load_network(run)
+    for (name, p), (_, q) in zip(old.state_dict().items(), net.state_dict().items()):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize("mining", ["random", "batch_hard"])
+def test_one_step_with_an_unfrozen_backbone_trains_the_backbone(sample_dataset, tmp_path, mining):
+    config = _config(freeze_backbone=False, multiscale=False, mining=mining, gap=0.5)
+    torch.manual_seed(config.seed)
+    net = ranking.build_network(config)
+    inputs = ranking.make_inputs(net, config, Run(tmp_path / "run"), sample_dataset.train, "train", torch.device("cpu"))
+    assert inputs.images is not None and inputs.features is None  # end to end: the images, no feature cache
+    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    loss_fn, miner = ranking.build_objective(config)
+    triplets = ranking.TripletSampler(inputs.labels).sample(32, seed=0)
+    losses = ranking.train_epoch(net, optimizer, loss_fn, miner, inputs, triplets, 32, torch.device("cpu"), False, 0)
+    assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0
+    changed = [k for k, v in net.backbone.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == list(before)  # every backbone weight moved
+    assert not (tmp_path / "run" / "features").exists()
 
 
 def test_config_validation():
@@ -93,5 +119,6 @@ def test_config_validation():
         RankConfig(optimizer="lbfgs").validate()
     with pytest.raises(ValueError, match="unknown mining"):
         RankConfig(mining="hardest").validate()
+    assert RankConfig.from_dict({"mining": "hard"}).squared_distance is False  # older run configs still load
     with pytest.raises(ValueError, match="batch_size"):
         RankConfig(batch_size=0).validate()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from neuralcodes.learning.miners import MINERS
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.recipes.deep_ranking.config import RankConfig
 
@@ -28,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        ("eval_triplets", int), ("seed", int), ("feature_batch_size", int)):
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, name))
     train.add_argument("--optimizer", default=d.optimizer, choices=sorted(OPTIMIZERS))
-    train.add_argument("--mining", default=d.mining, choices=["random", "hard", "semihard"])
+    train.add_argument("--mining", default=d.mining, choices=MINERS,
+                       help="in-batch mining: semihard / hard = all such triplets of a batch, batch_hard = one per image")
+    train.add_argument("--squared-distance", action="store_true", help="squared Euclidean D in the loss (the paper's)")
     train.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast")
     train.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     train.set_defaults(func=_train)
@@ -38,9 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--max-queries", type=int, default=None, help="validation queries (default: all)")
     evaluate.set_defaults(func=_evaluate)
 
-    compare = sub.add_parser("compare-mining", help="random vs semi-hard vs hard negatives on the run's data")
+    compare = sub.add_parser("compare-mining", help="random vs semi-hard vs hard vs batch-hard mining on the run's data")
     compare.add_argument("run", help="run folder of `rank train` (its cached features are reused)")
-    compare.add_argument("--miners", nargs="+", default=["random", "semihard", "hard"])
+    compare.add_argument("--miners", nargs="+", default=list(MINERS), choices=MINERS)
     compare.add_argument("--epochs", type=int, default=None)
     compare.add_argument("--triplets-per-epoch", type=int, default=None)
     compare.add_argument("--max-queries", type=int, default=2000)

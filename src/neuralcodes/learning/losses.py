@@ -1,19 +1,47 @@
-"""The deep-ranking hinge loss  l(q, p, n) = max(0, g + D(q, p) - D(q, n)).
+"""The triplet hinge loss  l(a, p, n) = max(0, g + D(a, p) - D(a, n)),  from pytorch-metric-learning.
 
-D is the plain (not squared) Euclidean distance. ``torch.nn.functional.triplet_margin_loss``
-is *not* used: it computes D as ``||q - p + eps||`` with eps = 1e-6 added to every coordinate of
-the difference (``pairwise_distance``), so its distances are shifted by up to ~eps * sqrt(dim) and
-are never 0 for identical codes. The difference is tiny (tests bound it), but here D is exact.
+:func:`triplet_loss` is pml's ``TripletMarginLoss`` with three choices stated, not left to pml's defaults:
+
+- D is the Euclidean distance between the embeddings as given (``normalize_embeddings=False``: our
+  networks end in an L2 normalisation already, and a loss that re-normalised would hide a network
+  that does not); ``squared=True`` gives the paper's squared distance instead.
+- The reduction is the mean over *all* triplets (``MeanReducer``), the paper's objective. pml's default,
+  ``AvgNonZeroReducer``, divides by the number of triplets that still violate the gap, so the step size
+  grows as training satisfies triplets and the logged loss stops being comparable between epochs.
+- D is computed exactly (:class:`ExactLpDistance`).
+
+Calling convention (pml's): ``loss(embeddings, labels, indices_tuple)`` with ``indices_tuple`` the
+(anchor, positive, negative) rows of the triplets, from a miner or from :func:`packed_triplets`.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.losses import TripletMarginLoss
+from pytorch_metric_learning.reducers import (
+    BaseReducer,
+    DoNothingReducer,
+    MeanReducer,
+    SumReducer,
+)
 
 
-def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise Euclidean distance of (B, d) tensors. ``vector_norm``'s backward is 0 (not NaN) at 0."""
-    return torch.linalg.vector_norm(a.float() - b.float(), dim=-1)
+class ExactLpDistance(LpDistance):
+    """pml's ``LpDistance`` without the matrix-product shortcut of ``torch.cdist``.
+
+    For more than 25 rows ``cdist`` computes ||x - y|| as sqrt(|x|^2 + |y|^2 - 2 x.y), whose rounding leaves
+    two copies of one unit embedding about 1e-3 apart in float32 (and pml's float16 path adds
+    ``pairwise_distance``'s eps = 1e-6 to every coordinate). The direct form keeps D(x, x) = 0 exactly and
+    costs little at batch sizes (tests/learning/test_losses.py shows both).
+    """
+
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor:
+        ref_emb = query_emb if ref_emb is None else ref_emb
+        dtype = torch.promote_types(query_emb.dtype, torch.float32)  # cdist has no half-precision kernel on CPU
+        return torch.cdist(query_emb.to(dtype), ref_emb.to(dtype), p=self.p, compute_mode="donot_use_mm_for_euclid_dist")
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(query_emb - ref_emb, ord=self.p, dim=-1)
 
 
 def check_gap(gap: float) -> float:
@@ -23,39 +51,43 @@ def check_gap(gap: float) -> float:
     return gap
 
 
+def triplet_distance(squared: bool = False) -> ExactLpDistance:
+    """D of the loss and of the miners: Euclidean (the default) or its square (the paper's choice)."""
+    return ExactLpDistance(normalize_embeddings=False, p=2, power=2 if squared else 1)
+
+
+def triplet_loss(gap: float = 1.0, squared: bool = False, reducer: BaseReducer | None = None) -> TripletMarginLoss:
+    """pml's triplet margin loss with gap ``gap`` over D = :func:`triplet_distance`, mean over all triplets."""
+    return TripletMarginLoss(
+        margin=check_gap(gap), distance=triplet_distance(squared), reducer=reducer if reducer is not None else MeanReducer()
+    )
+
+
+def packed_triplets(n: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The indices tuple of ``n`` triplets stacked as [anchors; positives; negatives] (3n rows)."""
+    i = torch.arange(n, device=device)
+    return i, i + n, i + 2 * n
+
+
+_REDUCERS = {"mean": MeanReducer, "sum": SumReducer, "none": DoNothingReducer}
+
+
 def triplet_ranking_loss(
-    query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, gap: float = 1.0, reduction: str = "mean"
+    query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, gap: float = 1.0, squared: bool = False,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """max(0, gap + D(q, p) - D(q, n)) per triplet, then ``reduction`` ('mean', 'sum', 'none')."""
-    gap = check_gap(gap)
+    """The loss of explicit triplets (row i of each tensor is one triplet); ``reduction``: 'mean', 'sum', 'none'."""
     if not (query.shape == positive.shape == negative.shape) or query.ndim != 2:
         raise ValueError(
             f"query, positive and negative must be (B, d) of one shape, got "
             f"{tuple(query.shape)}, {tuple(positive.shape)}, {tuple(negative.shape)}"
         )
-    losses = torch.clamp_min(gap + euclidean(query, positive) - euclidean(query, negative), 0.0)
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "none":
-        return losses
-    raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
-
-
-class TripletRankingLoss(nn.Module):
-    """Module form of :func:`triplet_ranking_loss`."""
-
-    def __init__(self, gap: float = 1.0, reduction: str = "mean") -> None:
-        super().__init__()
-        self.gap = check_gap(gap)
-        self.reduction = reduction
-
-    def forward(self, query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-        return triplet_ranking_loss(query, positive, negative, self.gap, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"gap={self.gap}"
-
-
-LOSSES = {"triplet": TripletRankingLoss}
+    if reduction not in _REDUCERS:
+        raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
+    loss = triplet_loss(gap, squared, _REDUCERS[reduction]())
+    out = loss(torch.cat([query, positive, negative]), indices_tuple=packed_triplets(len(query), query.device))
+    if reduction != "none":
+        return out
+    # DoNothingReducer hands back pml's loss dict; an empty batch has no per-triplet tensor in it.
+    losses = out["loss"]["losses"]
+    return losses if torch.is_tensor(losses) else query.new_zeros(0)

@@ -1,16 +1,22 @@
-"""Triplet sampling for deep ranking: (query, positive, negative) index triples.
+"""Which images a batch holds: triplets for deep ranking, m images per class for in-batch mining.
 
-A triplet draws its query uniformly from all images (so classes count by their size), its
-positive uniformly from the query's class without the query itself, and its negative uniformly
-from the images of all other classes. Each epoch's triplets come from a seed derived from
+Triplets (:class:`TripletSampler`, :class:`TripletStore`): a triplet draws its query uniformly from
+all images (so classes count by their size), its positive uniformly from the query's class without
+the query itself, and its negative uniformly from the images of all other classes. Each epoch's triplets come from a seed derived from
 (run seed, epoch) and are saved with the run (``RUN/triplets/epoch_003.npy``), so training only
 reads images and any epoch can be reproduced or inspected.
+
+m per class (:class:`MPerClassSampler`): pml's sampler, whose batches hold ``batch_size / m`` classes with
+``m`` images each, so every image of a batch has positives and negatives to mine in that batch.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from pytorch_metric_learning import samplers as pml_samplers
+from pytorch_metric_learning.utils import common_functions as pml_common
 
 from neuralcodes import io
 
@@ -93,3 +99,46 @@ class TripletStore:
         triplets = self.sampler.sample(self.per_epoch, derive_seed(self.seed, epoch))
         io.save_npy(path, triplets)
         return triplets
+
+
+class MPerClassSampler(pml_samplers.MPerClassSampler):
+    """pml's ``MPerClassSampler`` (indices for a DataLoader), made a pure function of (seed, epoch).
+
+    pml draws from numpy's global random state and shuffles its class list in place, so a resumed run
+    would not see the batches an uninterrupted one sees. Here each pass draws from its own generator,
+    seeded by (``seed``, epoch) as the triplets are; call :meth:`set_epoch` before each epoch.
+    A class with fewer than ``m`` images is drawn with replacement (pml's rule): its images repeat.
+    """
+
+    def __init__(
+        self, labels: np.ndarray, m: int, batch_size: int, length_before_new_iter: int = 100_000, seed: int = 0
+    ) -> None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be a 1-d integer array, got shape {labels.shape} of {labels.dtype}")
+        n_classes = len(np.unique(labels))
+        if m < 1 or batch_size < 1 or batch_size % m:
+            raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of m ({m})")
+        if n_classes * m < batch_size:
+            raise ValueError(
+                f"a batch of {batch_size} needs {batch_size // m} classes of {m} images, but the labels hold "
+                f"{n_classes} classes: lower batch_size or raise m"
+            )
+        if length_before_new_iter < batch_size:
+            raise ValueError(f"length_before_new_iter ({length_before_new_iter}) must be at least batch_size ({batch_size})")
+        super().__init__(labels, m, batch_size=batch_size, length_before_new_iter=length_before_new_iter)
+        self._classes = list(self.labels)
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        self.labels = list(self._classes)  # pml shuffles this list in place: start each pass from one order
+        global_rng = pml_common.NUMPY_RANDOM
+        pml_common.NUMPY_RANDOM = np.random.RandomState(derive_seed(self.seed, self.epoch) % 2**32)
+        try:
+            indices = [int(i) for i in super().__iter__()]
+        finally:
+            pml_common.NUMPY_RANDOM = global_rng
+        return iter(indices)

@@ -1,9 +1,8 @@
 """The deep-ranking network (Wang et al., CVPR 2014), simplified.
 
-One embedding module is shared by the query, positive and negative branches: the "three
-networks" of the paper are one module applied to the concatenated batch, so there is exactly one
-set of parameters and the gradient of the triplet loss is the sum of the three branch
-contributions.
+The paper's "three networks" for query, positive and negative share their weights, so here they are
+one :class:`RankingEmbedding` applied to every image of a batch once: there is exactly one set of
+parameters, and the gradient of the triplet loss is the sum of the three branch contributions.
 
 The multi-scale embedding: the deep backbone on the image plus two shallow branches, each on a
 4x and an 8x down-sampled copy (a conv and a max-pool), each output L2-normalised, concatenated,
@@ -117,24 +116,3 @@ class RankingEmbedding(nn.Module):
         self, x: torch.Tensor | None, deep: torch.Tensor | None = None, low: torch.Tensor | None = None
     ) -> torch.Tensor:
         return self.forward_features(x, ("embedding",), deep=deep, low=low)["embedding"]
-
-
-class TripletNetwork(nn.Module):
-    """Three weight-sharing branches: ``forward(q, p, n)`` embeds all three with one module."""
-
-    def __init__(self, embedding: RankingEmbedding) -> None:
-        super().__init__()
-        self.embedding = embedding
-
-    def forward(
-        self, query: torch.Tensor | None, positive: torch.Tensor | None, negative: torch.Tensor | None,
-        deep: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        images = None if query is None else torch.cat([query, positive, negative])
-        feats = None if deep is None else torch.cat(deep)
-        # One pass over the concatenated batch: same weights, and one (bigger, faster) batch.
-        z = self.embedding(images, deep=feats)
-        return tuple(z.chunk(3))  # type: ignore[return-value]
-
-    def forward_features(self, x: torch.Tensor, layers: Sequence[str] = ("embedding",)) -> dict[str, torch.Tensor]:
-        return self.embedding.forward_features(x, layers)

@@ -28,7 +28,8 @@ class RankConfig(RunConfig):
     embedding_dim: int = 128
     head_hidden: int = 0  # 0: the paper's linear head; > 0: one hidden ReLU layer of this width
     gap: float = 1.0  # the hinge's gap g (the paper uses 1.0)
-    mining: str = "random"  # random | hard | semihard (in-batch)
+    squared_distance: bool = False  # D squared in the loss and the miners (the paper's choice); default plain D
+    mining: str = "random"  # random | semihard | hard | batch_hard (in-batch, learning/miners.py)
     optimizer: str = "adam"
     lr: float = 0.001
     weight_decay: float = 0.0

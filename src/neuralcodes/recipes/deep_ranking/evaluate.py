@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from neuralcodes.data.imageset import Dataset
-from neuralcodes.learning.losses import TripletRankingLoss
-from neuralcodes.learning.miners import get_miner
+from neuralcodes.learning.miners import MINERS
 from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.samplers import TripletSampler, derive_seed
 from neuralcodes.progress import console
@@ -30,6 +29,7 @@ from neuralcodes.recipes.deep_ranking.train import (
     TRAIN_EVAL_KEY,
     RankingInputs,
     build_network,
+    build_objective,
     embed,
     eval_triplets,
     load_network,
@@ -140,7 +140,7 @@ def _figure(
 
 
 def compare_mining(
-    run_dir: str | Path, miners: Sequence[str] = ("random", "semihard", "hard"), epochs: int | None = None,
+    run_dir: str | Path, miners: Sequence[str] = MINERS, epochs: int | None = None,
     triplets_per_epoch: int | None = None, max_queries: int | None = 2000, dataset: Dataset | None = None,
 ) -> dict:
     """Train a fresh head per negative-mining strategy on the run's data (same seed, same triplets).
@@ -171,7 +171,7 @@ def _fit_and_score(run: Run, config: RankConfig, dataset: Dataset, max_queries: 
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
     test_in = make_inputs(net, config, run, dataset.val, "val", device)
     optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
-    sampler, loss_fn, miner = TripletSampler(train_in.labels), TripletRankingLoss(config.gap), get_miner(config.mining)
+    sampler, (loss_fn, miner) = TripletSampler(train_in.labels), build_objective(config)
     t0 = time.perf_counter()
     losses: list[float] = []
     for epoch in range(config.epochs):

@@ -22,18 +22,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from pytorch_metric_learning.losses import TripletMarginLoss
+from pytorch_metric_learning.miners import BaseMiner
 
 from neuralcodes import io
 from neuralcodes.data.batches import DeviceImages
 from neuralcodes.data.imageset import Dataset, ImageSet
 from neuralcodes.device import autocast, pick_device
 from neuralcodes.learning.checkpoint import load_checkpoint, save_checkpoint
-from neuralcodes.learning.losses import TripletRankingLoss, euclidean
-from neuralcodes.learning.miners import Miner, get_miner, mine_negatives
+from neuralcodes.learning.losses import triplet_distance, triplet_loss
+from neuralcodes.learning.miners import get_miner
 from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.samplers import TripletSampler, TripletStore, derive_seed
 from neuralcodes.models.backbones import build_backbone
-from neuralcodes.models.embedding import RankingEmbedding, TripletNetwork, downsample
+from neuralcodes.models.embedding import RankingEmbedding, downsample
 from neuralcodes.progress import ProgressBar, console
 from neuralcodes.recipes.deep_ranking.config import RankConfig
 from neuralcodes.recipes.neural_codes import train as _neural_codes  # noqa: F401  registers the "convnet" backbone
@@ -43,13 +45,23 @@ from neuralcodes.runs import Run
 TRAIN_EVAL_KEY, TEST_EVAL_KEY = 1_000_001, 1_000_002
 
 
-def build_network(config: RankConfig) -> TripletNetwork:
+def build_network(config: RankConfig) -> RankingEmbedding:
     backbone = build_backbone(config.backbone, config.pretrained, config.weights, config.image_size)
-    embedding = RankingEmbedding(
+    return RankingEmbedding(
         backbone, config.embedding_dim, multiscale=config.multiscale, freeze_backbone=config.freeze_backbone,
         head_hidden=config.head_hidden,
     )
-    return TripletNetwork(embedding)
+
+
+def build_objective(config: RankConfig) -> tuple[TripletMarginLoss, BaseMiner | None]:
+    """The triplet loss (gap g, plain or squared D) and the in-batch miner of ``config`` (None: random)."""
+    return (triplet_loss(config.gap, config.squared_distance),
+            get_miner(config.mining, config.gap, config.squared_distance))
+
+
+def load_weights(net: RankingEmbedding, state: dict[str, torch.Tensor]) -> None:
+    # Runs saved while the embedding sat inside a TripletNetwork wrapper name every weight "embedding.*".
+    net.load_state_dict({k.removeprefix("embedding."): v for k, v in state.items()})
 
 
 class FeatureCache:
@@ -136,36 +148,36 @@ def _downsampled(images: np.ndarray, device: torch.device, chunk: int = 8192) ->
                       for lo in range(0, len(source), chunk)]).contiguous()
 
 
-def make_inputs(net: TripletNetwork, config: RankConfig, run: Run, images: ImageSet, name: str, device: torch.device) -> RankingInputs:
+def make_inputs(net: RankingEmbedding, config: RankConfig, run: Run, images: ImageSet, name: str, device: torch.device) -> RankingInputs:
     """Cached backbone features when the backbone is frozen; images when anything reads them."""
-    emb = net.embedding
     features = None
     if config.freeze_backbone:
         cache = FeatureCache(run.root / "features", name)
-        features = cache.get(emb.backbone, images.images, device, config.feature_batch_size, config.bf16)
-    need = "images" if not config.freeze_backbone else ("low" if len(emb.shallow) else "none")
+        features = cache.get(net.backbone, images.images, device, config.feature_batch_size, config.bf16)
+    need = "images" if not config.freeze_backbone else ("low" if len(net.shallow) else "none")
     return RankingInputs(images, device, features, need)
 
 
 @torch.no_grad()
-def embed(net: TripletNetwork, inputs: RankingInputs, indices: np.ndarray, device: torch.device, bf16: bool, batch_size: int = 1024) -> torch.Tensor:
+def embed(net: RankingEmbedding, inputs: RankingInputs, indices: np.ndarray, device: torch.device, bf16: bool, batch_size: int = 1024) -> torch.Tensor:
     """Unit embeddings (float32, on CPU) of ``indices``."""
     net.eval()
     out = []
     for lo in range(0, len(indices), batch_size):
         x, deep, low = inputs.get(indices[lo : lo + batch_size])
         with autocast(device, head_autocast(device, bf16, inputs)):
-            out.append(net.embedding(x, deep=deep, low=low).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, net.embedding.embedding_dim)
+            out.append(net(x, deep=deep, low=low).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, net.embedding_dim)
 
 
-def triplet_precision(net: TripletNetwork, inputs: RankingInputs, triplets: np.ndarray, device: torch.device, bf16: bool) -> float:
+def triplet_precision(net: RankingEmbedding, inputs: RankingInputs, triplets: np.ndarray, device: torch.device, bf16: bool) -> float:
     """Similarity precision: share of triplets with D(q, p) < D(q, n)."""
     from neuralcodes.retrieval.metrics import similarity_precision
 
     used, inverse = np.unique(triplets, return_inverse=True)
     z = embed(net, inputs, used, device, bf16)[torch.from_numpy(inverse.reshape(triplets.shape))]
-    return similarity_precision(euclidean(z[:, 0], z[:, 1]).numpy(), euclidean(z[:, 0], z[:, 2]).numpy())
+    d = triplet_distance().pairwise_distance  # the order of D and of D squared is the same
+    return similarity_precision(d(z[:, 0], z[:, 1]).numpy(), d(z[:, 0], z[:, 2]).numpy())
 
 
 def eval_triplets(labels: np.ndarray, n: int, seed: int, key: int) -> np.ndarray:
@@ -173,24 +185,31 @@ def eval_triplets(labels: np.ndarray, n: int, seed: int, key: int) -> np.ndarray
 
 
 def train_epoch(
-    net: TripletNetwork, optimizer: torch.optim.Optimizer, loss_fn: TripletRankingLoss, miner: Miner,
+    net: RankingEmbedding, optimizer: torch.optim.Optimizer, loss_fn: TripletMarginLoss, miner: BaseMiner | None,
     inputs: RankingInputs, triplets: np.ndarray, batch_size: int, device: torch.device, bf16: bool, epoch: int,
 ) -> list[float]:
-    """One pass over ``triplets``; returns the loss of every iteration."""
+    """One pass over ``triplets``; returns the loss of every iteration.
+
+    A batch embeds each of its distinct images once (the weight-sharing query, positive and negative
+    networks are one module); the loss trains on the sampled triplets, or on those ``miner`` picks among
+    all the batch's images (no image twice, so no image is mined as its own positive).
+    """
     net.train()
-    labels = torch.from_numpy(inputs.labels).to(device)
     losses: list[float] = []
     with ProgressBar(len(triplets), f"epoch {epoch + 1}", unit="triplets") as bar:
         for lo in range(0, len(triplets), batch_size):
             t = triplets[lo : lo + batch_size]
-            # One gather and one pass of the shared embedding over [queries; positives; negatives]:
-            # exactly what TripletNetwork.forward does, without concatenating three image batches.
-            x, deep, low = inputs.get(np.ascontiguousarray(t.T).reshape(-1))
+            images, rows = np.unique(t.reshape(-1), return_inverse=True)
+            x, deep, low = inputs.get(images)
             with autocast(device, head_autocast(device, bf16, inputs)):
-                zq, zp, zn = net.embedding(x, deep=deep, low=low).chunk(3)
-            tl = torch.as_tensor(t, device=device)
-            zn = mine_negatives(miner, zq, zp, zn, labels[tl[:, 0]], labels[tl[:, 2]])
-            loss = loss_fn(zq, zp, zn)
+                z = net(x, deep=deep, low=low)  # float32: the embedding ends in a float32 normalisation
+            labels = torch.from_numpy(inputs.labels[images]).to(device)
+            if miner is None:
+                sampled = torch.from_numpy(rows.reshape(t.shape)).to(device)
+                chosen = (sampled[:, 0], sampled[:, 1], sampled[:, 2])
+            else:
+                chosen = miner(z, labels)
+            loss = loss_fn(z, labels, chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -225,7 +244,7 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
     test_in = make_inputs(net, config, run, dataset.val, "val", device)
     optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
-    loss_fn, miner = TripletRankingLoss(config.gap), get_miner(config.mining)
+    loss_fn, miner = build_objective(config)
     generator = torch.Generator().manual_seed(config.seed)
     store = TripletStore(run.root / "triplets", TripletSampler(train_in.labels), config.triplets_per_epoch, config.seed)
     train_eval = eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY)
@@ -233,7 +252,8 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
 
     history, iterations, start = [], [], 0
     if resume and run.last_checkpoint.exists():
-        payload = load_checkpoint(run.last_checkpoint, net, optimizer, generator, map_location=device, restore_rng=True)
+        payload = load_checkpoint(run.last_checkpoint, None, optimizer, generator, map_location=device, restore_rng=True)
+        load_weights(net, payload["model"])
         start, history, iterations = payload["epoch"], payload["history"], payload["iterations"]
         console.print(f"resuming {run.root} after epoch {start}")
     else:
@@ -285,12 +305,13 @@ def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
     plot_loss_curves(history, iterations, run.figures / "ranking_loss.png")
 
 
-def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, TripletNetwork, dict]:
+def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, RankingEmbedding, dict]:
     """The config and network of a trained run (weights of its last checkpoint)."""
     config = RankConfig.from_dict(run.config())
     device = device or pick_device(config.device)
     if not run.last_checkpoint.exists():
         raise FileNotFoundError(f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)")
     net = build_network(config)
-    payload = load_checkpoint(run.last_checkpoint, net, map_location="cpu")
+    payload = load_checkpoint(run.last_checkpoint, map_location="cpu")
+    load_weights(net, payload["model"])
     return config, net.to(device), payload
