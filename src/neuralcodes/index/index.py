@@ -1,0 +1,310 @@
+"""An open index: search it with images, files or codes; look up, read, add and remove its images.
+
+    index = Index.open("photos.idx")
+    results = index.search(["query.jpg"], k=10)
+    results.ids, results.distances          # (Q, k) int64 and float32 (-1 / inf past the collection's end)
+    results.hits[0][0].path, .label, .distance
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from neuralcodes.index.backends import load_backend, rank_candidates
+from neuralcodes.index.collection import (
+    FOLDER,
+    Collection,
+    Skipped,
+    decode_bytes,
+    open_collection,
+)
+from neuralcodes.index.ingest import IngestSummary, add_images
+from neuralcodes.index.models import Embedder, ModelRef
+from neuralcodes.index.store import VERSION, IndexDamagedError, Store, faiss_path
+
+Query = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
+
+_COLUMNS = "i.id, i.path, i.label, i.width, i.height, i.sha256, i.added, s.kind, s.location"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One image of the index (with its distance to a query, in search results)."""
+
+    id: int
+    path: str
+    label: str | None
+    width: int
+    height: int
+    sha256: str
+    added: str
+    source: str  # the folder (or data source) the path is relative to
+    distance: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResults:
+    ids: np.ndarray  # (Q, k) int64, nearest first; -1 where the collection has fewer images
+    distances: np.ndarray  # (Q, k) float32 Euclidean distances between codes; inf where ids is -1
+    hits: list[list[Hit]]  # per query, the images found (without the -1 padding)
+
+
+class Index:
+    """An index folder opened for searching (and updating); see :mod:`neuralcodes.index`."""
+
+    def __init__(self, store: Store, device: str | None = None) -> None:
+        self.store = store
+        self.device = device
+        self.model = ModelRef.from_dict(store.meta.model)
+        self._lock = threading.RLock()
+        self._embedder: Embedder | None = None
+        self._collections: dict[int, Collection] = {}
+        self._reload()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, device: str | None = None) -> "Index":
+        """Open and verify an index folder (the model is loaded on the first image query)."""
+        return cls(Store.open(path), device)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.live
+
+    def _reload(self) -> None:
+        backend = self.store.meta.backend
+        name = backend.get("name") or "exact"
+        self.backend = load_backend(name, backend.get("params") or {}, faiss_path(self.store.root, name))
+        self.backend.check(self.store.rows, self.store.meta.dim, faiss_path(self.store.root, name))
+        self.codes = self.store.codes()
+        self.live = self.store.live_mask()
+
+    # --- searching ---------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model of the index, loaded once (and checked to be the one that built it)."""
+        return self.load_model()
+
+    def load_model(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder(self.model, self.device)
+            return self._embedder
+
+    def embed(self, queries: Query | Sequence[Query]) -> np.ndarray:
+        """Codes (Q, dim) of image files, image bytes, PIL images, uint8 (H, W, 3) arrays, or codes themselves."""
+        if isinstance(queries, np.ndarray) and np.issubdtype(queries.dtype, np.floating):
+            codes = queries[None] if queries.ndim == 1 else queries
+            if codes.ndim != 2 or codes.shape[1] != self.store.meta.dim:
+                raise ValueError(f"codes must have {self.store.meta.dim} dimensions (this index's), got shape {queries.shape}")
+            return np.ascontiguousarray(codes, dtype=np.float32)
+        if isinstance(queries, np.ndarray) and queries.ndim == 4:
+            queries = list(queries)
+        elif not isinstance(queries, (list, tuple)):
+            queries = [queries]
+        if not queries:
+            raise ValueError("no queries given")
+        codes = self.embedder.embed(np.stack([self.query_pixels(q) for q in queries]))
+        if codes.shape[1] != self.store.meta.dim:
+            raise IndexDamagedError(
+                f"the model {self.model.describe()} gives {codes.shape[1]}-dimensional codes but {self.store.root} "
+                f"holds {self.store.meta.dim}-dimensional ones: the model changed since the build; rebuild the index"
+            )
+        return codes
+
+    def query_pixels(self, query: Query) -> np.ndarray:
+        """uint8 (S, S, 3): a query image prepared exactly as the collection's images were."""
+        size = self.model.image_size
+        if isinstance(query, (str, os.PathLike)):
+            path = Path(query)
+            try:
+                return decode_bytes(path.read_bytes(), str(path), size).pixels
+            except OSError as exc:
+                raise FileNotFoundError(f"query image {path}: {exc.strerror or exc}") from None
+            except Skipped as skipped:
+                raise ValueError(f"query image {path} cannot be used: {skipped.reason}") from None
+        if isinstance(query, bytes):
+            try:
+                return decode_bytes(query, "query", size).pixels
+            except Skipped as skipped:
+                raise ValueError(f"the query image cannot be used: {skipped.reason}") from None
+        if isinstance(query, np.ndarray):
+            if query.dtype != np.uint8 or query.ndim != 3 or query.shape[2] != 3:
+                raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}")
+            query = Image.fromarray(query)
+        if isinstance(query, Image.Image):
+            rgb = query.convert("RGB")
+            if rgb.size != (size, size):  # the same stretch as decode_image applies to files
+                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(rgb, dtype=np.uint8)
+        raise TypeError(f"cannot search with a {type(query).__name__}; give a path, bytes, a PIL image or an array")
+
+    def search(self, queries: Query | Sequence[Query], k: int = 10) -> SearchResults:
+        """The ``k`` nearest images of each query (files, bytes, PIL images, uint8 arrays, or codes)."""
+        return self.search_codes(self.embed(queries), k)
+
+    def search_ids(self, ids: Iterable[int], k: int = 10) -> SearchResults:
+        """Search with images of the index itself (each finds itself first)."""
+        ids = np.asarray(list(ids), dtype=np.int64)
+        for i in ids:
+            self.record(int(i))  # raises for an unknown id
+        return self.search_codes(np.asarray(self.codes[ids], dtype=np.float32), k)
+
+    def search_codes(self, codes: np.ndarray, k: int = 10) -> SearchResults:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        codes = self.embed(np.asarray(codes, dtype=np.float32))
+        if not np.isfinite(codes).all():
+            raise ValueError("query codes contain NaN or inf")
+        with self._lock:
+            if self.store.live == 0:
+                raise ValueError(f"{self.store.root} holds no images; add some with `neuralcodes index add`")
+            k = min(int(k), self.store.live)
+            dead = self.store.rows - self.store.live
+            candidates = self.backend.candidates(self.codes, codes, k + dead)
+            ids, distances = rank_candidates(self.codes, codes, candidates, self.live, k)
+            records = self.records(ids[ids >= 0].tolist())
+        hits = [[Hit(**{**asdict(records[i]), "distance": float(d)}) for i, d in zip(row, dist) if i >= 0]
+                for row, dist in zip(ids.tolist(), distances)]
+        return SearchResults(ids, distances, hits)
+
+    # --- the images ---------------------------------------------------------------------------------
+
+    def record(self, image_id: int) -> Hit:
+        """The metadata of one image; ``KeyError`` naming the id if the index has no such image."""
+        found = self.records([image_id])
+        if image_id not in found:
+            raise KeyError(f"no image with id {image_id} in this index")
+        return found[image_id]
+
+    def records(self, ids: Sequence[int]) -> dict[int, Hit]:
+        ids = [int(i) for i in ids]
+        with self._lock:
+            rows = []
+            for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
+                part = ids[start : start + 500]
+                rows += self.store.db.execute(
+                    f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source "
+                    f"WHERE i.id IN ({','.join('?' * len(part))})", part
+                ).fetchall()
+        return {r[0]: _hit(r) for r in rows}
+
+    def find_bytes(self, data: bytes) -> Hit | None:
+        """The indexed image whose file has exactly these bytes (by sha256), if any."""
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            row = self.store.db.execute(
+                f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source WHERE i.sha256 = ?", (sha,)
+            ).fetchone()
+        return None if row is None else _hit(row)
+
+    def browse(self, offset: int = 0, limit: int = 50) -> list[Hit]:
+        """Images in id order, a page at a time."""
+        with self._lock:
+            rows = self.store.db.execute(
+                f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source ORDER BY i.id LIMIT ? OFFSET ?",
+                (max(0, int(limit)), max(0, int(offset))),
+            ).fetchall()
+        return [_hit(r) for r in rows]
+
+    def read_image(self, image_id: int) -> bytes:
+        """The bytes of an indexed image, found by id only (no caller-given path reaches the file system)."""
+        with self._lock:
+            row = self.store.db.execute(
+                "SELECT i.path, s.id, s.kind, s.location FROM images i JOIN sources s ON s.id = i.source WHERE i.id = ?",
+                (int(image_id),),
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"no image with id {image_id} in this index")
+            path, source, kind, location = row
+            if source not in self._collections:
+                self._collections[source] = open_collection(kind, location)
+            collection = self._collections[source]
+        try:
+            return collection.read(path)
+        except (OSError, Skipped) as exc:
+            raise FileNotFoundError(f"image {image_id} ({path}) cannot be read from {location}: {exc}") from None
+
+    def info(self) -> dict[str, Any]:
+        store = self.store
+        sources = [f"{kind} {location}" for kind, location in store.db.execute("SELECT kind, location FROM sources")]
+        skipped = dict(store.db.execute("SELECT kind, count(*) FROM skipped GROUP BY kind"))
+        backend = store.meta.backend
+        return {
+            "path": str(store.root.resolve()), "format_version": VERSION, "images": store.live,
+            "removed": store.rows - store.live, "skipped": skipped, "sources": sources,
+            "model": self.model.describe(), "layer": self.model.layer, "dim": store.meta.dim,
+            "dtype": store.meta.dtype, "backend": backend.get("name"), "backend_requested": backend.get("requested"),
+            "backend_params": backend.get("params", {}), "size_bytes": store.size_on_disk(),
+            "created": store.meta.created,
+        }
+
+    # --- updating ---------------------------------------------------------------------------------------
+
+    def add(self, images: str | os.PathLike | None = None, data: str | None = None, **options: Any) -> IngestSummary:
+        """Add a folder's (or data source's) images; see :func:`~neuralcodes.index.ingest.add_images`."""
+        with self._lock:
+            summary = add_images(self.store.root, images=images, data=data, device=self.device, **options)
+            self._reopen()
+        return summary
+
+    def remove(self, paths: Sequence[str | os.PathLike]) -> list[int]:
+        """Remove images by file path (or by their path as search shows it); all or none. Returns their ids."""
+        with self._lock:
+            ids, missing = [], []
+            for path in paths:
+                found = self._find(path)
+                (ids.append(found) if found is not None else missing.append(str(path)))
+            if missing:
+                raise ValueError(
+                    f"not in the index {self.store.root}: {', '.join(missing)}; give each file's path, or its "
+                    "path as `neuralcodes search` shows it (nothing was removed)"
+                )
+            ids = sorted(set(ids))
+            with self.store.lock(), self.store.transaction() as db:
+                db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
+                self.store.set_state("live", self.store.live - len(ids))
+            self.live[ids] = False
+        return ids
+
+    def _find(self, path: str | os.PathLike) -> int | None:
+        target = Path(path).expanduser().resolve()
+        for source, location in self.store.db.execute("SELECT id, location FROM sources WHERE kind = ?", (FOLDER,)):
+            if target.is_relative_to(location):
+                row = self.store.db.execute("SELECT id FROM images WHERE source = ? AND path = ?",
+                                            (source, target.relative_to(location).as_posix())).fetchone()
+                if row:
+                    return row[0]
+        rows = self.store.db.execute("SELECT id FROM images WHERE path = ?", (Path(path).as_posix(),)).fetchall()
+        if len(rows) > 1:
+            raise ValueError(f"{path} names {len(rows)} images (one per source folder); give the file's full path")
+        return rows[0][0] if rows else None
+
+    def _reopen(self) -> None:
+        root = self.store.root
+        self.store.close()
+        self.store = Store.open(root)
+        self._reload()
+
+
+def _hit(row: tuple) -> Hit:
+    image_id, path, label, width, height, sha, added, _kind, location = row
+    return Hit(image_id, path, label, width, height, sha, added, location)

@@ -1,0 +1,292 @@
+"""Building and extending an index: embed every image of a collection, batch by batch, resumably.
+
+A build or an add is a *job*: its file list is written to the database when it starts, and each
+batch of ``chunk`` files is committed (codes, then one SQLite transaction; see :mod:`.store`) with
+the number of files done. Run the same command again after an interruption and it continues at
+the first uncommitted batch. The batches are the same fixed slices of the same file list, so a
+resumed build ends with the same codes, bit for bit, as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from neuralcodes.index.backends import (
+    backend_params,
+    choose_backend,
+    load_backend,
+    new_backend,
+)
+from neuralcodes.index.collection import (
+    Collection,
+    DataCollection,
+    Entry,
+    FolderCollection,
+    LoadedImage,
+    Skipped,
+    load_image,
+)
+from neuralcodes.index.models import Embedder, ModelRef, resolve_model
+from neuralcodes.index.store import Meta, Store, faiss_path
+from neuralcodes.progress import ProgressBar, console
+
+
+@dataclass
+class IngestSummary:
+    """What one build or add did (over all its runs, when resumed); ``skipped`` counts files not indexed, by kind."""
+
+    op: str
+    files: int
+    added: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    resumed_at: int = 0
+    backend: str = "exact"
+    report: Path | None = None
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        skipped = sum(self.skipped.values())
+        text = f"index {self.op}: {self.added:,} images added, {skipped:,} files skipped"
+        if skipped:
+            text += " (" + ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.skipped.items())) + f"; see {self.report})"
+        if self.resumed_at:
+            text += f"; resumed after {self.resumed_at:,} files"
+        return text + f"; backend {self.backend}; {self.seconds:.1f} s"
+
+
+def build_index(
+    path: str | os.PathLike,
+    model: str | ModelRef,
+    images: str | os.PathLike | None = None,
+    data: str | None = None,
+    layer: str | None = None,
+    image_size: int | None = None,
+    dtype: str = "float32",
+    backend: str = "auto",
+    labels: bool = True,
+    device: str | None = None,
+    chunk: int = 64,
+    workers: int | None = None,
+) -> IngestSummary:
+    """Embed every image of ``images`` (a folder tree) or ``data`` (a data source) into a new index at ``path``.
+
+    Resumes an interrupted build of the same collection and model at ``path``.
+    """
+    path = Path(path)
+    ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
+    collection = _collection(images, data, labels, exclude=path)
+    embedder = None
+    if (path / "meta.json").exists():
+        store = Store.open(path, allow_job=True)
+        job = store.job()
+        problem = None
+        if job is None or job["op"] != "build":
+            problem = FileExistsError(f"{path} is already an index; add images with `neuralcodes index add {path} DIR`")
+        elif ModelRef.from_dict(store.meta.model) != ref or _source_location(store, job["source"]) != collection.location:
+            problem = ValueError(
+                f"{path} holds an unfinished build of {_source_location(store, job['source'])} with "
+                f"{ModelRef.from_dict(store.meta.model).describe()}; run it again with the same --model, --layer, "
+                "--image-size and images, or delete the folder to start over"
+            )
+        if problem is not None:
+            store.close()
+            raise problem
+    else:
+        if chunk < 1:
+            raise ValueError(f"--chunk must be a positive number of images, got {chunk}")
+        embedder = Embedder(ref, device)
+        dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        store = Store.create(path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created))
+        _start_job(store, "build", collection, chunk)
+    try:
+        return _run_job(store, collection, device, workers, embedder)
+    finally:
+        store.close()
+
+
+def add_images(
+    path: str | os.PathLike,
+    images: str | os.PathLike | None = None,
+    data: str | None = None,
+    labels: bool = True,
+    device: str | None = None,
+    chunk: int = 64,
+    workers: int | None = None,
+) -> IngestSummary:
+    """Add the images of a folder (or data source) to an existing index; files already in it are skipped."""
+    store = Store.open(path, allow_job=True)
+    try:
+        collection = _collection(images, data, labels, exclude=Path(path))
+        job = store.job()
+        if job is not None:
+            if job["op"] != "add" or _source_location(store, job["source"]) != collection.location:
+                raise ValueError(
+                    f"{path} holds an unfinished `index {job['op']}` of {_source_location(store, job['source'])}: "
+                    f"finish it first by running that command again"
+                )
+        else:
+            _start_job(store, "add", collection, chunk)
+        return _run_job(store, collection, device, workers)
+    finally:
+        store.close()
+
+
+def finish_backend(store: Store, requested: str | None = None) -> str:
+    """Bring the search backend up to date with the codes (building it when new or changed); its name."""
+    requested = requested or store.meta.backend.get("requested") or "auto"
+    rows = store.rows
+    name = choose_backend(rows, store.meta.dim) if requested == "auto" else requested
+    old = store.meta.backend
+    file = faiss_path(store.root, name)
+    params = backend_params(name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None)
+    if old.get("name") == name and name != "exact" and file.exists():
+        backend = load_backend(name, params, file)
+        if backend.index.ntotal > rows:
+            backend = new_backend(name, params)
+    else:
+        backend = new_backend(name, params)
+    codes = store.codes()
+    if rows:
+        with console.status(f"{name} backend: indexing {rows:,} codes"):
+            backend.sync(codes)
+    if name != "exact":
+        backend.save(file)
+    store.set_backend({"requested": requested, "name": name, "params": params})
+    for other in store.root.glob("faiss-*.index"):
+        if other != file:
+            other.unlink()
+    return name
+
+
+# --- the job -----------------------------------------------------------------------------------------
+
+def _collection(images: str | os.PathLike | None, data: str | None, labels: bool, exclude: Path) -> Collection:
+    if (images is None) == (data is None):
+        raise ValueError("give the images either as a folder (--images DIR) or as a data source (--data SPEC), not both")
+    return FolderCollection(images, labels=labels, exclude=exclude) if images is not None else DataCollection(data)
+
+
+def _source_location(store: Store, source: int) -> str:
+    row = store.db.execute("SELECT location FROM sources WHERE id = ?", (source,)).fetchone()
+    return row[0] if row else "?"
+
+
+def _start_job(store: Store, op: str, collection: Collection, chunk: int) -> None:
+    entries, others = collection.entries()
+    with store.lock(), store.transaction() as db:
+        db.execute("INSERT OR IGNORE INTO sources (kind, location) VALUES (?, ?)", (collection.kind, collection.location))
+        source = db.execute("SELECT id FROM sources WHERE kind = ? AND location = ?",
+                            (collection.kind, collection.location)).fetchone()[0]
+        number = int(store.state("jobs", "0")) + 1
+        db.execute("DELETE FROM job_files")
+        db.executemany("INSERT INTO job_files VALUES (?, ?, ?)", [(i, e.path, e.label) for i, e in enumerate(entries)])
+        db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [(number, source, p, s.kind, s.reason) for p, s in others])
+        store.set_state("jobs", number)
+        store.set_state("job_done", 0)
+        store.set_state("job", json.dumps({"op": op, "source": source, "total": len(entries), "chunk": chunk,
+                                           "number": number, "non_images": len(others)}))
+
+
+def _run_job(
+    store: Store, collection: Collection, device: str | None, workers: int | None, embedder: Embedder | None = None
+) -> IngestSummary:
+    start_time = time.perf_counter()
+    job = store.job()
+    assert job is not None
+    with store.lock():
+        store.truncate_uncommitted()
+        entries = [Entry(p, label) for p, label in store.db.execute("SELECT path, label FROM job_files ORDER BY position")]
+        done = int(store.state("job_done", "0"))
+        ref = ModelRef.from_dict(store.meta.model)
+        if done:
+            console.print(f"resuming the {job['op']} of {store.root}: {done:,} of {len(entries):,} files were done")
+        if done < len(entries):
+            embedder = embedder or Embedder(ref, device)
+            workers = workers or min(4, os.cpu_count() or 1)
+            with ProgressBar(len(entries), f"index {job['op']}", unit="images", initial=done) as bar, \
+                    ThreadPoolExecutor(workers) as pool:
+                for pos in range(done, len(entries), job["chunk"]):
+                    batch = entries[pos : pos + job["chunk"]]
+                    loaded = list(pool.map(lambda e: _load(collection, e, ref.image_size), batch))
+                    keep, skips = _dedupe(store, job["source"], loaded)
+                    codes = embedder.embed(np.stack([k.image.pixels for k in keep])) if keep else None
+                    _commit(store, job, keep, skips, codes, pos + len(batch))
+                    bar.advance(len(batch))
+        backend = finish_backend(store)
+        report = store.write_report()
+        counts = dict(store.db.execute("SELECT kind, count(*) FROM skipped WHERE job = ? GROUP BY kind", (job["number"],)))
+        added = _job_added(store, job)
+        with store.transaction() as db:
+            db.execute("DELETE FROM job_files")
+            db.execute("DELETE FROM state WHERE key IN ('job', 'job_done', ?)", (f"job{job['number']}_added",))
+    return IngestSummary(job["op"], len(entries) + job["non_images"], added, counts, done, backend, report,
+                         time.perf_counter() - start_time)
+
+
+def _load(collection: Collection, entry: Entry, size: int) -> LoadedImage | tuple[Entry, Skipped]:
+    try:
+        return load_image(collection, entry, size)
+    except Skipped as skipped:
+        return entry, skipped
+
+
+def _dedupe(
+    store: Store, source: int, loaded: list[LoadedImage | tuple[Entry, Skipped]]
+) -> tuple[list[LoadedImage], list[tuple[str, Skipped]]]:
+    """The images to add, and the files skipped with why: unreadable, already indexed, or a duplicate."""
+    keep: list[LoadedImage] = []
+    skips: list[tuple[str, Skipped]] = []
+    seen: dict[str, str] = {}
+    here = _source_location(store, source)
+    for item in loaded:
+        if isinstance(item, tuple):
+            skips.append((item[0].path, item[1]))
+            continue
+        path = item.entry.path
+        if store.db.execute("SELECT 1 FROM images WHERE source = ? AND path = ?", (source, path)).fetchone():
+            skips.append((path, Skipped("already indexed", "already in the index (remove it first to index it anew)")))
+            continue
+        same = store.db.execute(
+            "SELECT s.location, i.path FROM images i JOIN sources s ON s.id = i.source WHERE i.sha256 = ?", (item.sha256,)
+        ).fetchone()
+        original = seen.get(item.sha256) or (same and (same[1] if same[0] == here else f"{same[0]}/{same[1]}"))
+        if original:
+            skips.append((path, Skipped("duplicate", f"same bytes (sha256) as {original}, which is indexed")))
+            continue
+        seen[item.sha256] = path
+        keep.append(item)
+    return keep, skips
+
+
+def _commit(
+    store: Store, job: dict, keep: list[LoadedImage], skips: list[tuple[str, Skipped]], codes: np.ndarray | None, done: int
+) -> None:
+    """One batch: codes after the committed rows, then one transaction that makes them count."""
+    rows = store.rows
+    if codes is not None:
+        store.append_codes(codes)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(rows + i, job["source"], k.entry.path, k.entry.label, *k.image.original_size, k.sha256, now)
+             for i, k in enumerate(keep)],
+        )
+        db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)",
+                       [(job["number"], job["source"], p, s.kind, s.reason) for p, s in skips])
+        store.set_state("rows", rows + len(keep))
+        store.set_state("live", store.live + len(keep))
+        store.set_state("job_done", done)
+        store.set_state(f"job{job['number']}_added", _job_added(store, job) + len(keep))
+
+
+def _job_added(store: Store, job: dict) -> int:
+    return int(store.state(f"job{job['number']}_added", "0"))

@@ -1,0 +1,282 @@
+"""The index folder on disk, and the checks that its parts agree.
+
+    INDEX/meta.json        format name and version, code dimension and dtype, model reference, backend
+    INDEX/codes.bin        the codes: raw C-order (rows, dim) float32 or float16, memory-mapped; row = image id
+    INDEX/metadata.sqlite  images (id, source, path, label, width, height, sha256, added), sources,
+                           skipped files, and the state: committed rows, live images, an unfinished job
+    INDEX/faiss-NAME.index the FAISS index of a FAISS backend (its ntotal equals the committed rows); one
+                           file per backend name, so switching backends never leaves a file meta.json misnames
+    INDEX/report.csv       skipped and duplicate files with the reason, rewritten after every build/add
+
+SQLite is the commit point. A batch of images is committed by writing its codes past the committed
+rows of codes.bin (fsync'd), then one SQLite transaction that inserts the images and moves the row
+count. A process killed in between leaves bytes past the committed rows, which the next run of the
+job truncates away; nothing committed is ever rewritten. Removed images leave their row in
+codes.bin (ids stay stable for links and for the FAISS index); searches skip them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from neuralcodes import io
+
+FORMAT = "neuralcodes-index"
+VERSION = 1
+DTYPES = ("float32", "float16")
+
+META, CODES, DATABASE, REPORT, LOCK = "meta.json", "codes.bin", "metadata.sqlite", "report.csv", ".lock"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sources (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL, UNIQUE (kind, location));
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY, source INTEGER NOT NULL REFERENCES sources(id), path TEXT NOT NULL, label TEXT,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE, added TEXT NOT NULL,
+    UNIQUE (source, path));
+CREATE TABLE IF NOT EXISTS skipped (
+    job INTEGER NOT NULL, source INTEGER NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS job_files (
+    position INTEGER PRIMARY KEY, path TEXT NOT NULL, label TEXT);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class IndexDamagedError(ValueError):
+    """The parts of an index folder disagree (counts, dimension, version, model); the message names the part."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    """meta.json: what the codes are and how they were made."""
+
+    dim: int
+    dtype: str
+    model: dict[str, Any]
+    backend: dict[str, Any]
+    created: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "dim": self.dim, "dtype": self.dtype, "model": self.model,
+                "backend": self.backend, "created": self.created}
+
+
+class Store:
+    """One open index folder: meta, the SQLite database and the codes file."""
+
+    def __init__(self, root: Path, meta: Meta, db: sqlite3.Connection) -> None:
+        self.root = root
+        self.meta = meta
+        self.db = db
+
+    # --- creating and opening ------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, meta: Meta) -> "Store":
+        root = Path(root)
+        if root.exists() and any(root.iterdir()):
+            raise FileExistsError(
+                f"{root} exists and is not empty; choose a new index folder (or `neuralcodes index add` to extend it)"
+            )
+        if meta.dtype not in DTYPES:
+            raise ValueError(f"codes dtype must be one of {', '.join(DTYPES)}, got {meta.dtype!r}")
+        root.mkdir(parents=True, exist_ok=True)
+        db = _connect(root / DATABASE)
+        with db:
+            db.executescript(_SCHEMA)
+            db.executemany("INSERT INTO state VALUES (?, ?)", [("rows", "0"), ("live", "0"), ("jobs", "0")])
+        (root / CODES).touch()
+        # meta.json last: a folder without it is not an index yet, so a crash here leaves no half-index.
+        io.write_json(root / META, meta.to_dict())
+        return cls(root, meta, db)
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, allow_job: bool = False) -> "Store":
+        """Open and check the folder; ``allow_job``: an unfinished build/add is expected (resuming it)."""
+        root = Path(root)
+        if not (root / META).is_file():
+            raise FileNotFoundError(
+                f"{root} is not a neuralcodes index (no {META}); create one with `neuralcodes index build`"
+            )
+        meta = _read_meta(root / META)
+        if not (root / DATABASE).is_file():
+            raise IndexDamagedError(f"{root / DATABASE} is missing: the index is incomplete; rebuild it")
+        try:
+            db = _connect(root / DATABASE)
+            db.execute("SELECT count(*) FROM images").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise IndexDamagedError(f"{root / DATABASE} is not a readable SQLite database ({exc}); rebuild the index") from None
+        store = cls(root, meta, db)
+        store.check(allow_job)
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- consistency ---------------------------------------------------------------------------
+
+    def check(self, allow_job: bool = False) -> None:
+        """Raise :class:`IndexDamagedError` naming the part that disagrees with the others."""
+        job = self.job()
+        if job is not None and not allow_job:
+            raise IndexDamagedError(
+                f"{self.root} holds an unfinished `index {job['op']}` ({self.state('job_done')} of {job['total']} "
+                f"files done): run the same `neuralcodes index {job['op']}` command again to finish it"
+            )
+        rows, live = self.rows, self.live
+        count, top = self.db.execute("SELECT count(*), max(id) FROM images").fetchone()
+        if count != live:
+            raise IndexDamagedError(
+                f"{self.root / DATABASE}: the images table holds {count} rows but the index recorded {live}; "
+                "the database was changed outside neuralcodes or is damaged: rebuild the index"
+            )
+        if top is not None and top >= rows:
+            raise IndexDamagedError(
+                f"{self.root / DATABASE}: image id {top} has no code (only {rows} rows were committed); rebuild the index"
+            )
+        size = (self.root / CODES).stat().st_size if (self.root / CODES).exists() else -1
+        expected = rows * self.row_bytes
+        if size < expected or (size != expected and job is None):
+            have = max(size, 0) / self.row_bytes
+            raise IndexDamagedError(
+                f"{self.root / CODES} holds {max(size, 0):,} bytes ({have:,.2f} rows of {self.meta.dim} "
+                f"{self.meta.dtype}) but {DATABASE} records {rows:,} rows: the codes file is truncated or damaged; "
+                "rebuild the index with `neuralcodes index build`"
+            )
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: Any) -> None:
+        """Within a transaction of the caller."""
+        self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, str(value)))
+
+    @property
+    def rows(self) -> int:
+        return int(self.state("rows", "0"))
+
+    @property
+    def live(self) -> int:
+        return int(self.state("live", "0"))
+
+    @property
+    def row_bytes(self) -> int:
+        return self.meta.dim * np.dtype(self.meta.dtype).itemsize
+
+    def job(self) -> dict[str, Any] | None:
+        value = self.state("job")
+        return None if value is None else json.loads(value)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive writer: a second process writing the same index would interleave its batches."""
+        import fcntl
+
+        with open(self.root / LOCK, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FileExistsError(
+                    f"another neuralcodes process is writing {self.root}; wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.db:
+            yield self.db
+
+    # --- codes ---------------------------------------------------------------------------------
+
+    def codes(self) -> np.ndarray:
+        """The committed codes, (rows, dim), memory-mapped read-only (an empty array when there are none)."""
+        rows = self.rows
+        if rows == 0:
+            return np.zeros((0, self.meta.dim), dtype=self.meta.dtype)
+        return np.memmap(self.root / CODES, dtype=self.meta.dtype, mode="r", shape=(rows, self.meta.dim))
+
+    def truncate_uncommitted(self) -> None:
+        """Cut codes.bin back to the committed rows (bytes a killed batch left behind)."""
+        with open(self.root / CODES, "r+b") as f:
+            f.truncate(self.rows * self.row_bytes)
+
+    def append_codes(self, codes: np.ndarray) -> None:
+        """Write ``codes`` after the committed rows and fsync; they count once the caller commits."""
+        codes = np.ascontiguousarray(codes, dtype=self.meta.dtype)
+        if codes.ndim != 2 or codes.shape[1] != self.meta.dim:
+            raise ValueError(f"codes must be (n, {self.meta.dim}), got {codes.shape}")
+        with open(self.root / CODES, "r+b") as f:
+            f.seek(self.rows * self.row_bytes)
+            f.write(codes.tobytes())
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+
+    def live_mask(self) -> np.ndarray:
+        """bool (rows,): True where the image still is in the index."""
+        mask = np.zeros(self.rows, dtype=bool)
+        ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM images")), dtype=np.int64)
+        mask[ids] = True
+        return mask
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+
+    def set_backend(self, backend: dict[str, Any]) -> None:
+        self.meta = Meta(self.meta.dim, self.meta.dtype, self.meta.model, backend, self.meta.created)
+        io.write_json(self.root / META, self.meta.to_dict())
+
+    def write_report(self) -> Path:
+        """report.csv: every skipped or duplicate file with its reason (atomic)."""
+        import csv
+        import io as _io
+
+        buffer = _io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["job", "source", "path", "kind", "reason"])
+        query = ("SELECT s.job, src.location, s.path, s.kind, s.reason FROM skipped s "
+                 "JOIN sources src ON src.id = s.source ORDER BY s.rowid")
+        writer.writerows(self.db.execute(query))
+        io.write_text(self.root / REPORT, buffer.getvalue())
+        return self.root / REPORT
+
+
+def faiss_path(root: Path, backend: str) -> Path:
+    return root / f"faiss-{backend}.index"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False)
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _read_meta(path: Path) -> Meta:
+    try:
+        raw = io.read_json(path)
+    except (OSError, ValueError) as exc:
+        raise IndexDamagedError(f"{path} cannot be read ({exc}); the index is damaged: rebuild it") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise IndexDamagedError(f"{path} is not the meta file of a neuralcodes index (format {FORMAT!r} expected)")
+    if raw.get("version") != VERSION:
+        raise IndexDamagedError(
+            f"{path}: index format version {raw.get('version')!r}, but this neuralcodes reads version {VERSION}; "
+            "rebuild the index with this version (or use the neuralcodes that wrote it)"
+        )
+    dim, dtype = raw.get("dim"), raw.get("dtype")
+    if not isinstance(dim, int) or dim < 1 or dtype not in DTYPES or not isinstance(raw.get("model"), dict):
+        raise IndexDamagedError(f"{path}: dim, dtype or model is missing or invalid; the index is damaged: rebuild it")
+    return Meta(dim, dtype, raw["model"], raw.get("backend") or {"name": "exact"}, raw.get("created", ""))

@@ -1,0 +1,7 @@
+"""The web page and JSON API of an index: ``neuralcodes serve INDEX`` (FastAPI under uvicorn).
+
+:func:`~neuralcodes.serve.app.create_app` builds the app for an open :class:`~neuralcodes.index.Index`.
+"""
+from neuralcodes.serve.app import create_app
+
+__all__ = ["create_app"]

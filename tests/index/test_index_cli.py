@@ -1,0 +1,61 @@
+"""`neuralcodes index ...` and `neuralcodes search`: tables, JSON for scripts, a figure, clear errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from neuralcodes.cli import main
+
+
+def _json(capsys, argv: list[str]) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_build_search_remove_and_info_from_the_shell(photos: Path, tmp_path: Path, capsys) -> None:
+    index = str(tmp_path / "idx")
+    assert main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)]) == 0
+    assert "24 images added, 0 files skipped" in capsys.readouterr().err
+
+    queries = sorted(photos.rglob("*.JPEG"))[::8]
+    found = _json(capsys, ["search", index, *map(str, queries), "-k", "3", "--json"])
+    assert [q["query"] for q in found["queries"]] == [str(q) for q in queries]
+    for query, result in zip(queries, found["queries"]):
+        assert [r["rank"] for r in result["results"]] == [1, 2, 3]
+        first = result["results"][0]
+        assert first["path"] == query.relative_to(photos).as_posix() and first["label"] == query.parent.name
+        assert first["distance"] < 1e-3
+
+    figure = tmp_path / "results.png"
+    assert main(["search", index, str(queries[0]), "-k", "4", "--figure", str(figure)]) == 0
+    table = capsys.readouterr().out
+    assert "rank" in table and queries[0].name in table
+    assert Image.open(figure).size[0] > Image.open(figure).size[1] > 50  # one row: the query and 4 results
+
+    assert main(["index", "remove", index, str(queries[0])]) == 0
+    assert main(["index", "backend", index, "hnsw"]) == 0
+    info = _json(capsys, ["index", "info", index, "--json"])
+    assert (info["images"], info["removed"], info["backend"], info["dim"]) == (23, 1, "hnsw", 32)
+    assert info["size_bytes"] > 23 * 32 * 4
+    assert main(["index", "info", index]) == 0
+    assert "backend" in capsys.readouterr().out
+
+
+def test_errors_name_the_problem_without_a_traceback(photos: Path, tmp_path: Path, capsys) -> None:
+    index = str(tmp_path / "idx")
+    assert main(["search", index, "x.jpg"]) == 2
+    assert "is not a neuralcodes index" in capsys.readouterr().err
+    main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)])
+    capsys.readouterr()
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    assert main(["search", index, str(text)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.jpg cannot be used" in err and "Traceback" not in err
+    assert main(["search", index, str(tmp_path / "missing.jpg")]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
+    assert main(["index", "remove", index, "nope.jpg"]) == 2
+    assert "not in the index" in capsys.readouterr().err

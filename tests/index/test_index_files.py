@@ -1,0 +1,76 @@
+"""Files of every kind in a collection: odd images are indexed, bad ones skipped and listed, never fatal."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from neuralcodes.index import Index, build_index
+
+
+def _save(image: Image.Image, path: Path, **options) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **options)
+
+
+def test_bad_files_are_skipped_listed_and_counted(photos: Path, bomb_png: bytes, tmp_path: Path) -> None:
+    jpeg = sorted(photos.rglob("*.JPEG"))[0]
+    bad = photos / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.jpg").write_text("not an image, whatever the name says")
+    (bad / "truncated.jpg").write_bytes(jpeg.read_bytes()[: len(jpeg.read_bytes()) // 2])
+    (bad / "bomb.png").write_bytes(bomb_png)
+    (bad / "readme.txt").write_text("hello")
+    shutil.copy(jpeg, bad / "copy.jpg")
+    os.symlink(jpeg, bad / "link.jpg")
+    odd = photos / "odd"  # accepted: any size and mode
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (90, 300, 3), dtype=np.uint8)
+    _save(Image.fromarray(noise), odd / "wide.jpg", quality=90)
+    _save(Image.fromarray(noise[..., 0]), odd / "gray.png")
+    _save(Image.fromarray(noise).convert("P"), odd / "palette.gif")
+    _save(Image.fromarray(np.dstack([noise, noise[..., :1]])), odd / "alpha.png")
+    _save(Image.fromarray(noise).convert("CMYK"), odd / "cmyk.jpg")
+    _save(Image.fromarray((noise[..., 0].astype(np.uint16) * 257)), odd / "sixteen.png")
+
+    summary = build_index(tmp_path / "idx", "tiny", images=photos, image_size=32, chunk=7)
+
+    assert summary.added == 24 + 6
+    assert summary.skipped == {"duplicate": 1, "empty": 1, "not an image": 1, "not followed": 1,
+                               "too large": 1, "unreadable": 2}
+    with open(tmp_path / "idx" / "report.csv", newline="") as f:
+        report = {row["path"]: row for row in csv.DictReader(f)}
+    assert {p: r["kind"] for p, r in report.items()} == {
+        "bad/empty.jpg": "empty", "bad/notes.jpg": "unreadable", "bad/truncated.jpg": "unreadable",
+        "bad/bomb.png": "too large", "bad/readme.txt": "not an image", "bad/link.jpg": "not followed",
+        # The copy sorts first ("bad/" < "n0..."), so it is indexed and the class file is the duplicate.
+        jpeg.relative_to(photos).as_posix(): "duplicate",
+    }
+    assert "decompression bomb" in report["bad/bomb.png"]["reason"] and "bad/copy.jpg" in report[jpeg.relative_to(photos).as_posix()]["reason"]
+    assert all(r["source"] == str(photos.resolve()) for r in report.values())
+    with Index.open(tmp_path / "idx") as index:
+        sizes = {h.path: (h.width, h.height) for h in index.browse(limit=100)}
+    assert sizes["odd/wide.jpg"] == (300, 90) and sizes["odd/sixteen.png"] == (300, 90)
+
+
+def test_odd_modes_are_embedded_as_their_rgb_pixels(tmp_path: Path) -> None:
+    """A grayscale PNG and the same picture as RGB give the same code: modes are converted, not mangled."""
+    rng = np.random.default_rng(1)
+    gray = np.repeat(np.repeat(rng.integers(0, 256, (8, 8), dtype=np.uint8), 4, 0), 4, 1)  # 32x32, blocky
+    folder = tmp_path / "photos"
+    _save(Image.fromarray(gray), folder / "a_gray.png")
+    _save(Image.fromarray(np.dstack([gray] * 3)), folder / "b_rgb.png")
+    build_index(tmp_path / "idx", "tiny", images=folder, image_size=32)
+    with Index.open(tmp_path / "idx") as index:
+        codes = np.asarray(index.codes)
+        buffer = io.BytesIO()
+        Image.fromarray(gray).save(buffer, format="PNG")
+        query = index.search([buffer.getvalue()], k=2)
+    np.testing.assert_allclose(codes[0], codes[1], atol=1e-6)
+    assert query.distances[0, 0] < 1e-3
