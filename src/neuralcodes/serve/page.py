@@ -72,7 +72,8 @@ figure { margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 8px
 figure img { display: block; width: 100%; height: 150px; object-fit: cover; cursor: pointer; background: #eee; }
 figcaption { padding: .3rem .45rem; font-size: .8rem; display: flex; flex-direction: column; gap: .1rem; }
 figcaption .label { font-weight: 600; } figcaption .distance { color: #2c7be5; }
-figcaption .path { color: #888; overflow-wrap: anywhere; }
+figcaption .path { color: #888; }
+figcaption span { overflow-wrap: anywhere; }
 #more { margin-top: .8rem; }
 """
 
