@@ -46,3 +46,15 @@ def test_augment_matches_a_naive_per_image_crop_and_flip():
         expected = padded[:, dy[i]: dy[i] + 8, dx[i]: dx[i] + 8]
         assert torch.equal(out[i], expected)
     assert flip.any() and not flip.all()  # both branches exercised with this seed
+
+
+def test_shards_of_each_batch_are_disjoint_and_cover_it():
+    """Multi-process training: the processes' shards of a global batch partition it, in order."""
+    images = DeviceImages(np.zeros((23, 4, 4, 3), dtype=np.uint8))
+    labels = np.arange(23)
+    order = np.random.default_rng(0).permutation(23)
+    whole = [y.tolist() for _, y in iterate_batches(images, labels, order, 8)]
+    parts = [[y.tolist() for _, y in iterate_batches(images, labels, order, 8, shard=(r, 3))] for r in range(3)]
+    for i, batch in enumerate(whole):
+        assert sum((p[i] for p in parts), []) == batch
+        assert max(len(p[i]) for p in parts) - min(len(p[i]) for p in parts) <= 1

@@ -2,7 +2,6 @@
 import numpy as np
 
 from neuralcodes.plots import retrieval
-from neuralcodes.plots.deep_ranking import plot_ranked_results as deep_ranking_figure
 
 
 def record_panels(monkeypatch):
@@ -33,18 +32,17 @@ def test_panels_show_each_result_framed_by_its_class(monkeypatch, tmp_path):
     ]  # fmt: skip
 
 
-def test_deep_ranking_call_draws_nearest_and_farthest_from_the_database(monkeypatch, tmp_path):
+def test_a_bottom_row_draws_the_farthest_results_too(monkeypatch, tmp_path):
+    """Deep ranking's figure: the nearest results, then a row of the farthest ones."""
     panels = record_panels(monkeypatch)
     database = np.zeros((5, 4, 4, 3), dtype=np.uint8)
     database[:, 0, 0, 0] = np.arange(5) * 10
     labels = np.array([1, 0, 1, 0, 1])
-
-    def results(indices):
-        return {"indices": np.array(indices), "distances": np.array([0.5, 0.6, 0.7]), "labels": labels[indices]}
-
+    near, far = np.array([[4, 1]]), np.array([[3, 0]])
     query = np.full((1, 4, 4, 3), 99, dtype=np.uint8)
-    deep_ranking_figure(query, [1], [results([4, 1, 2])], [results([3, 0, 1])], database, ["cat", "dog"],
-                        tmp_path / "d.png", show=2)  # fmt: skip
+    retrieval.plot_ranked_results(query, [1], database[near], labels[near], ["cat", "dog"], tmp_path / "d.png",
+                                  distances=np.array([[0.5, 0.6]]),
+                                  bottom=(database[far], labels[far], np.array([[0.7, 0.8]])))  # fmt: skip
     assert [(p[0], p[2]) for p in panels] == [
         (99, None), (40, retrieval.SAME), (10, retrieval.OTHER),  # nearest 2
         (30, retrieval.OTHER), (0, retrieval.SAME),  # farthest 2 (their row starts with a label, not an image)

@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+import neuralcodes.recipes.neural_codes.loop as loop
 import neuralcodes.recipes.neural_codes.train as classify
 from neuralcodes.cli import main
 from neuralcodes.learning.checkpoint import load_checkpoint
@@ -39,7 +40,7 @@ def without_times(history: list[dict]) -> list[dict]:
 
 def signal_after_training_batches(monkeypatch, n: int, signum: int = signal.SIGTERM) -> None:
     """Deliver ``signum`` to this process after the ``n``-th training batch (evaluation batches don't count)."""
-    real, seen = classify.iterate_batches, {"n": 0}
+    real, seen = loop.iterate_batches, {"n": 0}
 
     def iterate(*args, **kwargs):
         for batch in real(*args, **kwargs):
@@ -49,7 +50,7 @@ def signal_after_training_batches(monkeypatch, n: int, signum: int = signal.SIGT
                     signal.raise_signal(signum)
             yield batch
 
-    monkeypatch.setattr(classify, "iterate_batches", iterate)
+    monkeypatch.setattr(loop, "iterate_batches", iterate)
 
 
 def test_a_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path, monkeypatch):
@@ -77,13 +78,13 @@ def test_a_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path, mo
 
 def test_periodic_checkpoints_inside_an_epoch(tmp_path, monkeypatch):
     saved = []
-    real = classify.save_checkpoint
+    real = loop.save_checkpoint
 
     def spy(path, *args, **kwargs):
         saved.append((path.name, kwargs.get("in_epoch")))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(classify, "save_checkpoint", spy)
+    monkeypatch.setattr(loop, "save_checkpoint", spy)
     data = synthetic_dataset(per_class=20)
     classify.train_classifier(config(epochs=1), tmp_path / "r", dataset=data, checkpoint_minutes=1e-9)
     n = -(-len(classify.make_split(config(), data).train) // 8)

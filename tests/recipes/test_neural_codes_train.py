@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import neuralcodes.recipes.neural_codes.loop as loop
 import neuralcodes.recipes.neural_codes.train as classify
 from neuralcodes.data.imageset import Dataset, ImageSet
 from neuralcodes.learning.checkpoint import load_checkpoint
@@ -36,7 +37,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     data = synthetic_dataset()
     classify.train_classifier(config(), tmp_path / "straight", dataset=data)
 
-    real_epoch = classify.train_one_epoch
+    real_epoch = loop.train_one_epoch
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -45,11 +46,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(classify, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 0
-    monkeypatch.setattr(classify, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
     with pytest.raises(FileExistsError, match="--resume"):
         classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
     classify.train_classifier(config(), tmp_path / "resumed", resume=True, dataset=data)
@@ -73,16 +74,16 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
 def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
     data = synthetic_dataset()
     scripted = iter([2.0, 1.0, 1.5, 0.5])  # rises at epoch 3: stop, keep epoch 2
-    real_eval = classify.evaluate_classifier
+    real_eval = loop.evaluate_classifier
 
     def fake_eval(*args, **kwargs):
         out = real_eval(*args, **kwargs)
         return {**out, "loss": next(scripted)}
 
-    monkeypatch.setattr(classify, "evaluate_classifier", fake_eval)
+    monkeypatch.setattr(loop, "evaluate_classifier", fake_eval)
     run = classify.train_classifier(config(epochs=4, patience=0), tmp_path / "r", dataset=data)
     metrics = run.metrics()["training"]
-    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "epochs_run": 3, "stopped_early": True}
+    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "epochs_run": 3, "stopped_early": True, "processes": 1}
     assert load_checkpoint(run.best_checkpoint)["epoch"] == 1  # zero-based epoch 1 is epoch 2
     assert not torch.equal(weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"])
     assert (run.figures / "training_curves.png").stat().st_size > 0
@@ -97,7 +98,7 @@ def test_training_lowers_the_loss_and_evaluation_matches_a_manual_pass(tmp_path)
     model, cfg = classify.load_trained(run, "cpu")
     p = classify.prepare(run, cfg, data)
     idx = p.split.test
-    got = classify.evaluate_classifier(model, p.images, data.train.labels, idx, batch_size=5, bf16=False)
+    got = loop.evaluate_classifier(model, p.images, data.train.labels, idx, batch_size=5, bf16=False)
     with torch.no_grad():
         logits = model(p.images.batch(idx))
     y = torch.as_tensor(data.train.labels[idx])

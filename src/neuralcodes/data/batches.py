@@ -79,11 +79,13 @@ def iterate_batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     augment: Augment | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (float images, int64 labels) for ``indices`` in batches.
 
     Shuffling and augmentation draw only from ``generator`` (a CPU generator), so a run that
-    restores the generator's state reproduces the same batches.
+    restores the generator's state reproduces the same batches. ``shard=(rank, size)``: yield only
+    this process's part of each batch (multi-process training; ``batch_size`` is the global batch).
     """
     indices = np.asarray(indices)
     if shuffle:
@@ -92,6 +94,9 @@ def iterate_batches(
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     for start in range(0, len(indices), batch_size):
         idx = indices[start : start + batch_size]
+        if shard is not None:
+            rank, size = shard
+            idx = np.array_split(idx, size)[rank]
         x = images.batch(idx)
         if augment is not None:
             x = augment(x, generator if generator is not None else torch.default_generator)

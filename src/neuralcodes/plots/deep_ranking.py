@@ -7,9 +7,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuralcodes.plots.retrieval import (
-    plot_ranked_results as plot_ranked_results_figure,
-)
 from neuralcodes.plots.style import save_figure
 
 
@@ -34,29 +31,3 @@ def plot_loss_curves(history: Sequence[dict], iterations: Sequence[dict], path: 
     ax_prec.set(xlabel="epoch", ylabel="similarity precision", title="D(q,p) < D(q,n)")
     ax_prec.legend()
     return save_figure(fig, path)
-
-
-def plot_ranked_results(
-    query_images: np.ndarray,
-    query_labels: Sequence[int],
-    top: Sequence[dict],
-    bottom: Sequence[dict],
-    database_images: np.ndarray,
-    class_names: Sequence[str],
-    path: str | Path,
-    show: int = 10,
-) -> Path:
-    """The deep-ranking call of :func:`neuralcodes.plots.retrieval.plot_ranked_results` (the one
-    implementation): ``top[i]`` / ``bottom[i]`` hold ``indices``, ``distances`` and ``labels`` of
-    query i's nearest and farthest results in ``database_images``; ``show`` of each are drawn.
-    """
-
-    def block(rows: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        indices = np.stack([np.asarray(r["indices"][:show]) for r in rows])
-        labels = np.stack([np.asarray(r["labels"][:show]) for r in rows])
-        distances = np.stack([np.asarray(r["distances"][:show]) for r in rows])
-        return database_images[indices.ravel()].reshape(*indices.shape, *database_images.shape[1:]), labels, distances
-
-    images, labels, distances = block(top)
-    return plot_ranked_results_figure(query_images, query_labels, images, labels, class_names, path,
-                                      distances=distances, bottom=block(bottom))  # fmt: skip

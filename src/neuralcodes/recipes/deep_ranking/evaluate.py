@@ -37,8 +37,9 @@ from neuralcodes.recipes.deep_ranking.train import (
     train_epoch,
     triplet_precision,
 )
-from neuralcodes.retrieval.metrics import average_precision
-from neuralcodes.retrieval.search import iter_search, search
+from neuralcodes.recipes.run_data import data_spec, load_run_data
+from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.search import search
 from neuralcodes.runs import Run
 
 FIGURE_KEY = 1_000_003
@@ -50,21 +51,9 @@ def retrieval_scores(
     ks: Sequence[int] = (10, 30),
 ) -> dict[str, float]:
     """mAP and P@k of every query against the whole database (full ranking, blocked)."""
-    query_labels, database_labels = np.asarray(query_labels), np.asarray(database_labels)
-    counts = np.bincount(database_labels, minlength=int(max(query_labels.max(), database_labels.max())) + 1)
-    n_relevant = counts[query_labels]
-    if (n_relevant == 0).any():
-        missing = np.unique(query_labels[n_relevant == 0])
-        raise ValueError(f"query classes {missing[:10].tolist()} have no image in the database; mAP is undefined for them")
-    ap = np.empty(len(query_labels))
-    hits = {k: np.empty(len(query_labels)) for k in ks}
-    for start, indices, _ in iter_search(queries.numpy(), database.numpy()):
-        block = slice(start, start + len(indices))
-        relevance = database_labels[indices] == query_labels[block, None]
-        ap[block] = average_precision(relevance, n_relevant[block])
-        for k in ks:
-            hits[k][block] = relevance[:, :k].sum(axis=1)
-    return {"mAP": float(ap.mean()), **{f"P@{k}": float(hits[k].mean() / k) for k in ks}, "n_queries": len(ap)}
+    m = retrieval_metrics(queries.numpy(), np.asarray(query_labels), ks=ks, database=database.numpy(),
+                          database_labels=np.asarray(database_labels))  # fmt: skip
+    return {"mAP": m["mAP"], **{f"P@{k}": m[f"P@{k}"] for k in ks}, "n_queries": m["n_queries"]}
 
 
 def evaluate_ranking(
@@ -73,7 +62,7 @@ def evaluate_ranking(
     """Evaluate the run's last checkpoint; writes metrics["ranking"] and the figures. Returns the metrics."""
     run = Run(Path(run_dir))
     config, net, payload = load_network(run)
-    dataset = dataset if dataset is not None else _load(config)
+    dataset = dataset if dataset is not None else _load(run, config)
     device = next(net.parameters()).device
     t0 = time.perf_counter()
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
@@ -106,10 +95,9 @@ def evaluate_ranking(
     return result
 
 
-def _load(config: RankConfig) -> Dataset:
-    from neuralcodes.data.sources import load_dataset
-
-    return load_dataset(config.data)
+def _load(run: Run, config: RankConfig) -> Dataset:
+    """The run's own data, verified against the checksum it recorded."""
+    return load_run_data(run, data_spec(run, config.data, None))
 
 
 def _query_subset(n: int, max_queries: int | None, seed: int) -> np.ndarray:
@@ -123,7 +111,7 @@ def _figure(
     run: Run, dataset: Dataset, net, test_in: RankingInputs, train_in: RankingInputs, db: torch.Tensor,
     config: RankConfig, n: int,
 ) -> str:
-    from neuralcodes.plots.deep_ranking import plot_ranked_results
+    from neuralcodes.plots.retrieval import plot_ranked_results
 
     rng = np.random.default_rng(derive_seed(config.seed, FIGURE_KEY))
     classes = rng.choice(np.unique(test_in.labels), size=min(n, len(np.unique(test_in.labels))), replace=False)
@@ -131,11 +119,15 @@ def _figure(
     z = embed(net, test_in, picks, next(net.parameters()).device, config.bf16)
     indices, distances = search(z.numpy(), db.numpy())
     show = min(10, db.shape[0])
-    top = [{"indices": i[:show], "distances": d[:show], "labels": train_in.labels[i[:show]]} for i, d in zip(indices, distances)]
-    bottom = [{"indices": i[-show:], "distances": d[-show:], "labels": train_in.labels[i[-show:]]} for i, d in zip(indices, distances)]
+    near, far = np.s_[:, :show], np.s_[:, -show:]  # the nearest and the farthest results of each query
+
+    def results(part: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return dataset.train.images[indices[part]], train_in.labels[indices[part]], distances[part]
+
     name = "ranking_results.png"
-    plot_ranked_results(dataset.val.images[picks], test_in.labels[picks], top, bottom, dataset.train.images,
-                        dataset.train.class_names, run.figures / name, show=show)
+    images, labels, dists = results(near)
+    plot_ranked_results(dataset.val.images[picks], test_in.labels[picks], images, labels, dataset.train.class_names,
+                        run.figures / name, distances=dists, bottom=results(far))  # fmt: skip
     return f"figures/{name}"
 
 
@@ -149,9 +141,9 @@ def compare_mining(
     With a frozen backbone the run's cached features are reused, so each head costs little.
     """
     run = Run(Path(run_dir))
-    base = RankConfig.from_dict(run.config())
+    base = RankConfig.from_dict(run.config(expect="neuralcodes rank train"))
     base = replace(base, epochs=epochs or base.epochs, triplets_per_epoch=triplets_per_epoch or base.triplets_per_epoch)
-    dataset = dataset if dataset is not None else _load(base)
+    dataset = dataset if dataset is not None else _load(run, base)
     results = {}
     for name in miners:
         config = replace(base, mining=name).validate()

@@ -307,7 +307,7 @@ def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
 
 def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, RankingEmbedding, dict]:
     """The config and network of a trained run (weights of its last checkpoint)."""
-    config = RankConfig.from_dict(run.config())
+    config = RankConfig.from_dict(run.config(expect="neuralcodes rank train"))
     device = device or pick_device(config.device)
     if not run.last_checkpoint.exists():
         raise FileNotFoundError(f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuralcodes.data.imageset import Dataset
-from neuralcodes.recipes.neural_codes.train import evaluate_classifier, open_trained
+from neuralcodes.recipes.neural_codes.loop import evaluate_classifier
+from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.runs import Run
 
 SPLITS = ("train", "val", "test")

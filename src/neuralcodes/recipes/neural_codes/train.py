@@ -7,34 +7,24 @@ at the end of every epoch, every ``checkpoint_minutes`` inside an epoch, and on 
 """
 from __future__ import annotations
 
-import signal
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from neuralcodes import io
-from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
+from neuralcodes.data.batches import DeviceImages
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.data.splits import Split, class_indices, course_split
-from neuralcodes.device import autocast, pick_device
-from neuralcodes.learning.checkpoint import load_checkpoint, save_checkpoint
-from neuralcodes.learning.early_stopping import EarlyStopping
-from neuralcodes.learning.interrupt import CheckpointTimer, GracefulStop, TrainingInterrupted
-from neuralcodes.learning.optimizers import build_optimizer
+from neuralcodes.device import pick_device
+from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.learning.distributed import barrier, init_world
 from neuralcodes.models.backbones import ConvNetBackbone, register_backbone
 from neuralcodes.models.convnet import NeuralCodesConvNet
-from neuralcodes.progress import ProgressBar, console
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
+from neuralcodes.recipes.neural_codes.loop import fit
 from neuralcodes.recipes.run_data import check_split, data_spec, load_run_data
 from neuralcodes.runs import Run
-
-STATUS_EVERY_S = 1.0  # progress.json is rewritten at most this often (a few hundred bytes)
-
 
 @dataclass
 class Prepared:
@@ -68,10 +58,10 @@ def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     return split
 
 
-def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, spec: str | None = None) -> Prepared:
+def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
     """Load (and pin) data, draw (and check) the course split, build the model (CUDA when present, channels-last)."""
-    device = pick_device(cfg.device)
-    dataset = load_run_data(run, spec if spec is not None else cfg.data, cfg.skip_corrupt, dataset, pin=False)
+    device = device or pick_device(cfg.device)
+    dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, dataset, pin=False)
     split = make_split(cfg, dataset)
     run.pin_data(dataset.name, dataset.checksum, dataset.location)
     check_split(run, split)
@@ -79,82 +69,6 @@ def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, spec:
     model = NeuralCodesConvNet(split.n_in_domain, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
     return Prepared(dataset, split, DeviceImages(dataset.train.images, device), model, device)
-
-
-@torch.inference_mode()
-def evaluate_classifier(
-    model: torch.nn.Module,
-    images: DeviceImages,
-    labels: np.ndarray,
-    indices: np.ndarray,
-    batch_size: int = 500,
-    bf16: bool = True,
-) -> dict[str, float]:
-    """Cross-entropy, accuracy and top-5 accuracy over ``indices`` with dropout off."""
-    model.eval()
-    loss_sum, correct, correct5 = 0.0, 0, 0
-    for x, y in iterate_batches(images, labels, indices, batch_size):
-        with autocast(images.device, bf16):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct += (top5[:, 0] == y).sum().item()
-        correct5 += (top5 == y[:, None]).any(dim=1).sum().item()
-    n = max(len(indices), 1)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "top5": correct5 / n}
-
-
-@dataclass
-class EpochState:
-    """Where training stands inside an epoch: enough to continue it batch for batch after an interruption."""
-
-    epoch: int  # 0-based
-    order: np.ndarray  # this epoch's shuffled training indices
-    next_batch: int = 0
-    loss_sum: float = 0.0
-    correct: int = 0
-    seen: int = 0
-    seconds: float = 0.0  # training time spent in this epoch so far, across interruptions
-
-    @classmethod
-    def start(cls, epoch: int, indices: np.ndarray, generator: torch.Generator) -> "EpochState":
-        return cls(epoch, np.asarray(indices)[torch.randperm(len(indices), generator=generator).numpy()])
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: DeviceImages,
-    labels: np.ndarray,
-    state: EpochState,
-    cfg: ClassifyConfig,
-    generator: torch.Generator,
-    after_batch: Callable[[EpochState], None] = lambda state: None,
-) -> dict[str, float]:
-    """Train from ``state.next_batch`` to the end of the epoch; ``after_batch`` may checkpoint or stop."""
-    model.train()
-    augment = Augment() if cfg.augment else None
-    done, base, t0 = state.next_batch * cfg.batch_size, state.seconds, time.perf_counter()
-    with ProgressBar(len(state.order), f"epoch {state.epoch + 1}/{cfg.epochs}", unit="img", initial=done) as bar:
-        for x, y in iterate_batches(images, labels, state.order[done:], cfg.batch_size, False, generator, augment):
-            with autocast(images.device, cfg.bf16):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            state.loss_sum += loss.item() * len(y)
-            state.correct += int((logits.argmax(1) == y).sum().item())
-            state.seen += len(y)
-            state.next_batch += 1
-            state.seconds = base + time.perf_counter() - t0
-            bar.advance(len(y), status=f"loss {state.loss_sum / state.seen:.3f}")
-            after_batch(state)
-    return {"loss": state.loss_sum / state.seen, "accuracy": state.correct / state.seen, "seconds": state.seconds}
 
 
 def train_classifier(
@@ -173,92 +87,19 @@ def train_classifier(
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
         raise FileExistsError(f"{run.root} already holds a training run; pass --resume to continue it or choose another folder")
+    world, device = init_world(pick_device(cfg.device))
+    if not world.is_main:  # the first process checks and records the data; the others then only verify
+        barrier(world)
+        fit(run, cfg, prepare(run, cfg, dataset, device=device), resume, checkpoint_minutes, world)
+        return run
     with run.lock():
         if run.exists():
             run.write_config(cfg)  # a resumed run: refuses other options (naming them) before any work
-        p = prepare(run, cfg, dataset)
+        p = prepare(run, cfg, dataset, device=device)
         run.write_config(cfg)  # only once data, split and options are known to be good
-        return _train(run, cfg, p, resume, checkpoint_minutes)
-
-
-def _train(run: Run, cfg: ClassifyConfig, p: Prepared, resume: bool, checkpoint_minutes: float) -> Run:
-    labels = p.labels
-    optimizer = build_optimizer("adam_amsgrad", p.model.parameters(), cfg.lr, cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    stopper, history, start, partial = EarlyStopping(cfg.patience), [], 0, None
-    if resume and run.last_checkpoint.exists():
-        state = load_checkpoint(run.last_checkpoint, p.model, optimizer, generator, restore_rng=True)
-        stopper, history, start = EarlyStopping.from_state(state["early_stopping"]), state["history"], state["epoch"] + 1
-        partial = EpochState(**state["in_epoch"]) if state.get("in_epoch") else None
-        where = f"epoch {partial.epoch + 1}, batch {partial.next_batch}" if partial else f"the end of epoch {start}"
-        console.print(f"resuming {run.root} from {where} (best epoch so far: {stopper.best_epoch})")
-
-    timer, last_status = CheckpointTimer(checkpoint_minutes), [0.0]
-    n_batches = -(-len(p.split.train) // cfg.batch_size)
-
-    def checkpoint(completed_epoch: int, in_epoch: EpochState | None) -> None:
-        save_checkpoint(run.last_checkpoint, p.model, optimizer, generator, epoch=completed_epoch, history=history,
-                        early_stopping=stopper.state_dict(), in_epoch=in_epoch.to_dict() if in_epoch else None)  # fmt: skip
-        timer.reset()
-
-    with GracefulStop() as stop:
-
-        def after_batch(state: EpochState) -> None:
-            if stop.requested or timer.due():
-                checkpoint(state.epoch - 1, state)
-            if stop.requested:
-                raise TrainingInterrupted(
-                    f"stopped by {signal.Signals(stop.signum).name} in epoch {state.epoch + 1}, after batch "
-                    f"{state.next_batch}/{n_batches}; checkpoint written to {run.last_checkpoint}", stop.signum)  # fmt: skip
-            if time.monotonic() - last_status[0] >= STATUS_EVERY_S:
-                last_status[0] = time.monotonic()
-                rate = (state.next_batch * cfg.batch_size) / max(state.seconds, 1e-9)
-                run.write_progress("training", epoch=state.epoch + 1, epochs=cfg.epochs, batch=state.next_batch,
-                                   batches=n_batches, images_per_s=rate,
-                                   epoch_eta_s=(len(state.order) - state.seen) / max(rate, 1e-9))  # fmt: skip
-
-        for epoch in range(start, cfg.epochs):
-            if stopper.stopped:
-                break
-            es = partial if partial is not None and partial.epoch == epoch else EpochState.start(epoch, p.split.train, generator)
-            partial = None
-            tr = train_one_epoch(p.model, optimizer, p.images, labels, es, cfg, generator, after_batch)
-            run.write_progress("validation", epoch=epoch + 1, epochs=cfg.epochs)
-            va = evaluate_classifier(p.model, p.images, labels, p.split.val, cfg.eval_batch_size, cfg.bf16)
-            history.append({
-                "epoch": epoch + 1, "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
-                "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_top5": va["top5"],
-                "seconds": tr["seconds"], "images_per_s": len(p.split.train) / tr["seconds"],
-            })  # fmt: skip
-            if stopper.step(epoch + 1, va["loss"]):
-                save_checkpoint(run.best_checkpoint, p.model, epoch=epoch)  # weights only: no optimiser state
-            checkpoint(epoch, None)
-            _write_history(run, history)
-            console.print(
-                f"epoch {epoch + 1}: train loss {tr['loss']:.4f} acc {tr['accuracy']:.3f} | "
-                f"val loss {va['loss']:.4f} acc {va['accuracy']:.3f} top5 {va['top5']:.3f} | {history[-1]['images_per_s']:.0f} img/s"
-            )
-            if stop.requested:
-                raise TrainingInterrupted(
-                    f"stopped by {signal.Signals(stop.signum).name} after epoch {epoch + 1}; checkpoint written to "
-                    f"{run.last_checkpoint}", stop.signum)  # fmt: skip
-
-    if stopper.stopped:
-        console.print(f"early stopping: validation loss rose; keeping the weights of epoch {stopper.best_epoch} (val loss {stopper.best:.4f})")
-    run.update_metrics("training", {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
-                                    "epochs_run": len(history), "stopped_early": stopper.stopped})  # fmt: skip
-    run.write_progress("trained", epochs_run=len(history), best_epoch=stopper.best_epoch)
+        barrier(world)
+        fit(run, cfg, p, resume, checkpoint_minutes, world)
     return run
-
-
-def _write_history(run: Run, history: list[dict[str, Any]]) -> None:
-    io.write_json(run.history_path, history)
-    io.write_csv(run.root / "history.csv", history)
-    from neuralcodes.plots.training import (
-        plot_history,  # matplotlib is slow to import; only when writing
-    )
-
-    plot_history(history, run.figures / "training_curves.png")
 
 
 def load_trained(run: Run, device: str | None = None, which: str = "best") -> tuple[NeuralCodesConvNet, ClassifyConfig]:

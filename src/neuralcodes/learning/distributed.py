@@ -1,0 +1,71 @@
+"""Training on several processes (torchrun + DistributedDataParallel): NCCL on GPUs, gloo on CPU.
+
+``torchrun --nproc_per_node N ...`` (or ``--nnodes`` with a rendezvous for several machines) sets
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; :func:`init_world` joins the process group. Every process
+draws the same epoch permutation from the same seed and takes its shard of each global batch, so
+``batch_size`` stays the *global* batch: the gradient DDP averages over processes is the one a single
+process computes on the whole batch (exactly, up to float summation order, when shards are equal).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        return (self.rank, self.size) if self.size > 1 else None
+
+
+def init_world(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group torchrun describes (if any); each GPU process gets its own device."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size()), device
+
+
+def sum_over(world: World, *values: float, device: torch.device | None = None) -> list[float]:
+    """Element-wise sums of ``values`` over all processes (the values themselves on one process)."""
+    if world.size == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_over(world: World, *flags: bool, device: torch.device | None = None) -> list[bool]:
+    """Element-wise OR of ``flags`` over all processes: every process takes the same decision."""
+    return [v > 0 for v in sum_over(world, *map(float, flags), device=device)]
+
+
+def gather(world: World, obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order (picklable objects, e.g. RNG states)."""
+    if world.size == 1:
+        return [obj]
+    out: list[Any] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
