@@ -114,7 +114,7 @@ class Run:
             return
         io.write_json(self.config_path, config.to_dict())
 
-    def pin_data(self, name: str, checksum: str, location: str) -> None:
+    def pin_data(self, name: str, checksum: str, location: str, skipped: list | None = None) -> None:
         """Record the run's data the first time; afterwards refuse any other data (by checksum).
 
         A run folder's numbers are only meaningful with the data they came from: evaluating or
@@ -132,7 +132,9 @@ class Run:
                 io.write_json(self.data_path, {**pinned, "location": location})
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        io.write_json(self.data_path, {"name": name, "checksum": checksum, "location": location})
+        # Files left out by --skip-corrupt belong to the run's record (its report lists them), not only to a log.
+        record = {"name": name, "checksum": checksum, "location": location, "skipped": [list(s) for s in skipped or []]}
+        io.write_json(self.data_path, record)
 
     def pinned_location(self) -> str | None:
         """Where the run's data was last seen (None for runs made before data was pinned)."""

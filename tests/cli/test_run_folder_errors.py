@@ -206,3 +206,26 @@ def test_clean_frees_a_finished_runs_last_checkpoint(trained, tmp_path, capsys):
     assert main(["clean", str(run.root)]) == 0
     assert not run.last_checkpoint.exists() and run.best_checkpoint.exists()
     assert "MiB of checkpoints" in capsys.readouterr().err
+
+
+def test_skipped_files_are_recorded_with_the_run_and_listed_in_its_report(tmp_path, capsys):
+    members = tiny_imagenet_members(WNIDS, train_per_class=12, corrupt=("n01_3.JPEG",))
+    data = write_zip(tmp_path / "bad.zip", members)
+    out = tmp_path / "run"
+    err = error_of(capsys, ["train", "--out", str(out), "--data", str(data), *OPTIONS])
+    assert "n01_3.JPEG" in err and "--skip-corrupt" in err
+    assert main(["train", "--out", str(out), "--data", str(data), *OPTIONS, "--skip-corrupt"]) == 0
+    skipped = json.loads(Run(out).data_path.read_text())["skipped"]
+    assert [path for path, _ in skipped] == ["tiny-imagenet-200/train/n01/images/n01_3.JPEG"]
+    assert main(["evaluate", str(out)]) == 0
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Skipped files" in report and "n01_3.JPEG" in report
+
+
+def test_data_command_verifies_and_lists(tmp_path, capsys):
+    data = make_zip(tmp_path / "d.zip")
+    capsys.readouterr()
+    assert main(["data", str(data), "--verify"]) == 0
+    err = capsys.readouterr().err
+    assert "verified byte for byte" in err and "sha256" in err and "72 labelled images of 6 classes" in err

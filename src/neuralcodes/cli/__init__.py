@@ -6,9 +6,11 @@
     neuralcodes retrieve   neural codes, mAP per layer, figures and the PCA study of a run
     neuralcodes report     write the run's report (Markdown + HTML)
     neuralcodes rank       deep ranking: rank train / rank evaluate
+    neuralcodes tuned      retrieval-tuned codes: tuned classifier / train / compare / report
     neuralcodes index      build / add / remove / info / backend: a searchable index of your own images
     neuralcodes search     search an index with image files (tables, JSON, a figure)
     neuralcodes serve      the search page and JSON API of an index (FastAPI + uvicorn)
+    neuralcodes data       what a data source holds (checksum, counts, skipped files); --verify checks the cache
     neuralcodes status     where a run stands (stage, epoch, batch, rate, ETA); `clean` frees a finished run's disk
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ from neuralcodes.progress import console
 from neuralcodes.runs import RunBusyError
 
 # Modules that contribute commands; each defines add_parser(subparsers).
-COMMAND_MODULES = ("classify", "pipeline", "rank", "status", "index", "serve")
+COMMAND_MODULES = ("classify", "pipeline", "rank", "tuned", "status", "data", "index", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +71,7 @@ def _error(message: str) -> int:
 def resume_command(argv: Sequence[str] | None) -> str:
     """The command line that continues this one."""
     words = list(sys.argv[1:] if argv is None else argv)
-    resumable = words[:1] in (["run"], ["train"]) or words[:2] == ["rank", "train"]
+    resumable = words[:1] in (["run"], ["train"]) or words[:2] in (["rank", "train"], ["tuned", "train"], ["tuned", "classifier"])
     if resumable and "--resume" not in words:
         words.append("--resume")
     return "neuralcodes " + " ".join(shlex.quote(w) for w in words)

@@ -32,7 +32,7 @@ def load_run_data(
             )
         dataset = load_dataset(spec, skip_corrupt=skip_corrupt)
     if pin or run.data_path.exists():
-        run.pin_data(dataset.name, dataset.checksum, dataset.location)
+        run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     return dataset
 
 

@@ -47,6 +47,17 @@ def _ranking_sections(run: Run, ranking_runs: Sequence[Run]) -> list[str]:
 _STAGES = {"classification": "neuralcodes evaluate", "retrieval": "neuralcodes retrieve", "pca": "neuralcodes retrieve"}
 
 
+def _skipped(run: Run, shown: int = 50) -> str:
+    skipped = io.read_json(run.data_path).get("skipped", []) if run.data_path.exists() else []
+    if not skipped:
+        return ""
+    lines = [f"## Skipped files\n\n{len(skipped):,} file(s) of the data could not be read and were left out (--skip-corrupt):\n"]
+    lines += [f"- `{path}`: {reason}" for path, reason in skipped[:shown]]
+    if len(skipped) > shown:
+        lines.append(f"- ... and {len(skipped) - shown:,} more (all of them in `data.json`)")
+    return "\n".join(lines) + "\n"
+
+
 def _missing(run: Run, metrics: dict) -> str:
     todo = {cmd for name, cmd in _STAGES.items() if name not in metrics}
     if not todo:
@@ -79,6 +90,7 @@ def build_report(run: Run | str | Path, ranking_runs: Sequence[Run | str | Path]
             pca_section(metrics),
             *_ranking_sections(run, ranking),
             write_analysis(metrics),
+            _skipped(run),
             _missing(run, metrics),
         ]
     else:

@@ -223,7 +223,7 @@ def prepare_run(config: RankConfig, run: Run, dataset: Dataset, resume: bool) ->
         raise FileExistsError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
     if dataset.val is None:
         raise ValueError(f"dataset {dataset.name!r} has no separate validation set to test on")
-    run.pin_data(dataset.name, dataset.checksum, dataset.location)
+    run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     run.write_config(config)
 
 

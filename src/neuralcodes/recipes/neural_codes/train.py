@@ -63,7 +63,7 @@ def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, devic
     device = device or pick_device(cfg.device)
     dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, dataset, pin=False)
     split = make_split(cfg, dataset)
-    run.pin_data(dataset.name, dataset.checksum, dataset.location)
+    run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     check_split(run, split)
     torch.manual_seed(cfg.seed)
     model = NeuralCodesConvNet(split.n_in_domain, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
