@@ -45,6 +45,18 @@ def tiny_imagenet_zip() -> Path:
 
 # --- synthetic sources -------------------------------------------------------------------------
 
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """An image's file bytes in ``fmt`` (PNG, JPEG, ...)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def noise(size=(64, 64), seed=0) -> Image.Image:
+    """A seeded RGB image of pixel noise."""
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
 def random_jpeg(rng: np.random.Generator, size: tuple[int, int] = (64, 64), mode: str = "RGB") -> bytes:
     """A JPEG of random smooth-ish content (blocks of noise survive JPEG better than pixel noise)."""
     blocks = rng.integers(0, 256, size=(size[1] // 8 or 1, size[0] // 8 or 1, 3), dtype=np.uint8)

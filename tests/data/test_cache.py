@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import zlib
@@ -11,22 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from neuralcodes.data import cache, cache_integrity, decode_pool
 from neuralcodes.data.cache import CacheError, default_cache_dir, file_sha256
 from neuralcodes.data.decode import CorruptImageError
 from neuralcodes.data.sources import ZipSource, load_dataset
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def noise(size=(64, 64), seed=0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 def cache_folders(cache_dir: Path) -> list[Path]:

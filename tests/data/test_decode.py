@@ -9,18 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import encode, noise  # tests/ is on sys.path (the rootdir conftest)
 from neuralcodes.data.decode import CorruptImageError, ImageSizeError, decode_image
 from neuralcodes.data.sources import is_image_name
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def noise(size=(64, 64), seed=0) -> Image.Image:
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
 @pytest.mark.parametrize(
