@@ -14,8 +14,6 @@ multi-scale shallow branches, which read the 64x64 images and cost little). With
 """
 from __future__ import annotations
 
-import csv
-import io as _io
 import time
 from pathlib import Path
 
@@ -286,17 +284,8 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
 
 def write_history(run: Run, history: list[dict], iterations: list[dict]) -> None:
     io.write_json(run.history_path, history)
-    io.write_text(run.root / "history.csv", _csv(history))
-    io.write_text(run.root / "loss_iterations.csv", _csv(iterations))
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = _io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buf.getvalue()
+    io.write_csv(run.root / "history.csv", history)
+    io.write_csv(run.root / "loss_iterations.csv", iterations)
 
 
 def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
