@@ -64,6 +64,12 @@ class TorchvisionResNet(nn.Module):
         return self.net(self.normalize(x))
 
 
+def resnet_64(name: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None) -> nn.Module:
+    """A torchvision ResNet with the 64x64 (CIFAR-style) stem described above, as a
+    :class:`TorchvisionResNet` (``fc`` removed, input normalisation inside)."""
+    return _resnet(name, pretrained, weights)
+
+
 def _resnet(name: str, pretrained: bool, weights: str | Path | None) -> nn.Module:
     import torchvision
 

@@ -1,0 +1,140 @@
+"""`neuralcodes tuned`: retrieval-tuned codes (classifier / train / compare / report)."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+from neuralcodes.cli.options import (
+    absolute_data,
+    add_checkpoint_option,
+    add_classify_options,
+    classify_config,
+)
+from neuralcodes.layers.pooling import POOLINGS
+from neuralcodes.models.resnet import ARCHS
+from neuralcodes.progress import console
+from neuralcodes.recipes.tuned_codes.config import (
+    LOSSES,
+    MININGS,
+    PRETRAINED_BASES,
+    WHITENINGS,
+    TunedConfig,
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    tuned = subparsers.add_parser("tuned", help="retrieval-tuned codes: GeM, whitening, triplet fine-tuning (cirtorch)")
+    sub = tuned.add_subparsers(dest="tuned_command", required=True, metavar="STEP")
+
+    p = sub.add_parser("classifier", help="train a 64x64 ResNet-18 classifier of the in-domain classes from scratch")
+    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--arch", default="resnet18", choices=ARCHS)
+    add_classify_options(p)
+    p.set_defaults(lr=1e-3, patience=2, augment=True)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop + flip")
+    add_checkpoint_option(p)
+    p.set_defaults(func=_classifier)
+
+    d = TunedConfig()
+    t = sub.add_parser("train", help="fine-tune a classifier's conv map with GeM + a metric-learning loss")
+    t.add_argument("--base", required=True, help="classifier run folder (`neuralcodes train` or `tuned classifier`), "
+                                                 "or efficientnet_lite0 (ImageNet weights)")
+    t.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--data", default=None, help="the base's data if it has moved (a pretrained base: the images)")
+    t.add_argument("--pooling", default=d.pooling, choices=POOLINGS)
+    t.add_argument("--fixed-p", dest="learn_p", action="store_false", help="keep GeM's p fixed")
+    t.add_argument("--whitening", default=d.whitening, choices=WHITENINGS, help="a whitening layer after pooling")
+    t.add_argument("--loss", default=d.loss, choices=LOSSES)
+    t.add_argument("--mining", default=d.mining, choices=MININGS)
+    t.add_argument("--margin", type=float, default=None, help="default 0.1 (triplet) / 0.7 (contrastive)")
+    t.add_argument("--whiten-dim", type=int, default=None)
+    t.add_argument("--augment", action="store_true", help="random resized crop, flip, rotation, tilt, colour jitter")
+    t.add_argument("--train-bn", dest="freeze_bn", action="store_false", help="update batch-norm statistics too")
+    t.add_argument("--ood-classes", default=None, help="pretrained base only: comma-separated held-out classes")
+    for name in ("p", "lr", "weight_decay"):
+        t.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    for name in ("m_per_class", "batch_size", "batches_per_epoch", "epochs", "patience", "val_images", "whiten_images",
+                 "eval_batch_size", "image_size", "seed", "split_seed", "n_ood"):
+        t.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    t.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    add_checkpoint_option(t)
+    t.set_defaults(func=_train)
+
+    c = sub.add_parser("compare", help="every variant on the held-out protocol: one table, t-SNE, paired interval")
+    c.add_argument("--base", required=True, help="the `neuralcodes train` run whose classification codes are the baseline")
+    c.add_argument("--out", required=True, help="folder for comparison.json, figures and report.md/html")
+    c.add_argument("--tuned", nargs="*", default=[], help="fine-tuning runs (`neuralcodes tuned train`)")
+    c.add_argument("--classifiers", nargs="*", default=[], help="ResNet-18 classifier runs (`neuralcodes tuned classifier`)")
+    c.add_argument("--no-efficientnet", dest="efficientnet", action="store_false", help="skip EfficientNet-Lite0 off the shelf")
+    c.add_argument("--no-tsne", dest="tsne", action="store_false")
+    for name in ("fit_images", "p_images", "p_steps", "compress_dim", "distractors", "tsne_images", "image_size",
+                 "n_resamples", "batch_size", "seed"):
+        c.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    c.add_argument("--data", default=None, help="the base's data if it has moved")
+    c.add_argument("--device", default=None)
+    c.set_defaults(func=_compare)
+
+    r = sub.add_parser("report", help="rewrite OUT/report.md/html from OUT/comparison.json")
+    r.add_argument("folder", help="the --out folder of `neuralcodes tuned compare`")
+    r.add_argument("--tuned", nargs="*", default=[], help="fine-tuning runs to add a section for")
+    r.set_defaults(func=_report)
+
+
+def _classifier(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.tuned_codes.classifier import train_map_classifier
+    from neuralcodes.recipes.tuned_codes.config import ClassifierConfig
+
+    values = classify_config(args).to_dict()
+    values.pop("kind")
+    run = train_map_classifier(ClassifierConfig(**values, arch=args.arch), args.out, resume=args.resume,
+                               checkpoint_minutes=args.checkpoint_minutes)  # fmt: skip
+    console.print(f"run folder: {run.root}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.tuned_codes.train import train_tuned
+
+    values = {f.name: getattr(args, f.name) for f in fields(TunedConfig) if hasattr(args, f.name)}
+    values["data"] = absolute_data(args.data)
+    values["base"] = _base(args.base)
+    if args.ood_classes:
+        values["ood_classes"] = [c.strip() for c in args.ood_classes.split(",") if c.strip()]
+        values["n_ood"] = len(values["ood_classes"])
+    if args.checkpoint_minutes <= 0:
+        raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    run = train_tuned(TunedConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
+    console.print(f"run folder: {run.root}")
+
+
+def _base(spec: str) -> str:
+    """A base run folder made absolute (the run records it), or a pretrained base's name."""
+    if spec in PRETRAINED_BASES:
+        return spec
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"--base {spec}: no such run folder; give a classifier run folder or one of "
+                                f"{', '.join(PRETRAINED_BASES)}")  # fmt: skip
+    return str(path.resolve())
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.tuned_codes.compare import CompareOptions, compare
+    from neuralcodes.report.tuned_codes import write_comparison_report
+
+    given = {f.name: getattr(args, f.name) for f in fields(CompareOptions)
+             if getattr(args, f.name, None) is not None}  # fmt: skip
+    given["data"] = absolute_data(args.data)
+    result = compare(args.base, args.out, CompareOptions(**given))
+    md, _ = write_comparison_report(args.out, tuple(args.tuned))
+    console.print(f"best variant that never saw a held-out class: {result['best_unseen']}\nreport: {md}")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from neuralcodes.report.tuned_codes import write_comparison_report
+
+    md, _ = write_comparison_report(args.folder, tuple(args.tuned))
+    console.print(f"report: {md}")

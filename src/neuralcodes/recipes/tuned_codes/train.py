@@ -1,0 +1,189 @@
+"""Fine-tuning a classifier for retrieval (Radenovic, Tolias & Chum): GeM codes trained with a metric loss.
+
+The base's head is replaced by GeM (+ an optional whitening layer fitted on in-domain training
+codes) + L2 normalisation; batches hold m images of each of several in-domain training classes
+(pytorch-metric-learning's MPerClassSampler); the triplet (or contrastive) loss of
+pytorch-metric-learning trains on the semi-hard (or hard, or all) triplets mined inside the batch.
+Model selection and early stopping read the leave-one-out mAP of in-domain *validation* images;
+the held-out classes are never read (a test trains with their labels and pixels replaced by
+garbage and gets the same weights).
+
+    RUN/config.json  data.json  split.json   TunedConfig, the base's data (pinned), its split
+    RUN/history.json / history.csv           per epoch: loss, p, validation mAP / mAP@R / P@10
+    RUN/metrics.json "tuned"                 start and best validation mAP, best epoch, p, base
+    RUN/checkpoints/{last,best}.pt           resume state (mid-epoch too); the best weights
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_metric_learning import losses, miners
+
+from neuralcodes.data.imageset import Dataset
+from neuralcodes.device import autocast
+from neuralcodes.layers.pooling import build_pooling
+from neuralcodes.layers.whitening import learned_whitening, pca_whitening
+from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.learning.loop import Loop, fit
+from neuralcodes.learning.optimizers import OPTIMIZERS
+from neuralcodes.recipes.run_data import check_split
+from neuralcodes.recipes.tuned_codes.augment import RetrievalAugment
+from neuralcodes.recipes.tuned_codes.base import Base, open_base
+from neuralcodes.recipes.tuned_codes.config import TunedConfig
+from neuralcodes.recipes.tuned_codes.network import RetrievalNet
+from neuralcodes.recipes.tuned_codes.sampling import m_per_class_order
+from neuralcodes.retrieval.codes import extract_codes
+from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.runs import Run
+
+FIT_SEED_KEY, VAL_SEED_KEY = 1, 2
+
+
+def build_objective(cfg: TunedConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """pytorch-metric-learning's loss and in-batch miner (None: every triplet / pair of the batch)."""
+    margin = cfg.resolved_margin
+    loss = (losses.TripletMarginLoss(margin=margin) if cfg.loss == "triplet"
+            else losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin))  # fmt: skip
+    miner = None if cfg.mining == "all" else miners.TripletMarginMiner(margin=margin, type_of_triplets=cfg.mining)
+    return loss, miner
+
+
+def subset(indices: np.ndarray, n: int, seed: int, key: int) -> np.ndarray:
+    """At most ``n`` of ``indices`` (sorted), drawn with a seed of their own."""
+    if len(indices) <= n:
+        return np.sort(indices)
+    return np.sort(np.random.default_rng([seed, key]).choice(indices, size=n, replace=False))
+
+
+def queryable(indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``indices`` without the images that are alone in their class (nothing to retrieve for them)."""
+    _, inverse, counts = np.unique(labels[indices], return_inverse=True, return_counts=True)
+    kept = indices[counts[inverse] >= 2]
+    if len(np.unique(labels[kept])) < 2:
+        raise ValueError(f"the {len(indices)} validation images hold fewer than 2 classes with 2 images each: "
+                         "raise --val-images (or use data with more validation images)")  # fmt: skip
+    return kept
+
+
+def build_network(cfg: TunedConfig, base: Base, fit_whitening: bool = True) -> RetrievalNet:
+    """GeM (or MAC / SPoC) on the base's map; the whitening layer fitted on in-domain training codes
+    (``fit_whitening=False``: only shaped, for weights loaded next)."""
+    net = RetrievalNet(base.feature_map, build_pooling(cfg.pooling, cfg.p, cfg.learn_p), None, cfg.freeze_bn)
+    net = net.to(base.device)
+    if cfg.whitening == "none":
+        return net
+    if not fit_whitening:
+        dim = cfg.whiten_dim or net.dim
+        net.whitening = torch.nn.Linear(net.dim, dim).to(base.device)
+        return net
+    idx = subset(base.split.train, cfg.whiten_images, cfg.seed, FIT_SEED_KEY)
+    codes = extract_codes(net, base.images, idx, "pooled", batch_size=cfg.eval_batch_size, autocast=cfg.bf16)["pooled"]
+    if cfg.whitening == "pca":
+        layer = pca_whitening(codes, cfg.whiten_dim, shrinkage=0.1 if len(idx) <= codes.shape[1] else 0.0)
+    else:
+        layer = learned_whitening(codes, base.labels[idx], cfg.whiten_dim, shrinkage=0.1 if len(idx) <= 2 * codes.shape[1] else 0.0)
+    net.whitening = layer.to(base.device)
+    return net
+
+
+def validation_scores(net: RetrievalNet, base: Base, indices: np.ndarray, cfg: TunedConfig) -> dict[str, float]:
+    """Leave-one-out retrieval among in-domain validation images."""
+    codes = extract_codes(net, base.images, indices, "code", batch_size=cfg.eval_batch_size, autocast=cfg.bf16)["code"]
+    k = min(10, len(indices) - 1)
+    m = retrieval_metrics(codes, base.labels[indices], ks=(k,))
+    return {"val_mAP": m["mAP"], "val_mAP@R": m["mAP@R"], f"val_P@{k}": m[f"P@{k}"]}
+
+
+def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset: Dataset | None = None,
+                checkpoint_minutes: float = 5.0) -> Run:  # fmt: skip
+    """Fine-tune ``cfg.base`` into the run folder ``out`` (``resume=True`` continues it)."""
+    cfg.validate()
+    run = Run(out)
+    if run.last_checkpoint.exists() and not resume:
+        raise FileExistsError(f"{run.root} already holds a fine-tuning run; pass --resume to continue it or choose another folder")
+    with run.lock():
+        if run.exists():
+            run.write_config(cfg)  # a resumed run refuses other options before any work
+        base = open_base(cfg.base, dataset, cfg.device, cfg.data, cfg, cfg.image_size)
+        if base.split.n_in_domain * cfg.m_per_class < cfg.batch_size:
+            raise ValueError(
+                f"--batch-size {cfg.batch_size} needs {cfg.batch_size // cfg.m_per_class} in-domain classes of "
+                f"{cfg.m_per_class} images, the data has {base.split.n_in_domain}: lower --batch-size or --m-per-class"
+            )
+        run.pin_data(base.dataset.name, base.dataset.checksum, base.dataset.location)
+        check_split(run, base.split)
+        torch.manual_seed(cfg.seed)
+        resuming = resume and run.last_checkpoint.exists()
+        net = build_network(cfg, base, fit_whitening=not resuming)
+        run.write_config(cfg)
+        result = _fine_tune(run, cfg, base, net, resume, checkpoint_minutes)
+    return result
+
+
+def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume: bool, checkpoint_minutes: float) -> Run:
+    labels = base.labels
+    labels_t = torch.as_tensor(labels, device=base.device)
+    optimizer = OPTIMIZERS[cfg.optimizer](net.parameter_groups(cfg.lr, cfg.weight_decay), cfg.lr, cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loss_fn, miner = build_objective(cfg)
+    augment = RetrievalAugment() if cfg.augment else None
+    val_idx = queryable(subset(base.split.val, cfg.val_images, cfg.seed, VAL_SEED_KEY), labels)
+
+    def plan(epoch: int, g: torch.Generator) -> np.ndarray:
+        return m_per_class_order(labels, base.split.train, cfg.m_per_class, cfg.batch_size, cfg.batches_per_epoch,
+                                 cfg.seed, epoch)  # fmt: skip
+
+    def step(idx: np.ndarray) -> dict[str, float]:
+        x = base.images.batch(idx)
+        if augment is not None:
+            x = augment(x, generator)
+        y = labels_t[torch.as_tensor(idx, device=base.device)]
+        with autocast(base.device, cfg.bf16):
+            z = net(x)
+        chosen = miner(z, y) if miner is not None else None
+        loss = loss_fn(z, y, chosen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        figures = {"loss": loss.item()}
+        if chosen is not None:
+            figures["triplets"] = float(len(chosen[0]))  # how many the miner found in this batch
+        if net.p is not None:
+            figures["p"] = net.p
+        return figures
+
+    loop = Loop(run, net, optimizer, generator, plan, step, lambda: validation_scores(net, base, val_idx, cfg),
+                epochs=cfg.epochs, batch_size=cfg.batch_size, monitor="val_mAP", mode="max", patience=cfg.patience,
+                checkpoint_minutes=checkpoint_minutes, validate_start=True)  # fmt: skip
+    result = fit(loop, resume)
+    from neuralcodes.plots.tuned_codes import (
+        plot_tuning_curves,  # matplotlib: only once there is something to draw
+    )
+
+    plot_tuning_curves(result.history, run.figures / "tuning_curves.png")
+    best = load_checkpoint(run.best_checkpoint)["model"]
+    net.load_state_dict(best)
+    run.update_metrics("tuned", {
+        "start_val_mAP": result.history[0]["val_mAP"], "best_val_mAP": result.best, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history) - 1, "stopped_early": result.stopped_early, "p": net.p, "dim": net.dim,
+        "n_val": len(val_idx), "base": base.describe(),
+    })  # fmt: skip
+    run.write_progress("trained", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
+    return run
+
+
+def load_tuned(run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None,
+               data: str | None = None) -> tuple[RetrievalNet, TunedConfig, Base]:  # fmt: skip
+    """The best weights of a fine-tuning run, with its base (data, split, images), in eval mode."""
+    run = run if isinstance(run, Run) else Run(run)
+    cfg = TunedConfig.from_dict(run.config("neuralcodes tuned train"))
+    if not run.best_checkpoint.exists():
+        raise FileNotFoundError(f"{run.root} has no fine-tuned weights yet ({run.best_checkpoint} is missing): "
+                                f"run `neuralcodes tuned train --out {run.root} ...` (with --resume to continue it)")  # fmt: skip
+    base = open_base(cfg.base, dataset, device or cfg.device, data or cfg.data, cfg, cfg.image_size)
+    check_split(run, base.split)
+    net = build_network(cfg, base, fit_whitening=False)
+    net.load_state_dict(load_checkpoint(run.best_checkpoint)["model"])
+    return net.eval(), cfg, base

@@ -1,0 +1,105 @@
+"""The comparison table: rows scored like an independent computation, the best variant, its interval, the report."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score
+from tuned_support import colour_dataset, tuned_config, untrained_base
+
+from neuralcodes.recipes.tuned_codes.base import open_base, pretrained_base
+from neuralcodes.recipes.tuned_codes.compare import CompareOptions, compare
+from neuralcodes.recipes.tuned_codes.train import train_tuned
+from neuralcodes.report.tuned_codes import write_comparison_report
+
+
+def reference_map(codes: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out mAP with scikit-learn: each code ranks all the others by (negative) distance."""
+    aps = []
+    for q in range(len(codes)):
+        others = np.arange(len(codes)) != q
+        distance = np.linalg.norm(codes[others] - codes[q], axis=1)
+        aps.append(average_precision_score(labels[others] == labels[q], -distance))
+    return float(np.mean(aps))
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    data = colour_dataset(n_classes=10, per_class=16, noise=90.0)
+    base = untrained_base(root / "base", data, n_ood=4)
+    other = untrained_base(root / "other", data, seed=1, n_ood=4)
+    tuned = train_tuned(tuned_config(base, batches_per_epoch=2, val_images=40, whiten_images=60), root / "tuned", dataset=data)
+    options = CompareOptions(tuned=[str(tuned.root)], classifiers=[str(other)], efficientnet=False, fit_images=80,
+                             p_images=60, p_steps=3, compress_dim=8, distractors=20, tsne_images=40,
+                             tsne_variants=["tiny conv GeM p=3"], n_resamples=200, bf16=False, device="cpu")  # fmt: skip
+    result = compare(base, root / "out", options, dataset=data)
+    return root, data, result
+
+
+def test_rows_are_scored_as_scikit_learn_scores_them(measured):
+    root, data, result = measured
+    rows = {r["name"]: r for r in result["rows"]}
+    base = open_base(str(root / "base"), data, "cpu")
+    images = torch.as_tensor(np.asarray(data.train.images)[base.split.ood]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        spoc = F.normalize(base.feature_map.eval()(images).mean(dim=(2, 3)), dim=1).numpy()
+    labels = np.asarray(data.train.labels)[base.split.ood]
+    assert rows["tiny conv SPoC"]["mAP"] == pytest.approx(reference_map(spoc, labels), abs=1e-6)
+    ap = np.load(root / "out" / "per_query_ap.npz")
+    assert list(ap["names"]) == list(rows)
+    np.testing.assert_allclose(ap["ap"].mean(axis=1), [r["mAP"] for r in result["rows"]])
+
+
+def test_every_variant_is_there_and_the_best_one_is_named_with_its_interval(measured):
+    _, _, result = measured
+    rows = result["rows"]
+    names = [r["name"] for r in rows]
+    for pooling in ("MAC", "SPoC", "GeM p=3"):
+        for suffix in ("", " + PCA-whitened", " + learned whitening"):
+            assert f"tiny conv {pooling}{suffix}" in names
+    assert sum(r["family"] == "fine-tuned" for r in rows) == 2
+    assert [r["name"] for r in rows if r["family"] == "classification"] == [
+        "tiny pool (classification)", "tiny pool (classification, other)"]
+    assert [r["reference"] for r in rows].count(True) == 1
+    compressed = [r for r in rows if r["family"] == "compressed"]
+    assert compressed and all(r["dim"] == 8 for r in compressed)
+    assert all(not r["saw_held_out"] for r in rows)
+    reference = rows[0]
+    assert result["best_classification"] == reference["name"] == "tiny pool (classification)"
+    best = max(rows[1:], key=lambda r: r["mAP"])
+    assert result["best_unseen"] == best["name"]
+    assert result["best_overall"] == max(rows, key=lambda r: r["mAP"])["name"]
+    gain = result["gain_over_classification"]
+    assert gain["mean_difference"] == pytest.approx(best["mAP"] - reference["mAP"])
+    assert gain["low"] <= gain["mean_difference"] <= gain["high"]
+
+
+def test_the_report_holds_the_table_the_verdict_and_the_figures(measured):
+    root, _, result = measured
+    md, html = write_comparison_report(root / "out", (str(root / "tuned"),))
+    text = md.read_text()
+    assert text.count("\n| tiny ") == len(result["rows"])
+    assert f"Best variant trained only on in-domain classes: {result['best_unseen']}" in text
+    assert "paired bootstrap interval" in text and "The goal of +0.15" in text
+    for entry in result["figures"]:
+        assert (root / "out" / entry["path"]).stat().st_size > 1000
+        assert entry["path"] in text
+    assert "figures/tuning_tuned.png" in text and (root / "out" / "figures" / "tuning_tuned.png").exists()
+    assert html.exists()
+
+
+def test_variants_on_another_split_are_refused(measured, tmp_path):
+    root, data, _ = measured
+    elsewhere = untrained_base(tmp_path / "elsewhere", data, n_ood=3)
+    with pytest.raises(ValueError, match="same held-out images"):
+        compare(root / "base", tmp_path / "out", CompareOptions(classifiers=[str(elsewhere)], efficientnet=False,
+                                                                tsne=False, p_steps=1, device="cpu"), dataset=data)  # fmt: skip
+
+
+def test_efficientnet_off_the_shelf_exposes_its_last_map(measured):
+    root, data, _ = measured
+    effnet = pretrained_base("efficientnet_lite0", open_base(str(root / "base"), data, "cpu"), image_size=64)
+    assert effnet.saw_held_out and effnet.classifier is None
+    with torch.no_grad():
+        fmap = effnet.feature_map(torch.rand(2, 3, 64, 64))
+    assert fmap.shape == (2, 1280, 2, 2) and float(fmap.min()) >= 0
