@@ -58,6 +58,10 @@ def test_a_killed_build_resumes_to_the_same_index(photos: Path, tmp_path: Path) 
     assert (killed / "codes.bin").stat().st_size == 12 * 32 * 4
     with pytest.raises(IndexDamagedError, match="unfinished `index build`.*8 of 26 files done.*again"):
         Index.open(killed)
+    with pytest.raises(ValueError, match="unfinished build.*same --model"):  # resuming needs the same options
+        build_index(killed, "tiny", images=photos, image_size=48, chunk=4, backend="flat")
+    with pytest.raises(ValueError, match="unfinished `index build`"):
+        add_images(killed, images=photos)
 
     resumed = build_index(killed, "tiny", images=photos, image_size=32, chunk=4, backend="flat")
     assert resumed.resumed_at == 8 and resumed.added == 24  # the whole job's, both runs
@@ -74,14 +78,3 @@ def test_a_killed_build_resumes_to_the_same_index(photos: Path, tmp_path: Path) 
     ] * 2
     with Index.open(killed) as index:
         assert len(index) == 24 and index.search([jpeg], k=1).hits[0][0].path == jpeg.relative_to(photos).as_posix()
-
-
-def test_resuming_with_other_options_is_refused(photos: Path, tmp_path: Path) -> None:
-    killed = tmp_path / "killed"
-    subprocess.run([sys.executable, "-c", DRIVER, "index", "build", str(killed), "--model", "tiny", "--image-size", "32",
-                    "--images", str(photos), "--chunk", "4"],
-                   capture_output=True, env={**os.environ, "NEURALCODES_NO_PROGRESS": "1"}, timeout=300)
-    with pytest.raises(ValueError, match="unfinished build.*same --model"):
-        build_index(killed, "tiny", images=photos, image_size=48, chunk=4)
-    with pytest.raises(ValueError, match="unfinished `index build`"):
-        add_images(killed, images=photos)

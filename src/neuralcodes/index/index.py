@@ -74,7 +74,12 @@ class Index:
     @classmethod
     def open(cls, path: str | os.PathLike, device: str | None = None) -> "Index":
         """Open and verify an index folder (the model is loaded on the first image query)."""
-        return cls(Store.open(path), device)
+        store = Store.open(path)
+        try:
+            return cls(store, device)
+        except BaseException:  # a damaged backend file: do not leave the database open
+            store.close()
+            raise
 
     def close(self) -> None:
         self.store.close()

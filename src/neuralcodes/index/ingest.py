@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralcodes.index.backends import (
+    IVFPQ_MIN_ROWS,
     backend_params,
     choose_backend,
     load_backend,
@@ -144,6 +145,10 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
     requested = requested or store.meta.backend.get("requested") or "auto"
     rows = store.rows
     name = choose_backend(rows, store.meta.dim) if requested == "auto" else requested
+    if name == "ivfpq" and rows < IVFPQ_MIN_ROWS:  # kept as requested: it is built once there are enough
+        console.print(f"the ivfpq backend trains on at least {IVFPQ_MIN_ROWS:,} images and this index has {rows:,}: "
+                      "searching exactly until it has them")
+        name = "exact"
     old = store.meta.backend
     file = faiss_path(store.root, name)
     params = backend_params(name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None)
@@ -153,10 +158,8 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
             backend = new_backend(name, params)
     else:
         backend = new_backend(name, params)
-    codes = store.codes()
-    if rows:
-        with console.status(f"{name} backend: indexing {rows:,} codes"):
-            backend.sync(codes)
+    with console.status(f"{name} backend: indexing {rows:,} codes"):
+        backend.sync(store.codes())
     if name != "exact":
         backend.save(file)
     store.set_backend({"requested": requested, "name": name, "params": params})
