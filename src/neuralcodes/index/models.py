@@ -6,8 +6,9 @@ from (a run folder or a backbone name), the layer, the square side every image i
 with exactly that reference, and a model whose weights changed since the build is refused.
 
 Kinds: ``neural_codes`` (a ``neuralcodes train`` run: L5/L6/L7 of the ConvNet), ``deep_ranking``
-(a ``neuralcodes rank train`` run: its embedding) and ``backbone`` (an ImageNet-pretrained backbone
-with no training; ``tiny`` is an untrained, seeded network for tests). A new recipe plugs in with
+(a ``neuralcodes rank train`` run: its embedding), ``tuned_codes`` (a ``neuralcodes tuned train`` run:
+its GeM code, whitened or not) and ``backbone`` (an ImageNet-pretrained backbone with no training;
+``tiny`` is an untrained, seeded network for tests). A new recipe plugs in with
 :func:`register_model_kind` and a :class:`ModelKind` whose ``run_kind`` is its config's kind.
 """
 from __future__ import annotations
@@ -170,9 +171,17 @@ def _neural_codes(ref: ModelRef, device: torch.device) -> Features:
 def _deep_ranking(ref: ModelRef, device: torch.device) -> Features:
     from neuralcodes.recipes.deep_ranking.train import load_network
 
-    _, net, _ = load_network(Run(ref.source), device)
-    embedding = net.embedding.eval()
+    _, embedding, _ = load_network(Run(ref.source), device)
+    embedding.eval()
     return lambda x: embedding.forward_features(x, (ref.layer,))[ref.layer]
+
+
+def _tuned_codes(ref: ModelRef, device: torch.device) -> Features:
+    from neuralcodes.recipes.tuned_codes.train import load_tuned
+
+    # load_tuned also opens the run's data and split (its API); the index only keeps the network.
+    net, _, _ = load_tuned(Run(ref.source), device=str(device))
+    return lambda x: net.forward_features(x, (ref.layer,))[ref.layer]
 
 
 def _backbone(ref: ModelRef, device: torch.device) -> Features:
@@ -208,4 +217,6 @@ register_model_kind(ModelKind("neural_codes", "neural_codes", ("L5", "L6", "L7")
 register_model_kind(ModelKind(
     "deep_ranking", "deep_ranking", ("embedding", "concat", "backbone"), "embedding", 64, True, _run_file("last.pt"), _deep_ranking
 ))
+# Fine-tuned GeM (+ whitening) codes of 64x64 images, as the recipe trains them (a pretrained base upsamples itself).
+register_model_kind(ModelKind("tuned_codes", "tuned_codes", ("code", "pooled"), "code", 64, True, _run_file("best.pt"), _tuned_codes))
 register_model_kind(ModelKind("backbone", None, ("pool",), "pool", 224, False, _backbone_weights, _backbone))
