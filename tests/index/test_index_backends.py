@@ -134,3 +134,17 @@ def test_auto_picks_by_collection_size() -> None:
     assert params["nlist"] == 1024 and params["m"] == 32  # sqrt(N) lists, 8 dimensions per sub-quantiser
     with pytest.raises(ValueError, match="unknown backend 'annoy'"):
         backend_params("annoy", 10, 8)
+
+
+def test_faiss_backends_work_after_torch_utils_patches_faiss(data) -> None:
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which replaces Index.search by a
+    version without SearchParameters: the backends must not depend on them."""
+    import faiss.contrib.torch_utils  # noqa: F401
+
+    codes, queries = data
+    reference, _ = naive_knn(codes, queries, 5)
+    for name in ("flat", "hnsw"):
+        backend = FaissBackend(name, backend_params(name, len(codes), 32))
+        backend.sync(codes)
+        ids = _search(backend, codes, queries, 5)[0]
+        assert (ids[:, 0] == reference[:, 0]).mean() >= 0.95, name

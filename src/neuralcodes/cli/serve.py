@@ -32,6 +32,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
 
     from neuralcodes.index.index import Index
@@ -41,6 +43,7 @@ def _serve(args: argparse.Namespace) -> None:
         raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    os.environ["NEURALCODES_NO_PROGRESS"] = "1"  # a server logs requests; a progress bar per search is noise
     index = Index.open(args.index, device=args.device)
     index.load_model()  # load (and verify) it now, not on the first visitor's request
     local = is_loopback(args.host)
@@ -52,7 +55,7 @@ def _serve(args: argparse.Namespace) -> None:
         console.print(f"[yellow]warning:[/yellow] listening on {escape(args.host)}: anyone who can reach this "
                       "machine can search the collection and see its images")
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    console.print(f"search page: http://{escape(shown)}:{args.port}/  (API schema: /docs)")
+    console.print(f"search page: http://{escape(shown)}:{args.port}/  (API schema: /openapi.json, /docs)")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     finally:

@@ -136,15 +136,15 @@ class FaissBackend(Backend):
             self.index.add(np.ascontiguousarray(codes[start : start + step], dtype=np.float32))
 
     def candidates(self, codes: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
-        faiss = _faiss()
         n = min(n * int(self.params.get("refine", 1)), len(codes))
+        # Search parameters are set on the index, not passed as SearchParameters: importing
+        # faiss.contrib.torch_utils (pytorch-metric-learning does) replaces search() by a version
+        # without the params argument.
         if self.name == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(int(self.params["ef_search"]), n))
+            self.index.hnsw.efSearch = max(int(self.params["ef_search"]), n)
         elif self.name == "ivfpq":
-            params = faiss.SearchParametersIVF(nprobe=int(self.params["nprobe"]))
-        else:
-            params = None
-        _, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n, params=params)
+            self.index.nprobe = int(self.params["nprobe"])
+        _, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), n)
         return ids.astype(np.int64)
 
     def save(self, path: Path) -> None:

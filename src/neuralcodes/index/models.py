@@ -81,7 +81,7 @@ def resolve_model(spec: str, layer: str | None = None, image_size: int | None = 
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        run_kind = Run(path).config().get("kind")
+        run_kind = Run(path).config(expect="neuralcodes train, rank train or tuned train").get("kind")
         matches = [k for k in MODEL_KINDS.values() if k.run_kind is not None and run_kind in _run_kinds(k.run_kind)]
         if not matches:
             known = ", ".join(k.run_kind for k in MODEL_KINDS.values() if k.run_kind)
