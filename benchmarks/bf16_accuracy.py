@@ -63,7 +63,7 @@ def verdict(results: list[dict[str, Any]]) -> dict[str, Any]:
                            "fp32_seed_std": spread}  # fmt: skip
     acc = summary["test_accuracy"]
     if acc["fp32_seed_std"] is not None and acc["mean_difference"] is not None:
-        # Noise also includes the test set's own sampling error: sqrt(p (1 - p) / n) per accuracy.
+        # Within noise: the mean paired difference is at most two seed-to-seed standard deviations of fp32.
         summary["within_noise"] = abs(acc["mean_difference"]) <= 2 * max(acc["fp32_seed_std"], 1e-12)
     return summary
 
