@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score, top_k_accuracy_score
+from sklearn.metrics import average_precision_score
 from sklearn.neighbors import NearestNeighbors
 
 from neuralcodes.retrieval.metrics import (
-    accuracy,
     average_precision,
     map_at_r,
     mean_average_precision,
@@ -13,7 +12,6 @@ from neuralcodes.retrieval.metrics import (
     recall_at_k,
     retrieval_metrics,
     similarity_precision,
-    top_k_accuracy,
 )
 
 # ----------------------------------------------------------------------------- naive references
@@ -239,42 +237,7 @@ def test_precision_recall_curve_matches_naive_loop():
         precision_recall_curve(relevance, n_relevant, recall_levels=[0.5, 1.5])
 
 
-# ----------------------------------------------------------------------------- classification and triplets
-
-
-def test_top_k_accuracy_matches_sklearn():
-    rng = np.random.default_rng(7)
-    logits = rng.standard_normal((200, 12))
-    labels = rng.integers(0, 12, 200)
-    for k in (1, 3, 5):
-        expected = top_k_accuracy_score(labels, logits, k=k, labels=np.arange(12))
-        assert top_k_accuracy(logits, labels, k) == pytest.approx(expected)
-    assert accuracy(logits, labels) == pytest.approx(np.mean(logits.argmax(1) == labels))
-
-
-def test_accuracy_breaks_ties_like_argmax_and_accepts_tensors():
-    import torch
-
-    logits = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
-    labels = torch.tensor([1, 1])
-    # Row 0: classes 0 and 1 tie and argmax picks 0 -> wrong; row 1: argmax picks 1 -> right.
-    assert accuracy(logits, labels) == pytest.approx(0.5)
-    assert top_k_accuracy(logits, labels, k=2) == pytest.approx(1.0)
-
-
-@pytest.mark.parametrize(
-    ("logits", "labels", "message"),
-    [
-        (np.zeros(3), np.zeros(3, dtype=int), "samples, classes"),
-        (np.zeros((3, 2)), np.zeros(2, dtype=int), "shape"),
-        (np.zeros((2, 2)), np.array([0, 2]), r"\[0, 2\)"),
-        (np.zeros((2, 2)), np.array([0.0, 1.0]), "integer"),
-        (np.array([[np.nan, 0.0]]), np.array([0]), "NaN"),
-    ],
-)
-def test_bad_classification_input_is_rejected(logits, labels, message):
-    with pytest.raises(ValueError, match=message):
-        accuracy(logits, labels)
+# ----------------------------------------------------------------------------------------------- triplets
 
 
 def test_similarity_precision_counts_ties_as_wrong():

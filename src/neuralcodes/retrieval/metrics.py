@@ -260,41 +260,7 @@ def _as_levels(recall_levels: Sequence[float] | None) -> np.ndarray:
     return levels
 
 
-# --------------------------------------------------------------------------- classification and triplets
-
-
-def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Share of samples whose true class is among the ``k`` highest scores.
-
-    Ties are broken by class index, as ``argmax`` does, so ``top_k_accuracy(.., k=1)`` equals the
-    accuracy of ``logits.argmax(1)``.
-    """
-    logits, labels = _as_logits_labels(logits, labels)
-    k = check_k(k, logits.shape[1], "classes")
-    true_score = np.take_along_axis(logits, labels[:, None], axis=1)
-    classes = np.arange(logits.shape[1])[None, :]
-    ahead = (logits > true_score) | ((logits == true_score) & (classes < labels[:, None]))
-    return float(np.mean(ahead.sum(axis=1) < k))
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy."""
-    return top_k_accuracy(logits, labels, k=1)
-
-
-def _as_logits_labels(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    logits, labels = _to_numpy(logits), _to_numpy(labels)
-    if logits.ndim != 2 or logits.shape[0] == 0:
-        raise ValueError(f"logits must be a non-empty (samples, classes) array, got shape {logits.shape}")
-    if labels.shape != (logits.shape[0],):
-        raise ValueError(f"labels must have shape ({logits.shape[0]},) to match logits, got {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
-    if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}) (one logit per class)")
-    if np.isnan(logits).any():
-        raise ValueError("logits contain NaN; the model diverged or its input was invalid")
-    return logits, labels.astype(np.int64)
+# ----------------------------------------------------------------------------------------------- triplets
 
 
 def similarity_precision(d_pos: np.ndarray, d_neg: np.ndarray) -> float:
