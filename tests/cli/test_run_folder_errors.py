@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic import tiny_imagenet_members, write_zip  # tests/synthetic.py
 
-from conftest import tiny_imagenet_members, write_zip  # tests/ is on sys.path (the rootdir conftest)
 from neuralcodes.cli import main
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.runs import Run

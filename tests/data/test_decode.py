@@ -8,8 +8,8 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from synthetic import encode, noise  # tests/synthetic.py
 
-from conftest import encode, noise  # tests/ is on sys.path (the rootdir conftest)
 from neuralcodes.data.decode import CorruptImageError, ImageSizeError, decode_image
 from neuralcodes.data.sources import is_image_name
 
