@@ -15,12 +15,13 @@ from neuralcodes.recipes.tuned_codes.config import ClassifierConfig, TunedConfig
 from neuralcodes.runs import Run
 
 
-def colour_dataset(n_classes: int = 8, per_class: int = 20, seed: int = 0, noise: float = 35.0) -> Dataset:
-    """Classes differ in mean colour, under pixel noise of standard deviation ``noise``."""
+def colour_dataset(n_classes: int = 8, per_class: int = 20, seed: int = 0, noise: float = 35.0, size: int = 32) -> Dataset:
+    """Classes differ in mean colour, under pixel noise of standard deviation ``noise``; ``size`` x ``size``
+    images (the tiny network takes any size; small ones keep the tests fast)."""
     rng = np.random.default_rng(seed)
     centres = rng.integers(40, 215, (n_classes, 3))
     images = np.concatenate([
-        np.clip(rng.normal(c, noise, (per_class, 64, 64, 3)), 0, 255).astype(np.uint8) for c in centres
+        np.clip(rng.normal(c, noise, (per_class, size, size, 3)), 0, 255).astype(np.uint8) for c in centres
     ])  # fmt: skip
     labels = np.repeat(np.arange(n_classes), per_class)
     ids = [f"c{i}" for i in range(n_classes)]

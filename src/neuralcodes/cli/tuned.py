@@ -48,7 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--fixed-p", dest="learn_p", action="store_false", help="keep GeM's p fixed")
     t.add_argument("--whitening", default=d.whitening, choices=WHITENINGS, help="a whitening layer after pooling")
     t.add_argument("--loss", default=d.loss, choices=LOSSES)
-    t.add_argument("--mining", default=d.mining, choices=MININGS)
+    t.add_argument("--mining", default=d.mining, choices=MININGS,
+                   help="all: every triplet of the batch that violates the margin (default); semihard / hard: "
+                        "only those pytorch-metric-learning's TripletMarginMiner picks")
     t.add_argument("--margin", type=float, default=None, help="default 0.1 (triplet) / 0.7 (contrastive)")
     t.add_argument("--whiten-dim", type=int, default=None)
     t.add_argument("--augment", action="store_true", help="random resized crop, flip, rotation, tilt, colour jitter")
@@ -71,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--classifiers", nargs="*", default=[], help="ResNet-18 classifier runs (`neuralcodes tuned classifier`)")
     c.add_argument("--no-efficientnet", dest="efficientnet", action="store_false", help="skip EfficientNet-Lite0 off the shelf")
     c.add_argument("--no-tsne", dest="tsne", action="store_false")
+    c.add_argument("--tsne-variants", nargs="+", default=None, metavar="NAME",
+                   help="variants (as named in the table) to draw a t-SNE of, or 'all' (default: the best "
+                        "classification layer, GeM p=3, the best fine-tuned run, the best variant)")
     for name in ("fit_images", "p_images", "p_steps", "compress_dim", "distractors", "tsne_images", "image_size",
                  "n_resamples", "batch_size", "seed"):
         c.add_argument("--" + name.replace("_", "-"), type=int, default=None)

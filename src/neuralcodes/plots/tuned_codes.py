@@ -1,6 +1,7 @@
 """Figures of retrieval-tuned codes: mAP per variant, t-SNE maps, fine-tuning curves."""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,17 @@ FAMILY_COLOURS = {"classification": "#7f7f7f", "pooled": "#1f77b4", "fine-tuned"
 
 def plot_map_bars(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Horizontal bars of held-out mAP, one per variant, coloured by family; hatched: saw the held-out classes."""
-    fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.2))
+    fig, ax = plt.subplots(figsize=(13, 0.32 * len(rows) + 1.4))
     y = np.arange(len(rows))[::-1]
     for yi, row in zip(y, rows):
         ax.barh(yi, row["mAP"], color=FAMILY_COLOURS.get(row["family"], "#17becf"),
                 hatch="//" if row["saw_held_out"] else None, edgecolor="white")  # fmt: skip
         ax.text(row["mAP"], yi, f" {row['mAP']:.3f}", va="center", fontsize=7)
-    ax.set_yticks(y, [f"{r['name']} ({r['dim']}-d)" for r in rows], fontsize=7)
+    ax.set_yticks(y, [textwrap.fill(f"{r['name']} ({r['dim']}-d)", 70) for r in rows], fontsize=7)
     ax.set_xlabel("mAP on the held-out classes (leave-one-out)")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in FAMILY_COLOURS.values()]
-    ax.legend(handles, list(FAMILY_COLOURS), fontsize=7, loc="lower right")
-    ax.set_xlim(0, max(r["mAP"] for r in rows) * 1.15)
+    ax.legend(handles, list(FAMILY_COLOURS), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_xlim(0, max(r["mAP"] for r in rows) * 1.18)
     return save_figure(fig, path)
 
 

@@ -18,12 +18,12 @@ def comparison_section(result: dict, figure_prefix: str = "") -> str:
            (f"{proto['n_queries']:,} images of {proto['n_classes']} held-out classes; each queries all the others "
            f"(leave-one-out, Euclidean distance on L2-normalised codes). Whitening and PCA are fitted on "
            f"{proto['n_fit']:,} in-domain training images; GeM's learned p on the frozen network is "
-           f"{proto['learned_p_frozen']:.2f}. Time: computing the held-out codes (variants from one forward "
-           "pass share its time). 'saw held-out' marks networks trained on images of the held-out classes "
+           f"{proto['learned_p_frozen']:.2f}. Time: computing the held-out codes, per image (variants from one "
+           "forward pass share its time; whitening and PCA add theirs). 'saw held-out' marks networks trained on images of the held-out classes "
            "(ImageNet pretraining).\n")]  # fmt: skip
-    rows = [[r["name"], r["dim"], r["mAP"], r["mAP@R"], r["P@10"], r["seconds"], r["ms_per_image"],
+    rows = [[r["name"], r["dim"], r["mAP"], r["mAP@R"], r["P@10"], f"{r['ms_per_image']:.2f}",
              "yes" if r["saw_held_out"] else "no"] for r in result["rows"]]  # fmt: skip
-    out.append(table(["variant", "dim", "mAP", "mAP@R", "P@10", "codes (s)", "ms / image", "saw held-out"], rows))
+    out.append(table(["variant", "dim", "mAP", "mAP@R", "P@10", "codes: ms / image", "saw held-out"], rows))
     out.append(verdict(result))
     for entry in result.get("figures", []):
         caption = ("mAP per variant (hatched: saw the held-out classes)" if entry["variant"] is None else

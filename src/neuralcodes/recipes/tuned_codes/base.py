@@ -30,6 +30,9 @@ from neuralcodes.recipes.tuned_codes.classifier import open_map_classifier
 from neuralcodes.recipes.tuned_codes.config import PRETRAINED_BASES
 from neuralcodes.runs import Run
 
+_LABELS = {"convnet": "ConvNet", "resnet18": "ResNet-18", "efficientnet_lite0": "EfficientNet-Lite0 (ImageNet)"}
+_MAPS = {"convnet": "conv5", "resnet18": "layer4", "efficientnet_lite0": "head"}
+
 
 class ConvNetConv5(nn.Module):
     """The course ConvNet up to conv5 + ReLU (its feature stack without the last max-pool)."""
@@ -67,6 +70,16 @@ class Base:
     device: torch.device
     saw_held_out: bool  # whether the weights were trained on images of the held-out classes
     run: Run | None
+
+    @property
+    def label(self) -> str:
+        """How tables name the network."""
+        return _LABELS.get(self.name, self.name)
+
+    @property
+    def map_name(self) -> str:
+        """How tables name its last feature map."""
+        return _MAPS.get(self.name, "conv")
 
     @property
     def labels(self) -> np.ndarray:

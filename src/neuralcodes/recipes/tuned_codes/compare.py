@@ -56,7 +56,7 @@ class CompareOptions:
     distractors: int = 2000  # in-domain test images in the t-SNE figures
     tsne: bool = True
     tsne_images: int = 2000
-    tsne_variants: Sequence[str] = field(default_factory=tuple)  # names; empty: a default choice
+    tsne_variants: Sequence[str] = field(default_factory=tuple)  # names, or ["all"]; empty: a default choice
     n_resamples: int = 10_000
     seed: int = 0
     bf16: bool = True
@@ -80,27 +80,29 @@ def compare(base_run: str | Path, out: str | Path, options: CompareOptions | Non
     kw = {"bf16": opt.bf16, "batch_size": opt.batch_size}
 
     variants: list[Variant] = []
-    variants += network_variants(base.classifier, {layer: f"{base.name} {layer} (classification)" for layer in base.code_layers},
-                                 "classification", base, sets, False, reference=True, **kw)  # fmt: skip
-    p_idx = sets.fit[: opt.p_images]
-    learned_p = learn_gem_power(feature_maps(base, p_idx, opt.bf16), base.labels[p_idx], opt.p_steps, opt.seed)
-    console.print(f"GeM power learned on frozen {base.name} maps: p = {learned_p:.3f}")
-    for v in pooled_variants(base, sets, learned_p, f"{base.name} conv", **kw):
-        variants += [v, *whitened_variants(v, fit_labels)]
-    for run in opt.tuned:
-        variants += _tuned_variants(run, base, sets, fit_labels, opt)
+    names = {layer: f"{base.label} {layer} (classification)" for layer in base.code_layers}
+    variants += network_variants(base.classifier, names, "classification", base, sets, False, reference=True, **kw)
     for run in opt.classifiers:
         other = open_base(str(run), base.dataset, opt.device)
         _same_split(other, base, run)
-        name = f"{other.name} pool (classification, {Path(run).name})"
-        variants += network_variants(other.classifier, {"pool": name}, "classification", other, sets, False, **kw)
+        name = f"{other.label} {other.code_layers[0]} (classification, {Path(run).name})"
+        variants += network_variants(other.classifier, {other.code_layers[0]: name}, "classification", other, sets,
+                                     False, **kw)  # fmt: skip
+    p_idx = sets.fit[: opt.p_images]
+    learned_p = learn_gem_power(feature_maps(base, p_idx, opt.bf16), base.labels[p_idx], opt.p_steps, opt.seed)
+    console.print(f"GeM power learned on frozen {base.label} maps: p = {learned_p:.3f}")
+    for v in pooled_variants(base, sets, learned_p, f"{base.label} {base.map_name}", **kw):
+        variants += [v, *whitened_variants(v, fit_labels)]
+    for run in opt.tuned:
+        variants += _tuned_variants(run, base, sets, fit_labels, opt)
     if opt.efficientnet:
         effnet = pretrained_base("efficientnet_lite0", base, opt.image_size)
-        variants += pooled_variants(effnet, sets, None, "EfficientNet-Lite0 (ImageNet)", "off-the-shelf", **kw)
+        variants += pooled_variants(effnet, sets, None, f"{effnet.label} {effnet.map_name}", "off-the-shelf", **kw)
     ood_labels = all_labels[sets.ood]
     rows, ap = _score(variants, ood_labels)
-    for family in dict.fromkeys(v.family for v in variants):
-        best = max((i for i, v in enumerate(variants) if v.family == family), key=lambda i: rows[i]["mAP"])
+    # The best of each family, separately among networks that did and did not see the held-out classes.
+    for group in dict.fromkeys((v.family, v.saw_held_out) for v in variants):
+        best = max((i for i, v in enumerate(variants) if (v.family, v.saw_held_out) == group), key=lambda i: rows[i]["mAP"])
         small = compressed_variant(variants[best], opt.compress_dim)
         if small is not None:
             variants.append(small)
@@ -130,7 +132,7 @@ def _tuned_variants(run: str, base: Base, sets: ImageSets, fit_labels: np.ndarra
     if cfg.whitening != "none":
         parts.append(f"{cfg.whitening} whitening layer")
     pooling = cfg.pooling.upper() if cfg.pooling != "gem" else "GeM"
-    name = f"{tuned_base.name} {pooling} fine-tuned {Path(run).name} ({', '.join(parts)})"
+    name = f"{tuned_base.label} {pooling} fine-tuned {Path(run).name} ({', '.join(parts)})"
     best_epoch = Run(run).metrics().get("tuned", {}).get("best_epoch")
     note = f"best epoch {best_epoch}" + (f", p = {net.p:.2f}" if net.p is not None else "")
     (v,) = network_variants(net, {"code": name}, "fine-tuned", tuned_base, sets, tuned_base.saw_held_out, opt.bf16,
@@ -176,6 +178,8 @@ def _figures(out: Path, variants: list[Variant], rows: list[dict], ood_labels: n
     if opt.tsne:
         by_name = {v.name: v for v in variants}
         chosen = list(opt.tsne_variants) or _default_tsne_choice(rows)
+        if chosen == ["all"]:
+            chosen = list(by_name)
         unknown = [n for n in chosen if n not in by_name]
         if unknown:
             raise ValueError(f"unknown t-SNE variant(s) {unknown}; the variants are: {', '.join(by_name)}")
@@ -188,9 +192,11 @@ def _figures(out: Path, variants: list[Variant], rows: list[dict], ood_labels: n
 
 
 def _default_tsne_choice(rows: list[dict]) -> list[str]:
-    """The best classification layer, GeM p = 3 of the conv map, every fine-tuned run, the best variant."""
+    """The best classification layer, GeM p = 3 of its map, the best fine-tuned run that never saw a
+    held-out class, and the best variant of all."""
     classification = max((r for r in rows if r["reference"]), key=lambda r: r["mAP"])
     gem = [r for r in rows if r["family"] == "pooled" and r["name"].endswith("GeM p=3")]
-    tuned = [r for r in rows if r["family"] == "fine-tuned" and " + " not in r["name"]]
+    tuned = [r for r in rows if r["family"] == "fine-tuned" and not r["saw_held_out"]]
     best = max(rows, key=lambda r: r["mAP"])
-    return list(dict.fromkeys(r["name"] for r in [classification, *gem[:1], *tuned, best]))
+    chosen = [classification, *gem[:1], *([max(tuned, key=lambda r: r["mAP"])] if tuned else []), best]
+    return list(dict.fromkeys(r["name"] for r in chosen))

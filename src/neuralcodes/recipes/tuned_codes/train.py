@@ -3,7 +3,8 @@
 The base's head is replaced by GeM (+ an optional whitening layer fitted on in-domain training
 codes) + L2 normalisation; batches hold m images of each of several in-domain training classes
 (pytorch-metric-learning's MPerClassSampler); the triplet (or contrastive) loss of
-pytorch-metric-learning trains on the semi-hard (or hard, or all) triplets mined inside the batch.
+pytorch-metric-learning trains on the batch's triplets that violate the margin (or only on the
+semi-hard or hard ones its miner picks).
 Model selection and early stopping read the leave-one-out mAP of in-domain *validation* images;
 the held-out classes are never read (a test trains with their labels and pixels replaced by
 garbage and gets the same weights).
@@ -34,6 +35,7 @@ from neuralcodes.recipes.tuned_codes.base import Base, open_base
 from neuralcodes.recipes.tuned_codes.config import TunedConfig
 from neuralcodes.recipes.tuned_codes.network import RetrievalNet
 from neuralcodes.recipes.tuned_codes.sampling import m_per_class_order
+from neuralcodes.recipes.tuned_codes.variants import whitening_shrinkage
 from neuralcodes.retrieval.codes import extract_codes
 from neuralcodes.retrieval.metrics import retrieval_metrics
 from neuralcodes.runs import Run
@@ -80,10 +82,11 @@ def build_network(cfg: TunedConfig, base: Base, fit_whitening: bool = True) -> R
         return net
     idx = subset(base.split.train, cfg.whiten_images, cfg.seed, FIT_SEED_KEY)
     codes = extract_codes(net, base.images, idx, "pooled", batch_size=cfg.eval_batch_size, autocast=cfg.bf16)["pooled"]
+    pca_shrink, learned_shrink = whitening_shrinkage(*codes.shape)
     if cfg.whitening == "pca":
-        layer = pca_whitening(codes, cfg.whiten_dim, shrinkage=0.1 if len(idx) <= codes.shape[1] else 0.0)
+        layer = pca_whitening(codes, cfg.whiten_dim, shrinkage=pca_shrink)
     else:
-        layer = learned_whitening(codes, base.labels[idx], cfg.whiten_dim, shrinkage=0.1 if len(idx) <= 2 * codes.shape[1] else 0.0)
+        layer = learned_whitening(codes, base.labels[idx], cfg.whiten_dim, shrinkage=learned_shrink)
     net.whitening = layer.to(base.device)
     return net
 

@@ -95,13 +95,23 @@ def pooled_variants(base: Base, sets: ImageSets, learned_p: float | None, prefix
     return network_variants(heads, names, family, base, sets, base.saw_held_out, bf16, batch_size)
 
 
+def whitening_shrinkage(n: int, d: int) -> tuple[float, float]:
+    """Eigenvalue shrinkage of (PCA, learned) whitening fitted on ``n`` codes of ``d`` dimensions.
+
+    Few codes per dimension: 0.1 for both. Otherwise PCA-whitening keeps only the directions the codes
+    span (no shrinkage), while learned whitening still needs 0.01: dead ReLU channels (always 0, as in
+    the sample ConvNet's conv5) make the matching-pair covariance singular.
+    """
+    return (0.1, 0.1) if n <= 2 * d else (0.0, 0.01)
+
+
 def whitened_variants(variant: Variant, fit_labels: np.ndarray) -> list[Variant]:
     """The variant with PCA-whitening and with learned whitening, both fitted on its training codes."""
     n, d = variant.fit.shape
     out = []
-    for kind, fit in (("PCA-whitened", lambda: pca_whitening(variant.fit, shrinkage=0.1 if n <= 2 * d else 0.0)),
-                      ("learned whitening", lambda: learned_whitening(variant.fit, fit_labels,
-                                                                      shrinkage=0.1 if n <= 2 * d else 0.0))):  # fmt: skip
+    pca_shrink, learned_shrink = whitening_shrinkage(n, d)
+    for kind, fit in (("PCA-whitened", lambda: pca_whitening(variant.fit, shrinkage=pca_shrink)),
+                      ("learned whitening", lambda: learned_whitening(variant.fit, fit_labels, shrinkage=learned_shrink))):  # fmt: skip
         layer = fit()
         t0 = time.perf_counter()
         ood = whiten(layer, variant.ood)
