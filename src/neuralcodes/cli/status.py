@@ -36,8 +36,10 @@ def describe(run: Run) -> list[str]:
     history = run.history()
     if history:
         last = history[-1]
-        lines.append(f"  epochs done: {len(history)}; last: val loss {last.get('val_loss', float('nan')):.4f}, "
-                     f"val acc {last.get('val_accuracy', float('nan')):.3f}, {last.get('seconds', 0) / 60:.1f} min")  # fmt: skip
+        # Whatever validation figures this recipe records (loss and accuracy, or a mAP).
+        figures = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in last.items() if k.startswith("val") and isinstance(v, float)]
+        lines.append(f"  epochs done: {len(history)}; last: {', '.join(figures) or 'no validation figures'}, "
+                     f"{last.get('seconds', 0) / 60:.1f} min")  # fmt: skip
     done = [name for name in ("training", "classification", "retrieval", "pca", "variants", "ranking") if name in run.metrics()]
     lines.append(f"  finished stages: {', '.join(done) if done else 'none yet'}")
     if run.last_checkpoint.exists():
