@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import shutil
-import struct
 import zipfile
-import zlib
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 
+from synthetic import png_header  # tests/synthetic.py
 from neuralcodes.data.sources import SAMPLE_ZIP
 from neuralcodes.learning.checkpoint import save_checkpoint
 from neuralcodes.models.convnet import NeuralCodesConvNet
@@ -29,15 +28,6 @@ def extract_sample(folder: Path, classes: int = 3, per_class: int = 8, skip: int
             for name in files:
                 (folder / wnid / name.rsplit("/", 1)[1]).write_bytes(archive.read(name))
     return folder
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG declaring width x height pixels but holding almost no data (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="session")

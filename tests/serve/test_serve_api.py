@@ -5,8 +5,6 @@ import io
 import os
 import shutil
 import sqlite3
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from synthetic import png_header  # tests/synthetic.py
 from neuralcodes.cli import build_parser
 from neuralcodes.cli.serve import is_loopback
 from neuralcodes.index import Index
 from neuralcodes.serve import create_app
 
 LIMIT = 64 << 10
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A valid PNG declaring width x height pixels but holding almost no data (a decompression bomb's header)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")
