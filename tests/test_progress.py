@@ -17,3 +17,13 @@ def test_silenced_by_the_environment(monkeypatch, capsys):
     monkeypatch.setattr(progress.ProgressBar, "LOG_EVERY_S", 0.0)
     assert list(progress.track(range(3), description="quiet")) == [0, 1, 2]
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_without_a_terminal_no_bar_frame_reaches_the_log(monkeypatch, capsys):
+    """A log written under nohup must hold plain text lines only: no bar characters, no control sequences."""
+    monkeypatch.delenv("NEURALCODES_NO_PROGRESS", raising=False)
+    with progress.ProgressBar(1000, "sha256 data.zip", unit="B") as bar:  # shorter than LOG_EVERY_S
+        bar.advance(1000)
+    err = capsys.readouterr().err
+    assert "\u2501" not in err and "\x1b" not in err and "\r" not in err
+    assert err.splitlines() == [err.splitlines()[0]] and err.startswith("sha256 data.zip: 1,000/1,000 (100%)")

@@ -38,7 +38,9 @@ class ProgressBar:
         self.description = description
         self._initial = self._done = float(initial)
         self._start = self._last_log = time.monotonic()
-        self._log_lines = not console.is_terminal and os.environ.get("NEURALCODES_NO_PROGRESS") != "1"
+        silenced = os.environ.get("NEURALCODES_NO_PROGRESS") == "1"
+        # Without a terminal a bar's frames (box characters cut at 80 columns) only clutter a log: plain lines instead.
+        self._log_lines = not console.is_terminal and not silenced
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -49,7 +51,7 @@ class ProgressBar:
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
             console=console,
-            disable=os.environ.get("NEURALCODES_NO_PROGRESS") == "1",
+            disable=silenced or self._log_lines,
             auto_refresh=False,
         )
         self._last_draw = 0.0
@@ -60,6 +62,8 @@ class ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._log_lines and self._done > self._initial:
+            self._log(None)  # the closing line: where it ended, and the mean rate
         self._progress.refresh()  # the final state, whatever the redraw interval
         self._progress.stop()
 
