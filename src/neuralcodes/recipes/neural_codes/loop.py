@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
-from neuralcodes.device import autocast
+from neuralcodes.device import autocast, describe_machine
 from neuralcodes.learning.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from neuralcodes.learning.distributed import World, any_over, gather, sum_over
 from neuralcodes.learning.early_stopping import EarlyStopping
@@ -193,7 +193,7 @@ def fit(run: Run, cfg: ClassifyConfig, p: Any, resume: bool, checkpoint_minutes:
     if world.is_main:
         run.update_metrics("training", {"best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
                                         "epochs_run": len(history), "stopped_early": stopper.stopped,
-                                        "processes": world.size})  # fmt: skip
+                                        "processes": world.size, "machine": describe_machine()})  # fmt: skip
         run.write_progress("trained", epochs_run=len(history), best_epoch=stopper.best_epoch)
 
 
