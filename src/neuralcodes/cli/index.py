@@ -1,4 +1,4 @@
-"""`neuralcodes index build|add|remove|info|backend` and `neuralcodes search`: an index of your own images."""
+"""`neuralcodes index build|merge|add|remove|info|backend` and `neuralcodes search`: an index of your own images."""
 from __future__ import annotations
 
 import argparse
@@ -33,8 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="how the codes are stored")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="search backend (auto: exact up to 200,000 images, then FAISS HNSW, IVF-PQ past memory)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="embed only shard K of N (K = 1..N) into INDEX/shards/, one process each, on any machines "
+                        "sharing the folder; the last to finish merges them into the index")
     _add_ingest_options(p)
     p.set_defaults(func=_build)
+
+    p = steps.add_parser("merge", help="merge the finished shards of a `build --shard K/N` into the index")
+    p.add_argument("index")
+    p.set_defaults(func=_merge)
 
     p = steps.add_parser("add", help="add the images of a folder to an index (files already in it are skipped)")
     p.add_argument("index")
@@ -77,11 +84,27 @@ def _add_ingest_options(p: argparse.ArgumentParser) -> None:
 
 def _build(args: argparse.Namespace) -> None:
     from neuralcodes.index.ingest import build_index
+    from neuralcodes.index.shard_build import build_shard
 
+    if args.shard is not None:
+        shard = build_shard(
+            args.index, args.model, args.shard, images=args.images, data=args.data, layer=args.layer,
+            image_size=args.image_size, dtype=args.dtype, backend=args.backend, labels=args.labels, device=args.device,
+            chunk=args.chunk, workers=args.workers)
+        console.print(escape(shard.describe()), soft_wrap=True)
+        return
     summary = build_index(args.index, args.model, images=args.images, data=args.data, layer=args.layer,
                           image_size=args.image_size, dtype=args.dtype, backend=args.backend, labels=args.labels,
                           device=args.device, chunk=args.chunk, workers=args.workers)
     console.print(escape(summary.describe()), soft_wrap=True)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from neuralcodes.index.shards import merge_shards
+
+    summary = merge_shards(args.index)
+    console.print(escape(summary.describe()) if summary else "another process merged the shards (or is merging them)",
+                  soft_wrap=True)
 
 
 def _add(args: argparse.Namespace) -> None:

@@ -1,15 +1,20 @@
 """Search your own images: a persistent index of codes, built once from a folder and a model.
 
     neuralcodes index build INDEX --model RUN|imagenet --images DIR     (resumable; bad files skipped and listed)
+    neuralcodes index build INDEX ... --shard K/N                        (one of N processes; the last merges)
     neuralcodes index add INDEX DIR / remove INDEX PATH... / info INDEX / backend INDEX NAME
     neuralcodes search INDEX IMAGE... [-k 10] [--json] [--figure out.png]
 
 Modules: :mod:`.store` (the folder format and its checks), :mod:`.models` (the model registry),
 :mod:`.collection` (folders, data sources, safe decoding), :mod:`.ingest` (resumable build/add),
-:mod:`.backends` (exact and FAISS search), :mod:`.index` (:class:`Index`), :mod:`.figure`.
+:mod:`.backends` (exact and FAISS search), :mod:`.index` (:class:`Index`), :mod:`.figure`,
+:mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge).
 """
 from neuralcodes.index.index import Hit, Index, SearchResults
 from neuralcodes.index.ingest import IngestSummary, add_images, build_index
+from neuralcodes.index.shard_build import ShardSummary, build_shard
+from neuralcodes.index.shards import merge_shards
 from neuralcodes.index.store import IndexDamagedError
 
-__all__ = ["Hit", "Index", "IndexDamagedError", "IngestSummary", "SearchResults", "add_images", "build_index"]
+__all__ = ["Hit", "Index", "IndexDamagedError", "IngestSummary", "SearchResults", "ShardSummary", "add_images",
+           "build_index", "build_shard", "merge_shards"]

@@ -35,7 +35,7 @@ from neuralcodes.index.collection import (
     load_image,
 )
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
-from neuralcodes.index.store import Meta, Store, faiss_path
+from neuralcodes.index.store import META, SHARDS, Meta, Store, faiss_path
 from neuralcodes.progress import ProgressBar, console
 
 
@@ -81,10 +81,13 @@ def build_index(
     Resumes an interrupted build of the same collection and model at ``path``.
     """
     path = Path(path)
+    if (path / SHARDS).is_dir() and not (path / META).exists():
+        raise FileExistsError(f"{path} holds a sharded build: continue it with `--shard K/N` (every shard, the same "
+                              "options), or delete the folder to build it in one process")
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
-    collection = _collection(images, data, labels, exclude=path)
+    collection = collection_for(images, data, labels, exclude=path)
     embedder = None
-    if (path / "meta.json").exists():
+    if (path / META).exists():
         store = Store.open(path, allow_job=True)
         job = store.job()
         problem = None
@@ -125,7 +128,7 @@ def add_images(
     """Add the images of a folder (or data source) to an existing index; files already in it are skipped."""
     store = Store.open(path, allow_job=True)
     try:
-        collection = _collection(images, data, labels, exclude=Path(path))
+        collection = collection_for(images, data, labels, exclude=Path(path))
         job = store.job()
         if job is not None:
             if job["op"] != "add" or _source_location(store, job["source"]) != collection.location:
@@ -171,7 +174,7 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
 
 # --- the job -----------------------------------------------------------------------------------------
 
-def _collection(images: str | os.PathLike | None, data: str | None, labels: bool, exclude: Path) -> Collection:
+def collection_for(images: str | os.PathLike | None, data: str | None, labels: bool, exclude: Path) -> Collection:
     if (images is None) == (data is None):
         raise ValueError("give the images either as a folder (--images DIR) or as a data source (--data SPEC), not both")
     return FolderCollection(images, labels=labels, exclude=exclude) if images is not None else DataCollection(data)
@@ -218,9 +221,9 @@ def _run_job(
                     ThreadPoolExecutor(workers) as pool:
                 for pos in range(done, len(entries), job["chunk"]):
                     batch = entries[pos : pos + job["chunk"]]
-                    loaded = list(pool.map(lambda e: _load(collection, e, ref.image_size), batch))
+                    loaded = list(pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch))
                     keep, skips = _dedupe(store, job["source"], loaded)
-                    codes = embedder.embed(np.stack([k.image.pixels for k in keep])) if keep else None
+                    codes = _embed(embedder, job["op"], loaded, keep)
                     _commit(store, job, keep, skips, codes, pos + len(batch))
                     bar.advance(len(batch))
         backend = finish_backend(store)
@@ -234,7 +237,23 @@ def _run_job(
                          time.perf_counter() - start_time)
 
 
-def _load(collection: Collection, entry: Entry, size: int) -> LoadedImage | tuple[Entry, Skipped]:
+def _embed(
+    embedder: Embedder, op: str, loaded: list[LoadedImage | tuple[Entry, Skipped]], keep: list[LoadedImage]
+) -> np.ndarray | None:
+    """The codes of ``keep``. A build runs every decodable file of the batch through the model, duplicates
+    included: each image is then embedded in the same batch as in a sharded build (whose shards find the
+    duplicates only when merged), and the codes agree bit for bit even where kernels depend on the batch."""
+    if not keep:
+        return None
+    if op != "build":  # an add skips already indexed files, which may be whole folders: never embed them
+        return embedder.embed(np.stack([k.image.pixels for k in keep]))
+    decoded = [item for item in loaded if isinstance(item, LoadedImage)]
+    codes = embedder.embed(np.stack([item.image.pixels for item in decoded]))
+    row = {id(item): i for i, item in enumerate(decoded)}
+    return codes[[row[id(k)] for k in keep]]
+
+
+def load_or_skip(collection: Collection, entry: Entry, size: int) -> LoadedImage | tuple[Entry, Skipped]:
     try:
         return load_image(collection, entry, size)
     except Skipped as skipped:

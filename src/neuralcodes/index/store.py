@@ -7,6 +7,7 @@
     INDEX/faiss-NAME.index the FAISS index of a FAISS backend (its ntotal equals the committed rows); one
                            file per backend name, so switching backends never leaves a file meta.json misnames
     INDEX/report.csv       skipped and duplicate files with the reason, rewritten after every build/add
+    INDEX/shards/          only while a sharded build runs: its parts, merged into the files above (:mod:`.shards`)
 
 SQLite is the commit point. A batch of images is committed by writing its codes past the committed
 rows of codes.bin (fsync'd), then one SQLite transaction that inserts the images and moves the row
@@ -33,6 +34,7 @@ VERSION = 1
 DTYPES = ("float32", "float16")
 
 META, CODES, DATABASE, REPORT, LOCK = "meta.json", "codes.bin", "metadata.sqlite", "report.csv", ".lock"
+SHARDS = "shards"  # the parts of a sharded build until they are merged (see :mod:`.shards`)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -101,6 +103,11 @@ class Store:
     def open(cls, root: str | os.PathLike, allow_job: bool = False) -> "Store":
         """Open and check the folder; ``allow_job``: an unfinished build/add is expected (resuming it)."""
         root = Path(root)
+        if not (root / META).is_file() and (root / SHARDS).is_dir():
+            raise FileNotFoundError(
+                f"{root} is a sharded build whose shards are not merged yet: finish every shard (run each "
+                f"`neuralcodes index build {root} ... --shard K/N` again) or see `neuralcodes index merge {root}`"
+            )
         if not (root / META).is_file():
             raise FileNotFoundError(
                 f"{root} is not a neuralcodes index (no {META}); create one with `neuralcodes index build`"
