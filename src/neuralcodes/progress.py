@@ -20,7 +20,8 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
+# soft_wrap: a long line stays one line (a terminal wraps it itself; a log must not get a newline inside a figure).
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ProgressBar:
