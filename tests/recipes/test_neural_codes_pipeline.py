@@ -135,3 +135,44 @@ def test_resume_keeps_finished_stages(sample_run, monkeypatch):
     assert sample_run.metrics() == before
     assert sample_run.best_checkpoint.stat().st_mtime == mtime
     assert (sample_run.root / "report.md").exists()
+
+
+def test_publish_copies_the_results_not_the_checkpoints(sample_run, tmp_path):
+    import json
+
+    from PIL import Image
+
+    dest = tmp_path / "published"
+    assert main(["report", str(sample_run.root), "--publish", str(dest), "--max-figure-side", "400"]) == 0
+    names = {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()}
+    assert {"report.md", "report.html", "metrics.json", "history.csv", "config.json", "split.json"} <= names
+    assert not [n for n in names if n.endswith((".pt", ".npz", ".tmp"))]
+    report = (dest / "report.md").read_text()
+    linked = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
+    assert "figures/results_L6.png" in linked
+    for rel in linked:  # every figure the report shows is there, downscaled with its aspect ratio kept
+        with Image.open(dest / rel) as small, Image.open(sample_run.root / rel) as original:
+            assert max(small.size) == min(400, max(original.size))
+            assert small.size[0] / small.size[1] == pytest.approx(original.size[0] / original.size[1], rel=0.02)
+    metrics = json.loads((dest / "metrics.json").read_text())
+    assert metrics["retrieval"] == json.loads(json.dumps(sample_run.metrics()["retrieval"]))
+    history = sample_run.history()
+    timing = metrics["timing"]
+    assert [e["epoch"] for e in timing["epochs"]] == [h["epoch"] for h in history]
+    assert timing["total_hours"] == pytest.approx(sum(h["seconds"] for h in history) / 3600)
+    assert timing["machine_recorded"] == "by the training" and timing["machine"]["cpu_cores"] >= 1
+
+
+def test_publish_shrinks_figures_to_the_budget_or_says_why(sample_run, tmp_path):
+    from neuralcodes.report.publish import publish
+
+    def size(folder):
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+    full = size(publish(sample_run, tmp_path / "full"))
+    budget = 0.8 * full / 2**20
+    assert size(publish(sample_run, tmp_path / "fit", budget_mb=budget)) <= budget * 2**20
+    with pytest.raises(ValueError, match="over the 0.01 MB budget"):
+        publish(sample_run, tmp_path / "tiny", budget_mb=0.01)
+    with pytest.raises(ValueError, match="outside the run folder"):
+        publish(sample_run, sample_run.root / "published")

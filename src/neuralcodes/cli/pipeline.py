@@ -35,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write RUN/report.md and RUN/report.html from the run's results")
     p.add_argument("run")
     p.add_argument("--ranking-run", action="append", default=[], help="a `rank train` run to include")
+    p.add_argument("--publish", metavar="DIR", help="also copy the report, downscaled figures and result JSON into DIR "
+                   "(e.g. docs/results/full): what a repository should hold of a run, never its checkpoints")
+    p.add_argument("--max-figure-side", type=int, default=1200, help="with --publish: longest figure side in pixels")
+    p.add_argument("--budget-mb", type=float, default=5.0, help="with --publish: the most DIR may hold; figures shrink to fit")
     p.set_defaults(func=report_command)
 
 
@@ -83,5 +87,13 @@ def retrieve_command(args: argparse.Namespace) -> None:
 def report_command(args: argparse.Namespace) -> None:
     from neuralcodes.report import build_report
 
+    if args.publish:
+        from neuralcodes.report.publish import publish
+
+        if args.ranking_run:
+            raise ValueError("--publish copies one run's results; write the report with --ranking-run separately")
+        dest = publish(args.run, args.publish, args.max_figure_side, args.budget_mb)
+        console.print(f"published: {dest} (report.md, report.html, figures/, metrics.json, history.csv, config.json, split.json)")
+        return
     md, html = build_report(args.run, args.ranking_run)
     console.print(f"report: {html}\n        {md}")
