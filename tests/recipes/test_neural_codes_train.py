@@ -83,6 +83,8 @@ def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "evaluate_classifier", fake_eval)
     run = classify.train_classifier(config(epochs=4, patience=0), tmp_path / "r", dataset=data)
     metrics = run.metrics()["training"]
+    machine = metrics.pop("machine")  # what the epoch times were measured on
+    assert machine["cpu_cores"] >= 1 and machine["torch"] == torch.__version__
     assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "epochs_run": 3, "stopped_early": True, "processes": 1}
     assert load_checkpoint(run.best_checkpoint)["epoch"] == 1  # zero-based epoch 1 is epoch 2
     assert not torch.equal(weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"])
