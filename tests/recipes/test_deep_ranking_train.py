@@ -1,10 +1,15 @@
 import json
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import neuralcodes.recipes.deep_ranking.train as ranking
+from neuralcodes import io
+from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.learning.interrupt import TrainingInterrupted
 from neuralcodes.recipes.deep_ranking.config import RankConfig
 from neuralcodes.recipes.deep_ranking.train import load_network, train_ranking
 from neuralcodes.runs import Run
@@ -42,18 +47,17 @@ def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeyp
     config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False)
     full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
 
-    real_epoch, calls = ranking.train_epoch, []
+    real_get = ranking.TripletStore.get
 
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def interrupted(store, epoch):  # a hard stop as the 2nd epoch begins
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_get(store, epoch)
 
-    monkeypatch.setattr(ranking, "train_epoch", interrupted)
+    monkeypatch.setattr(ranking.TripletStore, "get", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_ranking(config, tmp_path / "cut", dataset=sample_dataset)
-    monkeypatch.setattr(ranking, "train_epoch", real_epoch)
+    monkeypatch.setattr(ranking.TripletStore, "get", real_get)
     with pytest.raises(FileExistsError, match="--resume"):
         train_ranking(config, tmp_path / "cut", dataset=sample_dataset)
     resumed = train_ranking(config, tmp_path / "cut", dataset=sample_dataset, resume=True)
@@ -67,6 +71,73 @@ def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeyp
     # A different configuration is refused on resume.
     with pytest.raises(ValueError, match="different configuration"):
         train_ranking(_config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
+
+
+def _same_weights(a, b, **tolerance) -> None:
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        torch.testing.assert_close(y, x, **tolerance, msg=name)
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resume_continues_from_the_batch(sample_dataset, tmp_path, monkeypatch):
+    config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False)  # 4 batches an epoch
+    full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
+
+    real_step, calls = ranking.ranking_step, {"n": 0}
+
+    def signalled_step(*args, **kwargs):
+        step = real_step(*args, **kwargs)
+
+        def step_then_signal(t):
+            calls["n"] += 1
+            if calls["n"] == 4 + 2:  # during batch 2 of epoch 2: handled once it is done
+                signal.raise_signal(signal.SIGTERM)
+            return step(t)
+
+        return step_then_signal
+
+    monkeypatch.setattr(ranking, "ranking_step", signalled_step)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after batch 2/4") as stopped:
+        train_ranking(config, tmp_path / "cut", dataset=sample_dataset)
+    assert stopped.value.exit_code == 143
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert state["epoch"] == 0 and state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["next_batch"] == 2
+    assert len(state["iterations"]) == 4 + 2
+    monkeypatch.undo()
+
+    resumed = train_ranking(config, tmp_path / "cut", dataset=sample_dataset, resume=True)
+    _, a, pa = load_network(full)
+    _, b, pb = load_network(resumed)
+    assert pa["epoch"] == pb["epoch"] == 2
+    _same_weights(a, b, rtol=0, atol=0)
+    assert resumed.history() == [{**h, "seconds": r["seconds"], "triplets_per_s": r["triplets_per_s"]}
+                                 for h, r in zip(full.history(), resumed.history(), strict=True)]  # fmt: skip
+    assert (resumed.root / "loss_iterations.csv").read_text() == (full.root / "loss_iterations.csv").read_text()
+
+
+def test_an_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes(sample_dataset, tmp_path):
+    """Run folders trained before deep ranking used the shared loop: this last.pt (written by that code after
+    epoch 1 of 2) counts epochs done in ``epoch`` and has neither early stopping nor a position in an epoch."""
+    fixture = torch.load(Path(__file__).parent / "data" / "legacy_ranking.pt", weights_only=False)
+    assert fixture["last"]["epoch"] == 1 and "in_epoch" not in fixture["last"]
+    config = RankConfig.from_dict(fixture["config"])
+    full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
+    old = Run(tmp_path / "old")
+    io.torch_save(old.last_checkpoint, fixture["last"])
+
+    resumed = train_ranking(config, old.root, dataset=sample_dataset, resume=True)
+    _, a, pa = load_network(full)
+    _, b, pb = load_network(resumed)
+    assert pa["epoch"] == pb["epoch"] == 2 and [h["epoch"] for h in resumed.history()] == [1, 2]
+    # Equal on the machine that wrote the fixture; the tolerance only admits another CPU's float rounding.
+    _same_weights(a, b, rtol=1e-4, atol=1e-5)
+    reference = ranking.build_network(config)
+    reference.load_state_dict(fixture["straight"]["model"])
+    _same_weights(a, reference, rtol=1e-4, atol=1e-5)  # today's loop trains as the old one did
+    for h, r, o in zip(full.history(), resumed.history(), fixture["straight"]["history"], strict=True):
+        for key in ("loss", "train_similarity_precision", "test_similarity_precision"):
+            assert r[key] == pytest.approx(h[key], rel=1e-5) and h[key] == pytest.approx(o[key], rel=1e-5), key
+    lines = (old.root / "loss_iterations.csv").read_text().splitlines()
+    assert [int(line.split(",")[1]) for line in lines[1:]] == list(range(1, 2 * 4 + 1))
 
 
 def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path, monkeypatch):

@@ -7,13 +7,18 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import neuralcodes.learning.resume as resume
 import neuralcodes.recipes.neural_codes.loop as loop
 import neuralcodes.recipes.neural_codes.train as classify
+from neuralcodes import io
 from neuralcodes.cli import main
+from neuralcodes.data.batches import DeviceImages
 from neuralcodes.learning.checkpoint import load_checkpoint
 from neuralcodes.learning.interrupt import TrainingInterrupted
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
@@ -78,13 +83,13 @@ def test_a_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path, mo
 
 def test_periodic_checkpoints_inside_an_epoch(tmp_path, monkeypatch):
     saved = []
-    real = loop.save_checkpoint
+    real = resume.save_checkpoint  # where the shared loop writes last.pt
 
     def spy(path, *args, **kwargs):
         saved.append((path.name, kwargs.get("in_epoch")))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "save_checkpoint", spy)
+    monkeypatch.setattr(resume, "save_checkpoint", spy)
     data = synthetic_dataset(per_class=20)
     classify.train_classifier(config(epochs=1), tmp_path / "r", dataset=data, checkpoint_minutes=1e-9)
     n = -(-len(classify.make_split(config(), data).train) // 8)
@@ -136,3 +141,45 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, synthetic_tiny_imag
 
     assert main(["train", "--out", str(out), *options, "--resume"]) == 0
     assert_same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", Run(out).last_checkpoint)
+
+
+def tiny_classifier() -> torch.nn.Module:
+    """The model of tests/recipes/data/legacy_classification.pt (as make_legacy_checkpoints.py builds it)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
+        torch.nn.Dropout(0.3), torch.nn.Linear(16, 4),
+    )
+
+
+def test_a_mid_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Run folders trained before the loops became one (a long run resumes from such a file): the recipe's own
+    loop wrote this last.pt after batch 2 of epoch 2, its sums as in_epoch keys of their own."""
+    fixture = torch.load(Path(__file__).parent / "data" / "legacy_classification.pt", weights_only=False)
+    assert set(fixture["last"]["in_epoch"]) == {"epoch", "order", "next_batch", "loss_sum", "correct", "seen", "seconds"}
+    setup, cfg = fixture["setup"], ClassifyConfig.from_dict(fixture["setup"]["config"])
+
+    def prepared() -> SimpleNamespace:
+        torch.manual_seed(cfg.seed)  # as prepare() does: dropout draws from the global stream
+        model = tiny_classifier()
+        model.load_state_dict(setup["init"])
+        return SimpleNamespace(model=model, images=DeviceImages(setup["images"]), labels=setup["labels"],
+                               device=torch.device("cpu"), split=SimpleNamespace(train=setup["train"], val=setup["val"]))  # fmt: skip
+
+    straight, resumed = Run(tmp_path / "straight"), Run(tmp_path / "resumed")
+    loop.fit(straight, cfg, prepared(), resume=False, checkpoint_minutes=5.0)
+    io.torch_save(resumed.last_checkpoint, fixture["last"])
+    io.torch_save(resumed.best_checkpoint, fixture["best"])
+    loop.fit(resumed, cfg, prepared(), resume=True, checkpoint_minutes=5.0)
+
+    # Equal on the machine that wrote the fixture; the tolerance only admits another CPU's float rounding
+    # (a batch too many or too few, or another random stream, moves these weights by about 1e-2).
+    ours, theirs, old_code = (load_checkpoint(straight.last_checkpoint)["model"],
+                              load_checkpoint(resumed.last_checkpoint)["model"], fixture["straight"]["model"])  # fmt: skip
+    for key in ours:
+        torch.testing.assert_close(theirs[key], ours[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours[key], old_code[key], rtol=1e-4, atol=1e-5)  # today's loop trains as the old one
+    # The epoch figures add the old checkpoint's sums (its first two batches) to the resumed batches.
+    for a, b, c in zip(straight.history(), resumed.history(), fixture["straight"]["history"], strict=True):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5) and a[key] == pytest.approx(c[key], rel=1e-5), key
+    assert load_checkpoint(resumed.last_checkpoint)["in_epoch"] is None

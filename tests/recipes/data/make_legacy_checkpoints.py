@@ -48,6 +48,7 @@ def classification() -> None:
     init = {k: v.clone() for k, v in tiny_classifier().state_dict().items()}
 
     def prepared() -> SimpleNamespace:
+        torch.manual_seed(cfg.seed)  # as prepare() does: dropout draws from the global stream
         model = tiny_classifier()
         model.load_state_dict(init)
         return SimpleNamespace(model=model, images=DeviceImages(images), labels=labels, device=torch.device("cpu"),

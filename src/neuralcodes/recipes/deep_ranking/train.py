@@ -10,11 +10,11 @@ multi-scale shallow branches, which read the 64x64 images and cost little). With
     RUN/triplets/epoch_000.npy         each epoch's triplets, from seed (run seed, epoch)
     RUN/history.json / history.csv     per-epoch loss, similarity precision, speed
     RUN/loss_iterations.csv            loss per iteration
-    RUN/checkpoints/last.pt            weights + optimiser + RNG, every epoch (resume)
+    RUN/checkpoints/last.pt            weights + optimiser + RNG + position in the epoch (resume)
 """
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,9 @@ from neuralcodes import io
 from neuralcodes.data.batches import DeviceImages
 from neuralcodes.data.imageset import Dataset, ImageSet
 from neuralcodes.device import autocast, pick_device
-from neuralcodes.learning.checkpoint import load_checkpoint, save_checkpoint
+from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.learning.early_stopping import EarlyStopping
+from neuralcodes.learning.loop import InEpoch, Loop, fit, run_epoch
 from neuralcodes.learning.losses import triplet_distance, triplet_loss
 from neuralcodes.learning.miners import get_miner
 from neuralcodes.learning.optimizers import build_optimizer
@@ -55,11 +57,6 @@ def build_objective(config: RankConfig) -> tuple[TripletMarginLoss, BaseMiner | 
     """The triplet loss (gap g, plain or squared D) and the in-batch miner of ``config`` (None: random)."""
     return (triplet_loss(config.gap, config.squared_distance),
             get_miner(config.mining, config.gap, config.squared_distance))
-
-
-def load_weights(net: RankingEmbedding, state: dict[str, torch.Tensor]) -> None:
-    # Runs saved while the embedding sat inside a TripletNetwork wrapper name every weight "embedding.*".
-    net.load_state_dict({k.removeprefix("embedding."): v for k, v in state.items()})
 
 
 class FeatureCache:
@@ -182,38 +179,75 @@ def eval_triplets(labels: np.ndarray, n: int, seed: int, key: int) -> np.ndarray
     return TripletSampler(labels).sample(n, derive_seed(seed, key))
 
 
-def train_epoch(
+class IterationLosses:
+    """Every iteration's loss (the loss curve), checkpointed with the loop so that a resumed run continues it."""
+
+    def __init__(self, per_epoch: int) -> None:
+        self.per_epoch, self.rows = per_epoch, []  # every epoch has the same number of batches
+
+    def add(self, loss: float) -> None:
+        n = len(self.rows)
+        self.rows.append({"epoch": n // self.per_epoch + 1, "iteration": n + 1, "loss": loss})
+
+    def state_dict(self) -> list[dict]:
+        return self.rows
+
+    def load_state_dict(self, rows: list[dict]) -> None:
+        self.rows = list(rows)
+
+
+def ranking_step(
     net: RankingEmbedding, optimizer: torch.optim.Optimizer, loss_fn: TripletMarginLoss, miner: BaseMiner | None,
-    inputs: RankingInputs, triplets: np.ndarray, batch_size: int, device: torch.device, bf16: bool, epoch: int,
-) -> list[float]:
-    """One pass over ``triplets``; returns the loss of every iteration.
+    inputs: RankingInputs, device: torch.device, bf16: bool, record: Callable[[float], None] = lambda loss: None,
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """One optimiser step on a batch of triplets (rows of image indices); ``record`` gets its loss.
 
     A batch embeds each of its distinct images once (the weight-sharing query, positive and negative
     networks are one module); the loss trains on the sampled triplets, or on those ``miner`` picks among
     all the batch's images (no image twice, so no image is mined as its own positive).
     """
-    net.train()
+
+    def step(t: np.ndarray) -> dict[str, float]:
+        images, rows = np.unique(t.reshape(-1), return_inverse=True)
+        x, deep, low = inputs.get(images)
+        with autocast(device, head_autocast(device, bf16, inputs)):
+            z = net(x, deep=deep, low=low)  # float32: the embedding ends in a float32 normalisation
+        labels = torch.from_numpy(inputs.labels[images]).to(device)
+        if miner is None:
+            sampled = torch.from_numpy(rows.reshape(t.shape)).to(device)
+            chosen = (sampled[:, 0], sampled[:, 1], sampled[:, 2])
+        else:
+            chosen = miner(z, labels)
+        loss = loss_fn(z, labels, chosen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record(float(loss.detach()))
+        return {"loss": float(loss.detach())}
+
+    return step
+
+
+def train_epoch(
+    net: RankingEmbedding, optimizer: torch.optim.Optimizer, loss_fn: TripletMarginLoss, miner: BaseMiner | None,
+    inputs: RankingInputs, triplets: np.ndarray, batch_size: int, device: torch.device, bf16: bool, epoch: int,
+) -> list[float]:
+    """One pass over ``triplets`` outside a run (the mining comparison); returns the loss of every iteration."""
     losses: list[float] = []
-    with ProgressBar(len(triplets), f"epoch {epoch + 1}", unit="triplets") as bar:
-        for lo in range(0, len(triplets), batch_size):
-            t = triplets[lo : lo + batch_size]
-            images, rows = np.unique(t.reshape(-1), return_inverse=True)
-            x, deep, low = inputs.get(images)
-            with autocast(device, head_autocast(device, bf16, inputs)):
-                z = net(x, deep=deep, low=low)  # float32: the embedding ends in a float32 normalisation
-            labels = torch.from_numpy(inputs.labels[images]).to(device)
-            if miner is None:
-                sampled = torch.from_numpy(rows.reshape(t.shape)).to(device)
-                chosen = (sampled[:, 0], sampled[:, 1], sampled[:, 2])
-            else:
-                chosen = miner(z, labels)
-            loss = loss_fn(z, labels, chosen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            bar.advance(len(t), status=f"loss {losses[-1]:.4f}")
+    step = ranking_step(net, optimizer, loss_fn, miner, inputs, device, bf16, record=losses.append)
+    net.train()
+    run_epoch(InEpoch(epoch, triplets), step, batch_size, f"epoch {epoch + 1}", unit="triplets")
     return losses
+
+
+def upgrade_checkpoint(payload: dict) -> dict:
+    """A checkpoint of before the shared loop: ``epoch`` counted the epochs done (the loop names the last one
+    done, from 0) and there was no early stopping nor position inside an epoch; older ones still name every
+    weight "embedding.*" (the network sat in a TripletNetwork wrapper)."""
+    payload = {**payload, "model": {k.removeprefix("embedding."): v for k, v in payload["model"].items()}}
+    if "epoch" in payload and "early_stopping" not in payload:  # (a file of weights alone has neither)
+        payload.update(epoch=payload["epoch"] - 1, early_stopping=EarlyStopping().state_dict(), in_epoch=None)
+    return payload
 
 
 def prepare_run(config: RankConfig, run: Run, dataset: Dataset, resume: bool) -> None:
@@ -225,8 +259,13 @@ def prepare_run(config: RankConfig, run: Run, dataset: Dataset, resume: bool) ->
     run.write_config(config)
 
 
-def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None = None, resume: bool = False) -> Run:
-    """Train (or resume) a deep-ranking run in ``out``; returns the Run."""
+def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None = None, resume: bool = False,
+                  checkpoint_minutes: float = 5.0) -> Run:  # fmt: skip
+    """Train (or resume) a deep-ranking run in ``out``; returns the Run.
+
+    A checkpoint is written at the end of every epoch, every ``checkpoint_minutes`` inside one and on
+    SIGINT/SIGTERM (then :class:`TrainingInterrupted` is raised), so a resumed run continues from the batch.
+    """
     config.validate()
     run = Run(Path(out))
     if dataset is None:
@@ -247,38 +286,29 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
     store = TripletStore(run.root / "triplets", TripletSampler(train_in.labels), config.triplets_per_epoch, config.seed)
     train_eval = eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY)
     test_eval = eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY)
+    iterations = IterationLosses(-(-config.triplets_per_epoch // config.batch_size))
 
-    history, iterations, start = [], [], 0
-    if resume and run.last_checkpoint.exists():
-        payload = load_checkpoint(run.last_checkpoint, None, optimizer, generator, map_location=device, restore_rng=True)
-        load_weights(net, payload["model"])
-        start, history, iterations = payload["epoch"], payload["history"], payload["iterations"]
-        console.print(f"resuming {run.root} after epoch {start}")
-    else:
-        before = {"train": triplet_precision(net, train_in, train_eval, device, config.bf16),
-                  "test": triplet_precision(net, test_in, test_eval, device, config.bf16)}
-        run.update_metrics("ranking_untrained", {"train_similarity_precision": before["train"], "test_similarity_precision": before["test"]})
+    def validate() -> dict[str, float]:
+        return {"train_similarity_precision": triplet_precision(net, train_in, train_eval, device, config.bf16),
+                "test_similarity_precision": triplet_precision(net, test_in, test_eval, device, config.bf16)}  # fmt: skip
 
-    for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        triplets = store.get(epoch)
-        losses = train_epoch(net, optimizer, loss_fn, miner, train_in, triplets, config.batch_size, device, config.bf16, epoch)
-        seconds = time.perf_counter() - t0
-        done = len(iterations)
-        iterations += [{"epoch": epoch + 1, "iteration": done + i + 1, "loss": v} for i, v in enumerate(losses)]
-        history.append({
-            "epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": seconds,
-            "triplets_per_s": len(triplets) / seconds,
-            "train_similarity_precision": triplet_precision(net, train_in, train_eval, device, config.bf16),
-            "test_similarity_precision": triplet_precision(net, test_in, test_eval, device, config.bf16),
-        })
-        console.print(
-            f"epoch {epoch + 1}/{config.epochs}: loss {history[-1]['loss']:.4f}, similarity precision "
-            f"train {history[-1]['train_similarity_precision']:.4f} test {history[-1]['test_similarity_precision']:.4f}"
-        )
-        write_history(run, history, iterations)
-        save_checkpoint(run.last_checkpoint, net, optimizer, generator, epoch=epoch + 1, history=history, iterations=iterations)
-    _plot_losses(run, history, iterations)
+    if not (resume and run.last_checkpoint.exists()):
+        run.update_metrics("ranking_untrained", validate())
+    step = ranking_step(net, optimizer, loss_fn, miner, train_in, device, config.bf16, record=iterations.add)
+
+    def on_epoch(history: list[dict]) -> None:
+        write_history(run, history, iterations.rows)
+        h = history[-1]
+        console.print(f"epoch {h['epoch']}/{config.epochs}: loss {h['loss']:.4f}, similarity precision "
+                      f"train {h['train_similarity_precision']:.4f} test {h['test_similarity_precision']:.4f}")  # fmt: skip
+
+    # No model selection: the similarity precision is measured on the test set, and the last weights are the result.
+    loop = Loop(run, net, optimizer, generator, lambda epoch, g: store.get(epoch), step, validate, epochs=config.epochs,
+                batch_size=config.batch_size, monitor=None, checkpoint_minutes=checkpoint_minutes, unit="triplets",
+                summarise=lambda totals: {"loss": totals["loss"] / totals["steps"]}, stateful={"iterations": iterations},
+                upgrade=upgrade_checkpoint)  # fmt: skip
+    result = fit(loop, resume, on_epoch)
+    _plot_losses(run, result.history, iterations.rows)
     return run
 
 
@@ -295,12 +325,15 @@ def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
 
 
 def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, RankingEmbedding, dict]:
-    """The config and network of a trained run (weights of its last checkpoint)."""
+    """The config and network of a trained run (weights of its last checkpoint), and that checkpoint, whose
+    ``epoch`` counts the epochs completed (as deep-ranking runs always have; the loop counts from 0)."""
     config = RankConfig.from_dict(run.config(expect="neuralcodes rank train"))
     device = device or pick_device(config.device)
     if not run.last_checkpoint.exists():
         raise FileNotFoundError(f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)")
     net = build_network(config)
-    payload = load_checkpoint(run.last_checkpoint, map_location="cpu")
-    load_weights(net, payload["model"])
+    payload = upgrade_checkpoint(load_checkpoint(run.last_checkpoint, map_location="cpu"))
+    net.load_state_dict(payload["model"])
+    if "epoch" in payload:
+        payload["epoch"] += 1
     return config, net.to(device), payload
