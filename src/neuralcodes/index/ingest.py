@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralcodes.index.backends import (
+    BACKENDS,
     IVFPQ_MIN_ROWS,
     backend_params,
     choose_backend,
@@ -35,7 +36,7 @@ from neuralcodes.index.collection import (
     load_image,
 )
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
-from neuralcodes.index.store import META, SHARDS, Meta, Store, faiss_path
+from neuralcodes.index.store import DTYPES, META, SHARDS, Meta, Store, faiss_path
 from neuralcodes.progress import ProgressBar, console
 
 
@@ -60,6 +61,16 @@ class IngestSummary:
         if self.resumed_at:
             text += f"; resumed after {self.resumed_at:,} files"
         return text + f"; backend {self.backend}; {self.seconds:.1f} s"
+
+
+def check_build_options(chunk: int, dtype: str, backend: str) -> None:
+    """The options of a build (one process or a shard), checked before any model is loaded."""
+    if chunk < 1:
+        raise ValueError(f"--chunk must be a positive number of images, got {chunk}")
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if backend not in ("auto", *BACKENDS):
+        raise ValueError(f"--backend must be one of auto, {', '.join(BACKENDS)}, got {backend!r}")
 
 
 def build_index(
@@ -103,8 +114,7 @@ def build_index(
             store.close()
             raise problem
     else:
-        if chunk < 1:
-            raise ValueError(f"--chunk must be a positive number of images, got {chunk}")
+        check_build_options(chunk, dtype, backend)
         embedder = Embedder(ref, device)
         dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")

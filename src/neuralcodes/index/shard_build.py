@@ -24,9 +24,8 @@ from typing import Iterator
 import numpy as np
 
 from neuralcodes import io
-from neuralcodes.index.backends import BACKENDS
 from neuralcodes.index.collection import Collection, Entry, LoadedImage
-from neuralcodes.index.ingest import IngestSummary, collection_for, load_or_skip
+from neuralcodes.index.ingest import IngestSummary, check_build_options, collection_for, load_or_skip
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
 from neuralcodes.index.shards import (
     FILES,
@@ -43,7 +42,7 @@ from neuralcodes.index.shards import (
     shard_folder,
     shard_slice,
 )
-from neuralcodes.index.store import DTYPES, META, SHARDS
+from neuralcodes.index.store import META, SHARDS
 from neuralcodes.progress import ProgressBar, console
 
 
@@ -92,12 +91,7 @@ def build_shard(
     if (root / META).exists():
         raise FileExistsError(f"{root} is already an index (a finished build, or its merged shards): add images "
                               f"with `neuralcodes index add {root} DIR`, or build into a new folder")
-    if chunk < 1:
-        raise ValueError(f"--chunk must be a positive number of images, got {chunk}")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if backend not in ("auto", *BACKENDS):
-        raise ValueError(f"--backend must be one of auto, {', '.join(BACKENDS)}, got {backend!r}")
+    check_build_options(chunk, dtype, backend)
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
     collection = collection_for(images, data, labels, exclude=root)
     entries, others = collection.entries()
