@@ -38,6 +38,7 @@ class RunConfig:
     def from_dict(cls: type[C], values: dict[str, Any]) -> C:
         """Build from plain data; unknown keys and a foreign ``kind`` are errors that name them."""
         values = dict(values)
+        values.pop("changed_on_resume", None)  # the run's record of options raised on resume (Run.write_config)
         kind = values.pop("kind", cls.kind)
         if kind not in (cls.kind, *cls.aliases):
             raise ValueError(f"this is the configuration of a {kind!r} run, not of a {cls.kind!r} run")

@@ -100,17 +100,25 @@ class Run:
             )
         return io.read_json(self.config_path)
 
-    def write_config(self, config: RunConfig) -> None:
-        """Write config.json once; a resumed run must bring the configuration it started with."""
+    def write_config(self, config: RunConfig, may_change: tuple[str, ...] = ()) -> None:
+        """Write config.json once; a resumed run must bring the configuration it started with, except the
+        options in ``may_change`` (e.g. ``epochs``: train a run that is still improving for longer), whose
+        new values are written back and recorded under ``changed_on_resume``."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
-            old = type(config).from_dict(self.config())
+            stored = self.config()
+            old = type(config).from_dict(stored)
             if old != config:
                 changed = sorted(k for k, v in old.to_dict().items() if k != "kind" and getattr(config, k) != v)
-                raise ValueError(
-                    f"{self.config_path} holds a different configuration (differs in: {', '.join(changed)}); "
-                    "resume with the same options or choose a new run folder"
-                )
+                if not set(changed) <= set(may_change):
+                    raise ValueError(
+                        f"{self.config_path} holds a different configuration (differs in: "
+                        f"{', '.join(c for c in changed if c not in may_change)}); "
+                        "resume with the same options or choose a new run folder"
+                    )
+                log = [*stored.get("changed_on_resume", []), *({"option": k, "from": getattr(old, k),
+                                                                 "to": getattr(config, k)} for k in changed)]  # fmt: skip
+                io.write_json(self.config_path, {**config.to_dict(), "changed_on_resume": log})
             return
         io.write_json(self.config_path, config.to_dict())
 

@@ -9,7 +9,7 @@ from tuned_support import colour_dataset, tuned_config, untrained_base
 from neuralcodes.recipes.tuned_codes.base import open_base, pretrained_base
 from neuralcodes.recipes.tuned_codes.compare import CompareOptions, compare
 from neuralcodes.recipes.tuned_codes.train import train_tuned
-from neuralcodes.report.tuned_codes import write_comparison_report
+from neuralcodes.report.tuned_codes import verdict, write_comparison_report
 
 
 def reference_map(codes: np.ndarray, labels: np.ndarray) -> float:
@@ -79,13 +79,28 @@ def test_the_report_holds_the_table_the_verdict_and_the_figures(measured):
     md, html = write_comparison_report(root / "out", (str(root / "tuned"),))
     text = md.read_text()
     assert text.count("\n| tiny ") == len(result["rows"])
-    assert f"Best variant trained only on in-domain classes: {result['best_unseen']}" in text
-    assert "paired bootstrap interval" in text and "The goal of +0.15" in text
+    assert f"Best retrieval variant trained only on the in-domain classes: {result['best_unseen']}" in text
+    assert "paired bootstrap interval" in text and "The goal (at least +0.15 mAP" in text
     for entry in result["figures"]:
         assert (root / "out" / entry["path"]).stat().st_size > 1000
         assert entry["path"] in text
     assert "figures/tuning_tuned.png" in text and (root / "out" / "figures" / "tuning_tuned.png").exists()
     assert html.exists()
+
+
+@pytest.mark.parametrize(("low", "high", "says"), [
+    (0.01, 0.03, "it beats the classification codes"),
+    (-0.03, -0.01, "the classification codes stay the best"),
+    (-0.01, 0.01, "no difference these queries can resolve"),
+])
+def test_the_verdict_says_which_way_the_interval_points(low, high, says):
+    rows = [{"name": "L7", "dim": 2048, "mAP": 0.33}, {"name": "GeM", "dim": 256, "mAP": 0.33 + (low + high) / 2},
+            {"name": "other", "dim": 1280, "mAP": 0.5, "saw_held_out": True}]  # fmt: skip
+    gain = {"mean_difference": (low + high) / 2, "low": low, "high": high, "confidence": 0.95, "n": 5000}
+    text = verdict({"rows": rows, "best_classification": "L7", "best_unseen": "GeM", "best_overall": "other",
+                    "gain_over_classification": gain})  # fmt: skip
+    assert says in text and "Best of all: other" in text
+    assert f"not reached ({0.15 - (low + high) / 2:.3f} short)" in text
 
 
 def test_variants_on_another_split_are_refused(measured, tmp_path):

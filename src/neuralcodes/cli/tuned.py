@@ -14,6 +14,7 @@ from neuralcodes.cli.options import (
 from neuralcodes.layers.pooling import POOLINGS
 from neuralcodes.models.resnet import ARCHS
 from neuralcodes.progress import console
+from neuralcodes.runs import Run
 from neuralcodes.recipes.tuned_codes.config import (
     LOSSES,
     MININGS,
@@ -58,9 +59,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--ood-classes", default=None, help="pretrained base only: comma-separated held-out classes")
     for name in ("p", "lr", "weight_decay"):
         t.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    for name in ("m_per_class", "batch_size", "batches_per_epoch", "epochs", "patience", "val_images", "whiten_images",
+    for name in ("m_per_class", "batch_size", "batches_per_epoch", "patience", "val_images", "whiten_images",
                  "eval_batch_size", "image_size", "seed", "split_seed", "n_ood"):
         t.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"at most this many epochs (default {d.epochs}); with --resume, a larger number trains a run "
+                        "that is still improving for longer (omitted: the run's own)")
     t.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     add_checkpoint_option(t)
@@ -111,6 +115,9 @@ def _train(args: argparse.Namespace) -> None:
         values["n_ood"] = len(values["ood_classes"])
     if args.checkpoint_minutes <= 0:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    if args.epochs is None:  # a resumed run keeps its own number of epochs unless --epochs asks for another
+        stored = Run(args.out).config() if args.resume and Run(args.out).config_path.exists() else {}
+        values["epochs"] = stored.get("epochs", TunedConfig.epochs)
     run = train_tuned(TunedConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
     console.print(f"run folder: {run.root}")
 

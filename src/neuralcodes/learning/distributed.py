@@ -2,18 +2,22 @@
 
 ``torchrun --nproc_per_node N ...`` (or ``--nnodes`` with a rendezvous for several machines) sets
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; :func:`init_world` joins the process group. Every process
-draws the same epoch permutation from the same seed and takes its shard of each global batch, so
-``batch_size`` stays the *global* batch: the gradient DDP averages over processes is the one a single
-process computes on the whole batch (exactly, up to float summation order, when shards are equal).
+follows the first process's plan of the epoch (:func:`from_main`) and takes its shard of each global
+batch, so ``batch_size`` stays the *global* batch: the gradient DDP averages over processes is the one a
+single process computes on the whole batch (exactly, up to float summation order, when shards are equal).
+Augmentation and dropout draw from each process's own stream (:func:`process_seed`).
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,25 @@ def init_world(device: torch.device) -> tuple[World, torch.device]:
     return World(dist.get_rank(), dist.get_world_size()), device
 
 
+def distribute(model: torch.nn.Module, world: World) -> torch.nn.Module:
+    """``model`` wrapped for training on every process (itself on one). On GPUs batch norm becomes
+    SyncBatchNorm, so its statistics are the global batch's, as on one process; on CPU (gloo, where
+    PyTorch has no SyncBatchNorm) each process normalises by its own shard's statistics, so a network
+    with batch norm trains slightly differently from one process with the same global batch."""
+    if world.size == 1:
+        return model
+    if next(model.parameters()).device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the children in place
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def process_seed(seed: int, world: World) -> int:
+    """The seed of this process's own random streams (augmentation, dropout): processes must not draw the
+    same crops and masks for their different images. The first process keeps the run's seed, so one
+    process draws exactly what it always did."""
+    return seed + 7919 * world.rank
+
+
 def sum_over(world: World, *values: float, device: torch.device | None = None) -> list[float]:
     """Element-wise sums of ``values`` over all processes (the values themselves on one process)."""
     if world.size == 1:
@@ -69,3 +92,13 @@ def gather(world: World, obj: Any) -> list[Any]:
 def barrier(world: World) -> None:
     if world.size > 1:
         dist.barrier()
+
+
+def from_main(world: World, compute: Callable[[], T]) -> T:
+    """``compute()`` on the first process only, its result handed to every process (work that every
+    process would otherwise repeat identically, e.g. a validation mAP over codes of the whole set)."""
+    if world.size == 1:
+        return compute()
+    box = [compute() if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]  # type: ignore[return-value]

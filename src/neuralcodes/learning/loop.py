@@ -23,7 +23,7 @@ import torch
 
 from neuralcodes import io
 from neuralcodes.learning.checkpoint import save_checkpoint
-from neuralcodes.learning.distributed import World, any_over, sum_over
+from neuralcodes.learning.distributed import World, any_over, from_main, sum_over
 from neuralcodes.learning.early_stopping import EarlyStopping
 from neuralcodes.learning.interrupt import CheckpointTimer, GracefulStop, TrainingInterrupted
 from neuralcodes.learning.resume import InEpoch, restore_last, save_last
@@ -145,7 +145,10 @@ def fit(loop: Loop, resume: bool = False, on_epoch: Callable[[list[dict]], None]
         for epoch in range(start, loop.epochs):
             if stopper.stopped:
                 break
-            state = partial if partial is not None and partial.epoch == epoch else InEpoch(epoch, loop.plan(epoch, loop.generator))
+            if partial is not None and partial.epoch == epoch:
+                state = partial
+            else:  # the first process's plan for all: the others' generators are their own (augmentation)
+                state = InEpoch(epoch, from_main(world, lambda: loop.plan(epoch, loop.generator)))
             partial = None
             if loop.train_epoch is not None:
                 loop.train_epoch(state, after_batch)

@@ -13,12 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
 from neuralcodes.device import autocast, describe_machine
-from neuralcodes.learning.distributed import World, sum_over
+from neuralcodes.learning.distributed import World, distribute, process_seed, sum_over
 from neuralcodes.learning.loop import InEpoch, Loop, run_epoch
 from neuralcodes.learning.loop import fit as fit_loop
 from neuralcodes.learning.optimizers import build_optimizer
@@ -109,9 +108,11 @@ def evaluate_classifier(
 
 def fit(run: Run, cfg: ClassifyConfig, p: Any, resume: bool, checkpoint_minutes: float, world: World = World()) -> None:
     """Train ``p.model`` on ``p.split.train`` with early stopping on ``p.split.val`` (``p``: a prepared run)."""
-    model = DistributedDataParallel(p.model) if world.size > 1 else p.model
+    model = distribute(p.model, world)
     optimizer = build_optimizer("adam_amsgrad", p.model.parameters(), cfg.lr, cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(process_seed(cfg.seed, world))  # order (first process's) + augmentation
+    if world.rank:
+        torch.manual_seed(process_seed(cfg.seed, world))  # its own dropout masks
 
     def plan(epoch: int, g: torch.Generator) -> np.ndarray:
         return np.asarray(p.split.train)[torch.randperm(len(p.split.train), generator=g).numpy()]

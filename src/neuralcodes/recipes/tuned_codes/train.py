@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_metric_learning import losses, miners
+from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
 
 from neuralcodes.data.imageset import Dataset
-from neuralcodes.device import autocast
+from neuralcodes.device import autocast, describe_machine, pick_device
 from neuralcodes.layers.pooling import build_pooling
 from neuralcodes.layers.whitening import learned_whitening, pca_whitening
 from neuralcodes.learning.checkpoint import load_checkpoint
+from neuralcodes.learning.distributed import World, barrier, distribute, from_main, init_world, process_seed
 from neuralcodes.learning.loop import Loop, fit
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.recipes.run_data import check_split
@@ -43,12 +45,21 @@ from neuralcodes.runs import Run
 FIT_SEED_KEY, VAL_SEED_KEY = 1, 2
 
 
-def build_objective(cfg: TunedConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """pytorch-metric-learning's loss and in-batch miner (None: every triplet / pair of the batch)."""
+def build_objective(cfg: TunedConfig, world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """pytorch-metric-learning's loss and in-batch miner (None: every triplet / pair of the batch).
+
+    On several processes both see the whole batch: pytorch-metric-learning's wrappers gather every
+    process's codes, and the loss (of the whole batch, times the number of processes, its gradient
+    flowing only into this process's codes) makes DistributedDataParallel's average the one-process
+    gradient. Without them each process would only compare its own shard's images.
+    """
     margin = cfg.resolved_margin
     loss = (losses.TripletMarginLoss(margin=margin) if cfg.loss == "triplet"
             else losses.ContrastiveLoss(pos_margin=0.0, neg_margin=margin))  # fmt: skip
     miner = None if cfg.mining == "all" else miners.TripletMarginMiner(margin=margin, type_of_triplets=cfg.mining)
+    if world.size > 1:
+        loss = DistributedLossWrapper(loss)
+        miner = DistributedMinerWrapper(miner) if miner is not None else None
     return loss, miner
 
 
@@ -101,15 +112,22 @@ def validation_scores(net: RetrievalNet, base: Base, indices: np.ndarray, cfg: T
 
 def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset: Dataset | None = None,
                 checkpoint_minutes: float = 5.0) -> Run:  # fmt: skip
-    """Fine-tune ``cfg.base`` into the run folder ``out`` (``resume=True`` continues it)."""
+    """Fine-tune ``cfg.base`` into the run folder ``out`` (``resume=True`` continues it); under torchrun
+    every process takes its shard of each batch and the loss sees the whole batch's codes."""
     cfg.validate()
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
         raise FileExistsError(f"{run.root} already holds a fine-tuning run; pass --resume to continue it or choose another folder")
+    world, device = init_world(pick_device(cfg.device))
+    if not world.is_main:  # the first process checks and records everything; the others then only open the base
+        barrier(world)
+        base = open_base(cfg.base, dataset, str(device), cfg.data, cfg, cfg.image_size)
+        # Shaped only: DistributedDataParallel copies the first process's weights (whitening included) into it.
+        return _fine_tune(run, cfg, base, build_network(cfg, base, fit_whitening=False), resume, checkpoint_minutes, world)
     with run.lock():
         if run.exists():
-            run.write_config(cfg)  # a resumed run refuses other options before any work
-        base = open_base(cfg.base, dataset, cfg.device, cfg.data, cfg, cfg.image_size)
+            run.write_config(cfg, may_change=("epochs",))  # a resumed run refuses other options before any work (--epochs may grow)
+        base = open_base(cfg.base, dataset, str(device), cfg.data, cfg, cfg.image_size)
         if base.split.n_in_domain * cfg.m_per_class < cfg.batch_size:
             raise ValueError(
                 f"--batch-size {cfg.batch_size} needs {cfg.batch_size // cfg.m_per_class} in-domain classes of "
@@ -121,16 +139,19 @@ def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset
         resuming = resume and run.last_checkpoint.exists()
         net = build_network(cfg, base, fit_whitening=not resuming)
         run.write_config(cfg)
-        result = _fine_tune(run, cfg, base, net, resume, checkpoint_minutes)
+        barrier(world)
+        result = _fine_tune(run, cfg, base, net, resume, checkpoint_minutes, world)
     return result
 
 
-def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume: bool, checkpoint_minutes: float) -> Run:
+def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume: bool, checkpoint_minutes: float,
+               world: World = World()) -> Run:  # fmt: skip
     labels = base.labels
     labels_t = torch.as_tensor(labels, device=base.device)
+    model = distribute(net, world)
     optimizer = OPTIMIZERS[cfg.optimizer](net.parameter_groups(cfg.lr, cfg.weight_decay), cfg.lr, cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    loss_fn, miner = build_objective(cfg)
+    generator = torch.Generator().manual_seed(process_seed(cfg.seed, world))  # augmentation's draws
+    loss_fn, miner = build_objective(cfg, world)
     augment = RetrievalAugment() if cfg.augment else None
     val_idx = queryable(subset(base.split.val, cfg.val_images, cfg.seed, VAL_SEED_KEY), labels)
 
@@ -144,23 +165,29 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
             x = augment(x, generator)
         y = labels_t[torch.as_tensor(idx, device=base.device)]
         with autocast(base.device, cfg.bf16):
-            z = net(x)
+            z = model(x)
         chosen = miner(z, y) if miner is not None else None
         loss = loss_fn(z, y, chosen)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        figures = {"loss": loss.item()}
+        # Under torchrun the loss is of the whole batch, scaled by the number of processes (see build_objective).
+        figures = {"loss": loss.item() / world.size}
         if chosen is not None:
-            figures["triplets"] = float(len(chosen[0]))  # how many the miner found in this batch
+            figures["triplets"] = float(len(chosen[0]))  # how many the miner found in this (whole) batch
         if net.p is not None:
             figures["p"] = net.p
         return figures
 
-    loop = Loop(run, net, optimizer, generator, plan, step, lambda: validation_scores(net, base, val_idx, cfg),
-                epochs=cfg.epochs, batch_size=cfg.batch_size, monitor="val_mAP", mode="max", patience=cfg.patience,
-                checkpoint_minutes=checkpoint_minutes, validate_start=True)  # fmt: skip
+    def validate() -> dict[str, float]:
+        return from_main(world, lambda: validation_scores(net, base, val_idx, cfg))
+
+    loop = Loop(run, net, optimizer, generator, plan, step, validate, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                monitor="val_mAP", mode="max", patience=cfg.patience, checkpoint_minutes=checkpoint_minutes,
+                validate_start=True, world=world)  # fmt: skip
     result = fit(loop, resume)
+    if not world.is_main:
+        return run
     from neuralcodes.plots.tuned_codes import (
         plot_tuning_curves,  # matplotlib: only once there is something to draw
     )
@@ -171,7 +198,7 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
     run.update_metrics("tuned", {
         "start_val_mAP": result.history[0]["val_mAP"], "best_val_mAP": result.best, "best_epoch": result.best_epoch,
         "epochs_run": len(result.history) - 1, "stopped_early": result.stopped_early, "p": net.p, "dim": net.dim,
-        "n_val": len(val_idx), "base": base.describe(),
+        "n_val": len(val_idx), "base": base.describe(), "processes": world.size, "machine": describe_machine(),
     })  # fmt: skip
     run.write_progress("trained", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
     return run
