@@ -1,14 +1,20 @@
 """The comparison table: rows scored like an independent computation, the best variant, its interval, the report."""
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from sklearn.metrics import average_precision_score
 from tuned_support import colour_dataset, tuned_config, untrained_base
 
+from neuralcodes import io
+from neuralcodes.cli import main
 from neuralcodes.recipes.tuned_codes.base import open_base, pretrained_base
 from neuralcodes.recipes.tuned_codes.compare import CompareOptions, compare
 from neuralcodes.recipes.tuned_codes.train import train_tuned
+from neuralcodes.report.publish import publish_comparison
 from neuralcodes.report.tuned_codes import verdict, write_comparison_report
 
 
@@ -86,6 +92,27 @@ def test_the_report_holds_the_table_the_verdict_and_the_figures(measured):
         assert entry["path"] in text
     assert "figures/tuning_tuned.png" in text and (root / "out" / "figures" / "tuning_tuned.png").exists()
     assert html.exists()
+
+
+def test_a_comparison_publishes_into_a_folder_under_its_budget(measured, tmp_path):
+    root, _, result = measured
+    out = root / "out"
+    sides = {png.name: Image.open(png).size for png in (out / "figures").rglob("*.png")}
+    assert max(max(s) for s in sides.values()) > 400
+    assert main(["tuned", "report", str(out), "--tuned", str(root / "tuned"), "--publish", str(tmp_path / "pub"),
+                 "--max-figure-side", "400"]) == 0  # fmt: skip
+    pub = tmp_path / "pub"
+    assert io.read_json(pub / "comparison.json") == io.read_json(out / "comparison.json")
+    assert (pub / "per_query_ap.npz").read_bytes() == (out / "per_query_ap.npz").read_bytes()
+    assert io.read_json(pub / "runs" / "tuned" / "config.json")["kind"] == "tuned_codes"
+    assert (pub / "runs" / "tuned" / "history.csv").exists() and (pub / "report.html").exists()
+    linked = re.findall(r"\]\((figures/[^)]+\.png)\)", (pub / "report.md").read_text())
+    assert len(linked) >= 3 and all((pub / link).exists() for link in linked)  # the published report is whole
+    for png in (out / "figures").rglob("*.png"):
+        assert max(Image.open(pub / png.relative_to(out)).size) <= 400
+    assert io.read_json(pub / "published.json")["from"] == str(out)
+    with pytest.raises(ValueError, match="outside the comparison folder"):
+        publish_comparison(out, out / "pub")
 
 
 @pytest.mark.parametrize(("low", "high", "says"), [

@@ -90,6 +90,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="rewrite OUT/report.md/html from OUT/comparison.json")
     r.add_argument("folder", help="the --out folder of `neuralcodes tuned compare`")
     r.add_argument("--tuned", nargs="*", default=[], help="fine-tuning runs to add a section for")
+    r.add_argument("--publish", metavar="DIR", help="also copy the report, downscaled figures, the comparison JSON, the "
+                                                   "per-query AP and the fine-tuning runs' config/history into DIR")
+    r.add_argument("--max-figure-side", type=int, default=1200, help="with --publish: longest figure side in pixels")
+    r.add_argument("--budget-mb", type=float, default=5.0, help="with --publish: the most DIR may hold; figures shrink to fit")
     r.set_defaults(func=_report)
 
 
@@ -150,3 +154,8 @@ def _report(args: argparse.Namespace) -> None:
 
     md, _ = write_comparison_report(args.folder, tuple(args.tuned))
     console.print(f"report: {md}")
+    if args.publish:
+        from neuralcodes.report.publish import publish_comparison
+
+        dest = publish_comparison(args.folder, args.publish, tuple(args.tuned), args.max_figure_side, args.budget_mb)
+        console.print(f"published: {dest} (report.md, report.html, figures/, comparison.json, per_query_ap.npz, runs/)")

@@ -17,6 +17,7 @@ from PIL import Image
 from neuralcodes import io
 from neuralcodes.device import describe_machine
 from neuralcodes.report import build_report
+from neuralcodes.report.tuned_codes import write_comparison_report
 from neuralcodes.runs import Run
 
 COPIED = ("config.json", "split.json", "history.csv", "data.json", "study.json")
@@ -74,9 +75,37 @@ def publish(run: Run | str | Path, dest: str | Path, max_side: int = 1200, budge
     metrics["published"] = {"from": str(run.root), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     io.write_json(dest / "metrics.json", metrics)
 
+    return _figures_within_budget(run.figures, dest, max_side, budget_mb)
+
+
+def publish_comparison(folder: str | Path, dest: str | Path, tuned_runs: tuple[str | Path, ...] = (),
+                       max_side: int = 1200, budget_mb: float = 5.0) -> Path:  # fmt: skip
+    """The same for a ``neuralcodes tuned compare`` folder: its report rewritten by today's code, the comparison
+    and per-query AP it was built from, each fine-tuning run's config / history / metrics, figures in budget."""
+    folder, dest = Path(folder), Path(dest)
+    if dest.resolve() == folder.resolve() or folder.resolve() in dest.resolve().parents:
+        raise ValueError(f"--publish {dest}: choose a folder outside the comparison folder {folder}")
+    if max_side < MIN_FIGURE_SIDE:
+        raise ValueError(f"--max-figure-side must be at least {MIN_FIGURE_SIDE} px, got {max_side}")
+    md, html = write_comparison_report(folder, tuned_runs)  # refuses a folder without comparison.json
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in (md, html, folder / "comparison.json", folder / "per_query_ap.npz"):
+        if path.exists():
+            io.write_bytes(dest / path.name, path.read_bytes())
+    for run in map(Run, tuned_runs):
+        for name in ("config.json", "history.csv", "metrics.json"):
+            if (run.root / name).exists():
+                io.write_bytes(dest / "runs" / run.root.name / name, (run.root / name).read_bytes())
+    io.write_json(dest / "published.json", {"from": str(folder), "tuned_runs": [str(t) for t in tuned_runs],
+                                            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                            "machine": describe_machine()})  # fmt: skip
+    return _figures_within_budget(folder / "figures", dest, max_side, budget_mb)
+
+
+def _figures_within_budget(figures: Path, dest: Path, max_side: int, budget_mb: float) -> Path:
     side = max_side
     while True:
-        _figures(run.figures, dest / "figures", side)
+        _figures(figures, dest / "figures", side)
         size = _size(dest)
         if size <= budget_mb * 2**20:
             return dest
