@@ -229,3 +229,17 @@ def test_data_command_verifies_and_lists(tmp_path, capsys):
     assert main(["data", str(data), "--verify"]) == 0
     err = capsys.readouterr().err
     assert "verified byte for byte" in err and "sha256" in err and "72 labelled images of 6 classes" in err
+
+
+def test_resume_keeps_the_runs_epochs_and_trains_on_when_asked_for_more(trained, tmp_path, capsys):
+    run, data = trained
+    run = copy_run(run, tmp_path / "run")
+    options = ["train", "--out", str(run.root), "--data", str(data), "--batch-size", "16", "--n-ood", "2",
+               "--device", "cpu", "--resume"]  # fmt: skip
+    assert main(options) == 0  # no --epochs: the run's own 1, not the default 100
+    assert run.config()["epochs"] == 1 and len(run.history()) == 1
+    assert main([*options, "--epochs", "2"]) == 0
+    assert run.config()["epochs"] == 2 and [h["epoch"] for h in run.history()] == [1, 2]
+    assert run.config()["changed_on_resume"] == [{"option": "epochs", "from": 1, "to": 2}]
+    err = error_of(capsys, [*options, "--epochs", "3", "--lr", "0.5"])  # anything else must still match
+    assert "differs in: lr" in err and run.config()["epochs"] == 2

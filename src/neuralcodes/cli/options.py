@@ -6,6 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from neuralcodes import io
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
 SAMPLE_EPOCHS = 10
@@ -46,7 +47,7 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     d = ClassifyConfig()
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"at most this many epochs (default {d.epochs}; {SAMPLE_EPOCHS} on the embedded sample, "
-                        "so the demo takes minutes)")
+                        "so the demo takes minutes; with --resume: the run's own, and a larger number trains it on)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--patience", type=int, default=d.patience, help="epochs without improvement before stopping")
@@ -63,10 +64,21 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
 
 
+def resumed_config(args: argparse.Namespace) -> dict[str, Any]:
+    """With ``--resume``, the run's own config.json (so an option left out means the run's value, not the
+    default); otherwise, or for a run not started yet, nothing."""
+    out = getattr(args, "out", None)
+    if not getattr(args, "resume", False) or out is None:
+        return {}
+    path = Path(out).expanduser() / "config.json"
+    return io.read_json(path) if path.exists() else {}
+
+
 def classify_config(args: argparse.Namespace) -> ClassifyConfig:
     values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig) if hasattr(args, f.name)}
     if values.get("epochs") is None:
-        values["epochs"] = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
+        default = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
+        values["epochs"] = resumed_config(args).get("epochs", default)
     values["data"] = absolute_data(values.get("data"))
     if getattr(args, "ood_classes", None):
         values["ood_classes"] = [c.strip() for c in args.ood_classes.split(",") if c.strip()]

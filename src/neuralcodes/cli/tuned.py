@@ -10,11 +10,11 @@ from neuralcodes.cli.options import (
     add_checkpoint_option,
     add_classify_options,
     classify_config,
+    resumed_config,
 )
 from neuralcodes.layers.pooling import POOLINGS
 from neuralcodes.models.resnet import ARCHS
 from neuralcodes.progress import console
-from neuralcodes.runs import Run
 from neuralcodes.recipes.tuned_codes.config import (
     LOSSES,
     MININGS,
@@ -120,8 +120,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.checkpoint_minutes <= 0:
         raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
     if args.epochs is None:  # a resumed run keeps its own number of epochs unless --epochs asks for another
-        stored = Run(args.out).config() if args.resume and Run(args.out).config_path.exists() else {}
-        values["epochs"] = stored.get("epochs", TunedConfig.epochs)
+        values["epochs"] = resumed_config(args).get("epochs", TunedConfig.epochs)
     run = train_tuned(TunedConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
     console.print(f"run folder: {run.root}")
 

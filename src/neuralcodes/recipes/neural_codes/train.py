@@ -94,7 +94,7 @@ def train_classifier(
         return run
     with run.lock():
         if run.exists():
-            run.write_config(cfg)  # a resumed run: refuses other options (naming them) before any work
+            run.write_config(cfg, may_change=("epochs",))  # a resumed run: refuses other options (naming them) before any work
         p = prepare(run, cfg, dataset, device=device)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)

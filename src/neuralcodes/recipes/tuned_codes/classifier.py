@@ -46,7 +46,7 @@ def train_map_classifier(
         return run
     with run.lock():
         if run.exists():
-            run.write_config(cfg)  # a resumed run: refuses other options before any work
+            run.write_config(cfg, may_change=("epochs",))  # a resumed run: refuses other options before any work
         prepared = _prepare(run, cfg, dataset, device)
         run.write_config(cfg)
         barrier(world)
