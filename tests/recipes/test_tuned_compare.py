@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sklearn.decomposition import PCA as SklearnPCA
 from sklearn.metrics import average_precision_score
 from tuned_support import colour_dataset, tuned_config, untrained_base
 
@@ -14,6 +15,7 @@ from neuralcodes.cli import main
 from neuralcodes.recipes.tuned_codes.base import open_base, pretrained_base
 from neuralcodes.recipes.tuned_codes.compare import CompareOptions, compare
 from neuralcodes.recipes.tuned_codes.train import train_tuned
+from neuralcodes.recipes.tuned_codes.variants import Variant, compressed_variants
 from neuralcodes.report.publish import publish_comparison
 from neuralcodes.report.tuned_codes import verdict, write_comparison_report
 
@@ -92,6 +94,21 @@ def test_the_report_holds_the_table_the_verdict_and_the_figures(measured):
         assert entry["path"] in text
     assert "figures/tuning_tuned.png" in text and (root / "out" / "figures" / "tuning_tuned.png").exists()
     assert html.exists()
+
+
+def test_compression_is_scikit_learns_pca_plain_and_whitened():
+    rng = np.random.default_rng(0)
+    fit, ood = rng.normal(size=(200, 24)) * np.linspace(3, 0.1, 24), rng.normal(size=(50, 24))
+    variant = Variant("v", "pooled", ood, fit, ood[:5], 1.0, False)
+    plain, whitened = compressed_variants(variant, 6)
+    assert (plain.name, whitened.name) == ("v -> PCA 6", "v -> PCA-w 6")
+    for ours, whiten in ((plain, False), (whitened, True)):
+        theirs = SklearnPCA(6, whiten=whiten).fit(fit).transform(ood)
+        theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
+        # Components are defined up to sign: compare the codes' Gram matrices.
+        np.testing.assert_allclose(ours.ood @ ours.ood.T, theirs @ theirs.T, atol=1e-5)  # float32 codes
+        assert ours.family == "compressed" and ours.dim == 6 and not ours.reference
+    assert compressed_variants(variant, 24) == [] and compressed_variants(variant, 30) == []
 
 
 def test_a_comparison_publishes_into_a_folder_under_its_budget(measured, tmp_path):

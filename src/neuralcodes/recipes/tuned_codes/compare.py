@@ -5,7 +5,7 @@ p = 3 and GeM with p learned (the network frozen), each also PCA-whitened and wi
 whitening (fitted on in-domain training codes); every fine-tuned run given (and its codes with
 learned whitening); the classification code of every ResNet-18 classifier run given;
 EfficientNet-Lite0 off the shelf (ImageNet: it has seen the held-out classes); and the best
-variant of each family compressed to ``compress_dim`` dimensions. The best variant that never saw
+variant of each family compressed to ``compress_dim`` dimensions by PCA, plain and whitened. The best variant that never saw
 a held-out class is compared with the best classification layer by a paired bootstrap over the
 queries.
 
@@ -31,7 +31,7 @@ from neuralcodes.recipes.tuned_codes.tsne import tsne_pair
 from neuralcodes.recipes.tuned_codes.variants import (
     ImageSets,
     Variant,
-    compressed_variant,
+    compressed_variants,
     feature_maps,
     learn_gem_power,
     network_variants,
@@ -103,10 +103,10 @@ def compare(base_run: str | Path, out: str | Path, options: CompareOptions | Non
     # The best of each family, separately among networks that did and did not see the held-out classes.
     for group in dict.fromkeys((v.family, v.saw_held_out) for v in variants):
         best = max((i for i, v in enumerate(variants) if (v.family, v.saw_held_out) == group), key=lambda i: rows[i]["mAP"])
-        small = compressed_variant(variants[best], opt.compress_dim)
-        if small is not None:
-            variants.append(small)
-            more_rows, more_ap = _score([small], ood_labels)
+        small = compressed_variants(variants[best], opt.compress_dim)
+        if small:
+            variants += small
+            more_rows, more_ap = _score(small, ood_labels)
             rows += more_rows
             ap = np.concatenate([ap, more_ap])
 

@@ -121,20 +121,24 @@ def whitened_variants(variant: Variant, fit_labels: np.ndarray) -> list[Variant]
     return out
 
 
-def compressed_variant(variant: Variant, dim: int) -> Variant | None:
-    """PCA to ``dim`` dimensions with whitening (Babenko et al.), fitted on the variant's training codes;
-    None when the variant has no more than ``dim`` dimensions or its training codes span fewer."""
+def compressed_variants(variant: Variant, dim: int) -> list[Variant]:
+    """PCA to ``dim`` dimensions, plain and with whitening (Babenko et al.), fitted on the variant's training
+    codes and L2-normalised; none when the variant has no more than ``dim`` dimensions or its training codes
+    span fewer. Both, because whitening fitted on in-domain codes can cost held-out classes more than it gives."""
     if variant.dim <= dim:
-        return None
+        return []
     pca = PCA(dim).fit(variant.fit)
     if pca.n_components_ < dim:
-        return None
-    t0 = time.perf_counter()
-    ood = pca.transform(variant.ood, dim, whiten=True)
-    seconds = variant.seconds + time.perf_counter() - t0
-    return replace(variant, name=f"{variant.name} -> PCA-w {dim}", family="compressed", reference=False, ood=ood,
-                   fit=pca.transform(variant.fit, dim, whiten=True),
-                   distractors=pca.transform(variant.distractors, dim, whiten=True), seconds=seconds)  # fmt: skip
+        return []
+    out = []
+    for whitened, label in ((False, "PCA"), (True, "PCA-w")):
+        t0 = time.perf_counter()
+        ood = pca.transform(variant.ood, dim, whiten=whitened)
+        seconds = variant.seconds + time.perf_counter() - t0
+        out.append(replace(variant, name=f"{variant.name} -> {label} {dim}", family="compressed", reference=False,
+                           ood=ood, fit=pca.transform(variant.fit, dim, whiten=whitened),
+                           distractors=pca.transform(variant.distractors, dim, whiten=whitened), seconds=seconds))  # fmt: skip
+    return out
 
 
 @torch.no_grad()
