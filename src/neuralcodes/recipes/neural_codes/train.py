@@ -7,8 +7,10 @@ at the end of every epoch, every ``checkpoint_minutes`` inside an epoch, and on 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,8 +79,10 @@ def train_classifier(
     resume: bool = False,
     dataset: Dataset | None = None,
     checkpoint_minutes: float = 5.0,
+    build: Callable[[Run, Any, Dataset | None, torch.device], Prepared] | None = None,
 ) -> Run:
     """Train with early stopping into the run folder ``out``; the best epoch's weights end in best.pt.
+    ``build`` prepares another classifier than the course ConvNet (data, split, model: as :func:`prepare`).
 
     A checkpoint is written every ``checkpoint_minutes`` inside an epoch and when SIGINT/SIGTERM
     arrives (then :class:`TrainingInterrupted` is raised after the save).
@@ -87,15 +91,16 @@ def train_classifier(
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
         raise FileExistsError(f"{run.root} already holds a training run; pass --resume to continue it or choose another folder")
+    build = build or prepare
     world, device = init_world(pick_device(cfg.device))
     if not world.is_main:  # the first process checks and records the data; the others then only verify
         barrier(world)
-        fit(run, cfg, prepare(run, cfg, dataset, device=device), resume, checkpoint_minutes, world)
+        fit(run, cfg, build(run, cfg, dataset, device), resume, checkpoint_minutes, world)
         return run
     with run.lock():
         if run.exists():
             run.write_config(cfg, may_change=("epochs",))  # a resumed run: refuses other options (naming them) before any work
-        p = prepare(run, cfg, dataset, device=device)
+        p = build(run, cfg, dataset, device)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)
         fit(run, cfg, p, resume, checkpoint_minutes, world)
