@@ -155,15 +155,16 @@ def _score(variants: Sequence[Variant], ood_labels: np.ndarray) -> tuple[list[di
         ap.append(m["AP"])
         rows.append({"name": v.name, "family": v.family, "dim": v.dim, "mAP": m["mAP"], "mAP@R": m["mAP@R"],
                      "P@10": m["P@10"], "seconds": v.seconds, "ms_per_image": 1000 * v.seconds / len(ood_labels),
-                     "saw_held_out": v.saw_held_out, "reference": v.reference, "note": v.note})  # fmt: skip
+                     "saw_held_out": v.saw_held_out, "reference": v.reference, "of_reference": v.of_reference,
+                     "note": v.note})  # fmt: skip
     return rows, np.stack(ap)
 
 
 def _best(rows: list[dict], ap: np.ndarray, opt: CompareOptions) -> dict:
     """The best variant among those that never saw a held-out class (other than the reference codes
-    themselves), and overall, against the best classification layer of the base network."""
+    themselves and their compressed forms), and overall, against the best classification layer of the base network."""
     ref = max((i for i, r in enumerate(rows) if r["reference"]), key=lambda i: rows[i]["mAP"])
-    unseen = [i for i, r in enumerate(rows) if not r["saw_held_out"] and not r["reference"]]
+    unseen = [i for i, r in enumerate(rows) if not (r["saw_held_out"] or r["reference"] or r["of_reference"])]
     best = max(unseen, key=lambda i: rows[i]["mAP"])
     overall = max(range(len(rows)), key=lambda i: rows[i]["mAP"])
     interval = paired_bootstrap(ap[best], ap[ref], n_resamples=opt.n_resamples, seed=opt.seed)

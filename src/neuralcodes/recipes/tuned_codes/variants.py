@@ -44,6 +44,7 @@ class Variant:
     saw_held_out: bool
     note: str = ""
     reference: bool = False  # the base's classification codes: what the other variants are measured against
+    of_reference: bool = False  # derived from the reference codes (compressed): not a contender against them
 
     @property
     def dim(self) -> int:
@@ -136,7 +137,7 @@ def compressed_variants(variant: Variant, dim: int) -> list[Variant]:
         ood = pca.transform(variant.ood, dim, whiten=whitened)
         seconds = variant.seconds + time.perf_counter() - t0
         out.append(replace(variant, name=f"{variant.name} -> {label} {dim}", family="compressed", reference=False,
-                           ood=ood, fit=pca.transform(variant.fit, dim, whiten=whitened),
+                           of_reference=variant.reference or variant.of_reference, ood=ood, fit=pca.transform(variant.fit, dim, whiten=whitened),
                            distractors=pca.transform(variant.distractors, dim, whiten=whitened), seconds=seconds))  # fmt: skip
     return out
 
