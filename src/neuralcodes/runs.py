@@ -34,6 +34,10 @@ class DataMismatchError(ValueError):
     """A command pointed a run at data other than the data the run was made from."""
 
 
+# Options a resumed training run may change: a run still improving at its last epoch trains on.
+TRAINS_ON = ("epochs",)
+
+
 class RunBusyError(RuntimeError):
     """Another process holds the run folder."""
 
@@ -102,7 +106,7 @@ class Run:
 
     def write_config(self, config: RunConfig, may_change: tuple[str, ...] = ()) -> None:
         """Write config.json once; a resumed run must bring the configuration it started with, except the
-        options in ``may_change`` (e.g. ``epochs``: train a run that is still improving for longer), whose
+        options in ``may_change`` (e.g. :data:`TRAINS_ON`: train a run that is still improving for longer), whose
         new values are written back and recorded under ``changed_on_resume``."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():

@@ -26,7 +26,7 @@ from neuralcodes.models.convnet import NeuralCodesConvNet
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.recipes.neural_codes.loop import fit
 from neuralcodes.recipes.run_data import check_split, data_spec, load_run_data
-from neuralcodes.runs import Run
+from neuralcodes.runs import TRAINS_ON, Run
 
 @dataclass
 class Prepared:
@@ -60,7 +60,15 @@ def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     return split
 
 
-def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, device: torch.device | None = None) -> Prepared:
+Network = Callable[[Any, int], torch.nn.Module]  # (config, number of in-domain classes) -> classifier
+
+
+def course_convnet(cfg: ClassifyConfig, n_classes: int) -> NeuralCodesConvNet:
+    return NeuralCodesConvNet(n_classes, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
+
+
+def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, device: torch.device | None = None,
+            network: Network = course_convnet) -> Prepared:  # fmt: skip
     """Load (and pin) data, draw (and check) the course split, build the model (CUDA when present, channels-last)."""
     device = device or pick_device(cfg.device)
     dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, dataset, pin=False)
@@ -68,8 +76,7 @@ def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, devic
     run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     check_split(run, split)
     torch.manual_seed(cfg.seed)
-    model = NeuralCodesConvNet(split.n_in_domain, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = network(cfg, split.n_in_domain).to(device, memory_format=torch.channels_last)
     return Prepared(dataset, split, DeviceImages(dataset.train.images, device), model, device)
 
 
@@ -79,10 +86,10 @@ def train_classifier(
     resume: bool = False,
     dataset: Dataset | None = None,
     checkpoint_minutes: float = 5.0,
-    build: Callable[[Run, Any, Dataset | None, torch.device], Prepared] | None = None,
+    network: Network = course_convnet,
 ) -> Run:
     """Train with early stopping into the run folder ``out``; the best epoch's weights end in best.pt.
-    ``build`` prepares another classifier than the course ConvNet (data, split, model: as :func:`prepare`).
+    ``network`` builds another classifier than the course ConvNet (the ResNet of the tuned recipe).
 
     A checkpoint is written every ``checkpoint_minutes`` inside an epoch and when SIGINT/SIGTERM
     arrives (then :class:`TrainingInterrupted` is raised after the save).
@@ -91,16 +98,15 @@ def train_classifier(
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
         raise FileExistsError(f"{run.root} already holds a training run; pass --resume to continue it or choose another folder")
-    build = build or prepare
     world, device = init_world(pick_device(cfg.device))
     if not world.is_main:  # the first process checks and records the data; the others then only verify
         barrier(world)
-        fit(run, cfg, build(run, cfg, dataset, device), resume, checkpoint_minutes, world)
+        fit(run, cfg, prepare(run, cfg, dataset, device, network), resume, checkpoint_minutes, world)
         return run
     with run.lock():
         if run.exists():
-            run.write_config(cfg, may_change=("epochs",))  # a resumed run: refuses other options (naming them) before any work
-        p = build(run, cfg, dataset, device)
+            run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run: refuses other options (naming them) before any work
+        p = prepare(run, cfg, dataset, device, network)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)
         fit(run, cfg, p, resume, checkpoint_minutes, world)

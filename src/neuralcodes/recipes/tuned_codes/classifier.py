@@ -30,17 +30,8 @@ def train_map_classifier(
     checkpoint_minutes: float = 5.0,
 ) -> Run:  # fmt: skip
     """Train into the run folder ``out`` (``resume=True`` continues it); the best epoch ends in best.pt."""
-    return train_classifier(cfg, out, resume, dataset, checkpoint_minutes, build=_prepare)
-
-
-def _prepare(run: Run, cfg: ClassifierConfig, dataset: Dataset | None, device: torch.device) -> Prepared:
-    dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, dataset, pin=False)
-    split = make_split(cfg, dataset)
-    run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
-    check_split(run, split)
-    torch.manual_seed(cfg.seed)
-    model = MapClassifier(split.n_in_domain, cfg.arch).to(device, memory_format=torch.channels_last)
-    return Prepared(dataset, split, DeviceImages(dataset.train.images, device), model, device)
+    return train_classifier(cfg, out, resume, dataset, checkpoint_minutes,
+                            network=lambda cfg, n_classes: MapClassifier(n_classes, cfg.arch))
 
 
 def load_map_classifier(run: Run, device: str | None = None) -> tuple[MapClassifier, ClassifierConfig]:

@@ -40,7 +40,7 @@ from neuralcodes.recipes.tuned_codes.sampling import m_per_class_order
 from neuralcodes.recipes.tuned_codes.variants import whitening_shrinkage
 from neuralcodes.retrieval.codes import extract_codes
 from neuralcodes.retrieval.metrics import retrieval_metrics
-from neuralcodes.runs import Run
+from neuralcodes.runs import TRAINS_ON, Run
 
 FIT_SEED_KEY, VAL_SEED_KEY = 1, 2
 
@@ -126,7 +126,7 @@ def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset
         return _fine_tune(run, cfg, base, build_network(cfg, base, fit_whitening=False), resume, checkpoint_minutes, world)
     with run.lock():
         if run.exists():
-            run.write_config(cfg, may_change=("epochs",))  # a resumed run refuses other options before any work (--epochs may grow)
+            run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run refuses other options before any work
         base = open_base(cfg.base, dataset, str(device), cfg.data, cfg, cfg.image_size)
         if base.split.n_in_domain * cfg.m_per_class < cfg.batch_size:
             raise ValueError(
