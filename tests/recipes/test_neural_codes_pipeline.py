@@ -98,15 +98,39 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "missing.zip" in capsys.readouterr().err
 
 
-def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp_path):
+def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp_path, monkeypatch):
+    import neuralcodes.recipes.neural_codes.pipeline as pipeline
+
     data = synthetic_tiny_imagenet(wnids=[f"n0{i}" for i in range(6)], train_per_class=12, val_per_class=1)
     out = tmp_path / "run"
     args = ["run", "--out", str(out), "--data", str(data), "--n-ood", "2", "--epochs", "1", "--batch-size", "16",
             "--pca-fit-images", "30", "--variants", "augment,batch_norm"]  # fmt: skip
-    assert main(args) == 0
+    # The run stops in the second variant (hours of training on the full data): the first is already in
+    # metrics.json and in the report, which names the variant still to train.
+    real_train = pipeline.train_classifier
+
+    def stop_in_batch_norm(cfg, *a, **kw):
+        if cfg.batch_norm:
+            raise KeyboardInterrupt
+        return real_train(cfg, *a, **kw)
+
+    monkeypatch.setattr(pipeline, "train_classifier", stop_in_batch_norm)
+    assert main(args) == 130
     run = Run(out)
+    assert list(run.metrics()["variants"]) == ["baseline", "augment"]
+    assert run.metrics()["variants_pending"] == ["batch_norm"]
+    assert main(["report", str(out)]) == 0
+    partial = (out / "report.md").read_text()
+    assert "Still to train: batch_norm" in partial and "Still training when this report was written: batch_norm" in partial
+    augment_map = run.metrics()["variants"]["augment"]["mAP"]["L7"]
+    assert "augment L5 " in partial and f"L7 {augment_map:.3f}" in partial
+
+    monkeypatch.setattr(pipeline, "train_classifier", real_train)
+    assert main(args + ["--resume"]) == 0
     variants = run.metrics()["variants"]
     assert list(variants) == ["baseline", "augment", "batch_norm"]
+    assert run.metrics()["variants_pending"] == []
+    assert "Still to train" not in (out / "report.md").read_text()
     assert Run(out / "variants" / "augment").config()["augment"] is True
     assert Run(out / "variants" / "batch_norm").config()["batch_norm"] is True
     report = (out / "report.md").read_text()

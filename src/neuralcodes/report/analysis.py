@@ -90,6 +90,19 @@ def _seed_verdict(name: str, v: dict[str, Any], base: dict[str, Any]) -> tuple[b
     return False, f"{name}: not resolved ({effect:+.3f} in mean accuracy over {counts}, within the spread {spread:.3f})"
 
 
+def _variant_retrieval(variants: dict[str, Any]) -> str:
+    """What each technique did to the codes: a higher test accuracy need not give better retrieval of unseen classes."""
+    base = variants["baseline"].get("mAP") or {}
+    parts = []
+    for name, v in variants.items():
+        layers = [layer for layer in ("L5", "L6", "L7") if layer in base and layer in (v.get("mAP") or {})]
+        if name == "baseline" or not layers:
+            continue
+        parts.append(f"{name} " + ", ".join(f"{layer} {v['mAP'][layer]:.3f} ({v['mAP'][layer] - base[layer]:+.3f})"
+                                            for layer in layers))  # fmt: skip
+    return ("Held-out retrieval (mAP, change against the plain recipe): " + "; ".join(parts) + ". ") if parts else ""
+
+
 def _variants_paragraph(variants: dict[str, Any]) -> str:
     if "baseline" not in variants or len(variants) < 2:
         return ""
@@ -106,6 +119,7 @@ def _variants_paragraph(variants: dict[str, Any]) -> str:
         resolved += [name] if ok else []
     best = max(variants, key=lambda n: variants[n]["test_accuracy"])
     text = "**Techniques.** Measured against the plain recipe: " + "; ".join(parts) + f". Highest measured: {best}. "
+    text += _variant_retrieval(variants)
     text += (f"An effect counts as resolved only when the difference of mean test accuracies exceeds the larger of the "
              f"two seed spreads (max - min test accuracy, over at least {MIN_SEEDS} seeds each): "
              + "; ".join(verdicts) + ". "
@@ -140,5 +154,7 @@ def write_analysis(metrics: dict[str, Any]) -> str:
         paragraphs.append(_pca_paragraph(metrics["pca"]))
     if metrics.get("variants"):
         paragraphs.append(_variants_paragraph(metrics["variants"]))
+        if metrics.get("variants_pending"):
+            paragraphs.append(f"Still training when this report was written: {', '.join(metrics['variants_pending'])}.")
     text = "\n\n".join(p for p in paragraphs if p)
     return f"## Analysis\n\n{text}\n" if text else ""

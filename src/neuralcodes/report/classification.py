@@ -46,4 +46,8 @@ def variants_section(metrics: dict[str, Any]) -> str:
         rows.append(row)
     header = ["variant", "test cross-entropy", "test accuracy", "test top-5", "best epoch", "mAP L5", "mAP L6", "mAP L7"]
     out.append(table(header + (["seeds", "test accuracy over seeds"] if seeded else []), rows))
+    pending = metrics.get("variants_pending")
+    if pending:
+        out.append(f"\nStill to train: {', '.join(pending)} (this report was written while the run was under way; "
+                   "`neuralcodes run ... --resume` carries it on and `neuralcodes report RUN` adds the rows).\n")
     return "\n".join(out)

@@ -103,7 +103,10 @@ def run_protocol(
         if variants:
             extra = [s for s in seeds if s != cfg.seed]
             table = {"baseline": _variant_row(run, classification, results, _seed_runs(run, "baseline", cfg, extra, dataset, resume, checkpoint_minutes))}
-            for name in variants:
+            # Written after every variant: a variant takes hours on a CPU, so the report of a run still
+            # training shows the finished ones and names those to come.
+            run.update_metrics("variants_pending", list(variants))
+            for i, name in enumerate(variants):
                 console.rule(f"variant: {name}")
                 vcfg = replace(cfg, **VARIANTS[name])
                 vrun = Run(run.root / "variants" / name)
@@ -112,7 +115,8 @@ def run_protocol(
                     vcls = _train_and_evaluate(vcfg, vrun, dataset, resume, checkpoint_minutes)
                     vres = _study(vrun, dataset, replace(study, pca_dims=(None,)), resume)
                 table[name] = _variant_row(vrun, vcls, vres, _seed_runs(run, name, vcfg, extra, dataset, resume, checkpoint_minutes))
-            run.update_metrics("variants", table)
+                run.update_metrics("variants", table)
+                run.update_metrics("variants_pending", list(variants[i + 1:]))
         run.write_progress("done")
     return run
 
