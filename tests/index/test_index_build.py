@@ -116,3 +116,35 @@ def test_bad_model_options_say_what_to_pass(photo_folder: Path, convnet_run: Pat
     with pytest.raises(NotADirectoryError):
         build_index(tmp_path / "d", "tiny", images=tmp_path / "nowhere")
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_a_folder_without_images_is_refused_before_any_work(photo_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """A wrong folder (empty, or holding no image files) is an error naming it, not an empty index."""
+    import neuralcodes.index.ingest as ingest
+    from neuralcodes.index import build_shard
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a folder without images")
+
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    empty.mkdir()
+    (notes / "sub").mkdir(parents=True)
+    for name in ("a.txt", "sub/b.csv"):
+        (notes / name).write_text("x")
+    with monkeypatch.context() as m:
+        m.setattr(ingest, "Embedder", no_model)
+        with pytest.raises(ValueError, match=r"no image files in .*empty \(no files\)"):
+            build_index(tmp_path / "idx", "tiny", images=empty, image_size=32)
+        with pytest.raises(ValueError, match=r"2 other file\(s\), e\.g\. a\.txt, sub/b\.csv.*\.jpg, \.png"):
+            build_index(tmp_path / "idx", "tiny", images=notes, image_size=32)
+        with pytest.raises(ValueError, match="no image files"):
+            build_shard(tmp_path / "sharded", "tiny", "1/2", images=empty, image_size=32)
+    assert not (tmp_path / "idx").exists() and not (tmp_path / "sharded").exists()
+
+    build_index(tmp_path / "idx", "tiny", images=photo_folder, image_size=32)
+    before = (tmp_path / "idx" / "codes.bin").read_bytes()
+    with pytest.raises(ValueError, match="no image files"):
+        add_images(tmp_path / "idx", images=empty)
+    assert (tmp_path / "idx" / "codes.bin").read_bytes() == before
+    with Index.open(tmp_path / "idx") as index:  # no unfinished job was left behind: it opens for search
+        assert len(index) == 24

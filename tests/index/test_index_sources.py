@@ -53,12 +53,14 @@ def test_float16_codes_take_half_the_space_and_find_the_same_images(photo_folder
         assert (f16.search(queries, k=1).ids == f32.search(queries, k=1).ids).all()
 
 
-def test_a_folder_without_images_makes_an_empty_index(tmp_path: Path) -> None:
-    (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "notes.txt").write_text("no pictures here")
-    summary = build_index(tmp_path / "idx", "tiny", images=tmp_path / "docs", image_size=32, backend="hnsw")
-    assert (summary.added, summary.skipped) == (0, {"not an image": 1})
+def test_an_index_emptied_by_remove_says_so_on_search(photo_folder: Path, tmp_path: Path) -> None:
+    # (A folder without images is refused at build: tests/index/test_index_build.py.)
+    one = tmp_path / "one"
+    one.mkdir()
+    (tmp_path / "one" / "a.JPEG").write_bytes(next(photo_folder.rglob("*.JPEG")).read_bytes())
+    build_index(tmp_path / "idx", "tiny", images=one, image_size=32, backend="hnsw")
     with Index.open(tmp_path / "idx") as index:
+        index.remove([one / "a.JPEG"])
         assert len(index) == 0
         with pytest.raises(ValueError, match="holds no images.*index add"):
             index.search(np.ones((1, 32), np.float32))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuralcodes.data.decode import decodable_extensions
 from neuralcodes.index.backends import (
     BACKENDS,
     IVFPQ_MIN_ROWS,
@@ -115,11 +116,12 @@ def build_index(
             raise problem
     else:
         check_build_options(chunk, dtype, backend)
+        listing = list_collection(collection)  # a wrong folder fails before the model loads
         embedder = Embedder(ref, device)
         dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         store = Store.create(path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created))
-        _start_job(store, "build", collection, chunk)
+        _start_job(store, "build", listing, collection, chunk)
     try:
         return _run_job(store, collection, device, workers, embedder)
     finally:
@@ -147,7 +149,7 @@ def add_images(
                     f"finish it first by running that command again"
                 )
         else:
-            _start_job(store, "add", collection, chunk)
+            _start_job(store, "add", list_collection(collection), collection, chunk)
         return _run_job(store, collection, device, workers)
     finally:
         store.close()
@@ -195,8 +197,21 @@ def _source_location(store: Store, source: int) -> str:
     return row[0] if row else "?"
 
 
-def _start_job(store: Store, op: str, collection: Collection, chunk: int) -> None:
+def list_collection(collection: Collection) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
+    """The collection's image files and the others; none at all is a mistake (a wrong folder), said before any work."""
     entries, others = collection.entries()
+    if not entries:
+        seen = f"{len(others):,} other file(s), e.g. {', '.join(p for p, _ in others[:3])}" if others else "no files"
+        raise ValueError(f"no image files in {collection.location} ({seen}); images are found by their extension "
+                         f"(.jpg, .png, .webp, .tif and {len(decodable_extensions()) - 4} more that Pillow reads), "
+                         "in the folder or any sub-folder")
+    return entries, others
+
+
+def _start_job(
+    store: Store, op: str, listing: tuple[list[Entry], list[tuple[str, Skipped]]], collection: Collection, chunk: int
+) -> None:
+    entries, others = listing
     with store.lock(), store.transaction() as db:
         db.execute("INSERT OR IGNORE INTO sources (kind, location) VALUES (?, ?)", (collection.kind, collection.location))
         source = db.execute("SELECT id FROM sources WHERE kind = ? AND location = ?",

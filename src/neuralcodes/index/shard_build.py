@@ -25,7 +25,7 @@ import numpy as np
 
 from neuralcodes import io
 from neuralcodes.index.collection import Collection, Entry, LoadedImage
-from neuralcodes.index.ingest import IngestSummary, check_build_options, collection_for, load_or_skip
+from neuralcodes.index.ingest import IngestSummary, check_build_options, collection_for, list_collection, load_or_skip
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
 from neuralcodes.index.shards import (
     FILES,
@@ -94,7 +94,7 @@ def build_shard(
     check_build_options(chunk, dtype, backend)
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
     collection = collection_for(images, data, labels, exclude=root)
-    entries, others = collection.entries()
+    entries, others = list_collection(collection)
     start, stop = shard_slice(len(entries), chunk, k, n)
     wanted = {
         "format": SHARD_FORMAT, "shard": k, "shards": n, "start": start, "stop": stop,
