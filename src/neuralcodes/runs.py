@@ -184,6 +184,7 @@ class Run:
         On entry, temporaries that an interrupted earlier command left behind (a killed checkpoint save
         leaves a 600 MB ``.last.pt.*.tmp``) are removed: with the lock held, no live writer owns them.
         """
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         key = self.root.resolve()
         if key in _HELD:
@@ -210,8 +211,18 @@ class Run:
             yield self
         finally:
             del _HELD[key]
+            if created:
+                self._remove_if_nothing_made()
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+    def _remove_if_nothing_made(self) -> None:
+        """A command that made the folder and then failed on its input leaves no empty run folder behind."""
+        ours = {".lock", self.progress_path.name}
+        if all(p.name in ours for p in self.root.iterdir()):
+            for name in ours:
+                (self.root / name).unlink(missing_ok=True)
+            self.root.rmdir()
 
     def is_busy(self) -> bool:
         """True while some process holds the folder's lock (a command is working on it)."""
