@@ -169,7 +169,7 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
     params = backend_params(name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None)
     if old.get("name") == name and name != "exact" and file.exists():
         backend = load_backend(name, params, file)
-        if backend.index.ntotal > rows:
+        if not backend.extendable(rows):
             backend = new_backend(name, params)
     else:
         backend = new_backend(name, params)
