@@ -241,7 +241,11 @@ class Index:
                 raise KeyError(f"no image with id {image_id} in this index")
             path, source, kind, location = row
             if source not in self._collections:
-                self._collections[source] = open_collection(kind, location)
+                try:
+                    self._collections[source] = open_collection(kind, location)
+                except NotADirectoryError:  # the whole folder moved or was deleted: like a missing file
+                    raise FileNotFoundError(f"image {image_id} ({path}): its folder {location} no longer exists "
+                                            "(moved or deleted since it was indexed)") from None
             collection = self._collections[source]
         try:
             return collection.read(path)
