@@ -72,3 +72,13 @@ def test_a_figure_after_the_image_folder_moved_shows_grey_squares(photos: Path, 
     capsys.readouterr()
     assert main(["search", index, str(query), "-k", "3", "--figure", str(figure)]) == 0
     assert "rank" in capsys.readouterr().out and figure.is_file()
+
+
+def test_index_add_without_a_folder_says_how_to_give_one(photos: Path, tmp_path: Path, capsys) -> None:
+    index = str(tmp_path / "idx")
+    assert main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)]) == 0
+    capsys.readouterr()
+    for extra in ([], [str(photos), "--data", "sample"]):
+        assert main(["index", "add", index, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "index add" in err and "DIR" in err and "--images" not in err, err
