@@ -205,3 +205,15 @@ def test_an_add_with_a_bad_chunk_leaves_the_index_usable(photos: Path, tmp_path:
     assert (summary.files, summary.added, summary.skipped) == (24, 0, {"duplicate": 24})
     with Index.open(index) as opened:
         assert len(opened) == 24
+
+
+def test_remove_takes_one_path_and_a_float_image_is_not_mistaken_for_codes(photos: Path, tmp_path: Path) -> None:
+    """`index.remove("a.jpg")` was read as the paths "a", ".", "j", ...; a float image array was
+    reported as codes of the wrong dimension without saying that images must be uint8."""
+    build_index(tmp_path / "idx", "tiny", images=photos, image_size=32)
+    gone = sorted(photos.rglob("*.JPEG"))[0]
+    with Index.open(tmp_path / "idx") as index:
+        assert len(index.remove(str(gone))) == 1 and len(index) == 23
+        image = np.asarray(Image.open(sorted(photos.rglob("*.JPEG"))[1]).convert("RGB"))
+        with pytest.raises(ValueError, match=r"taken as codes.*image array must be uint8"):
+            index.search(image.astype(np.float32) / 255)
