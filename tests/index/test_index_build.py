@@ -148,3 +148,72 @@ def test_a_folder_without_images_is_refused_before_any_work(photo_folder: Path, 
     assert (tmp_path / "idx" / "codes.bin").read_bytes() == before
     with Index.open(tmp_path / "idx") as index:  # no unfinished job was left behind: it opens for search
         assert len(index) == 24
+
+
+def test_bad_ingest_options_and_index_folders_are_refused_before_any_work(
+    photo_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """--image-size 0 and --workers 0 were silently the defaults, --workers -1 failed after creating the
+    folder, and a file where the index folder should go failed with a bare errno after loading the model."""
+    import neuralcodes.index.ingest as ingest
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded for a build that cannot succeed")
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "notes.txt").write_text("x")
+    with monkeypatch.context() as m:
+        m.setattr(ingest, "Embedder", no_model)
+        with pytest.raises(ValueError, match="--image-size must be at least 8, got 0"):
+            build_index(tmp_path / "a", "tiny", images=photo_folder, image_size=0)
+        for workers in (0, -1):
+            with pytest.raises(ValueError, match=f"--workers must be a positive number of threads, got {workers}"):
+                build_index(tmp_path / "b", "tiny", images=photo_folder, workers=workers)
+        for target in (afile, afile / "sub.idx"):
+            with pytest.raises(NotADirectoryError, match=r"afile is a file, not a folder"):
+                build_index(target, "tiny", images=photo_folder, image_size=32)
+        with pytest.raises(FileExistsError, match="exists and is not empty"):
+            build_index(full, "tiny", images=photo_folder, image_size=32)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_add_with_a_bad_chunk_leaves_the_index_usable(photos: Path, tmp_path: Path) -> None:
+    """`index add --chunk 0` used to record a job that could never run: every later command on the
+    index then asked to finish it, and finishing it failed again."""
+    from neuralcodes.index.store import Store
+
+    index = tmp_path / "idx"
+    build_index(index, "tiny", images=photos, image_size=32)
+    new = tmp_path / "new"
+    shutil.copytree(photos, new)
+    for chunk, workers in ((0, None), (8, 0)):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            add_images(index, images=new, chunk=chunk, workers=workers)
+    with Index.open(index) as opened:
+        assert len(opened) == 24
+    # An index left with such a job by an older version resumes it (nothing was done) with the default chunk.
+    from neuralcodes.index.ingest import FolderCollection, _start_job, list_collection
+
+    collection = FolderCollection(new, exclude=index)
+    store = Store.open(index)
+    _start_job(store, "add", list_collection(collection), collection, 0)
+    store.close()
+    summary = add_images(index, images=new)
+    assert (summary.files, summary.added, summary.skipped) == (24, 0, {"duplicate": 24})
+    with Index.open(index) as opened:
+        assert len(opened) == 24
+
+
+def test_remove_takes_one_path_and_a_float_image_is_not_mistaken_for_codes(photos: Path, tmp_path: Path) -> None:
+    """`index.remove("a.jpg")` was read as the paths "a", ".", "j", ...; a float image array was
+    reported as codes of the wrong dimension without saying that images must be uint8."""
+    build_index(tmp_path / "idx", "tiny", images=photos, image_size=32)
+    gone = sorted(photos.rglob("*.JPEG"))[0]
+    with Index.open(tmp_path / "idx") as index:
+        assert len(index.remove(str(gone))) == 1 and len(index) == 23
+        image = np.asarray(Image.open(sorted(photos.rglob("*.JPEG"))[1]).convert("RGB"))
+        with pytest.raises(ValueError, match=r"taken as codes.*image array must be uint8"):
+            index.search(image.astype(np.float32) / 255)

@@ -59,3 +59,26 @@ def test_errors_name_the_problem_without_a_traceback(photos: Path, tmp_path: Pat
     assert "missing.jpg" in capsys.readouterr().err
     assert main(["index", "remove", index, "nope.jpg"]) == 2
     assert "not in the index" in capsys.readouterr().err
+
+
+def test_a_figure_after_the_image_folder_moved_shows_grey_squares(photos: Path, tmp_path: Path, capsys) -> None:
+    """Searching needs only the codes: a moved collection folder must not stop the table or the figure."""
+    index = str(tmp_path / "idx")
+    assert main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)]) == 0
+    query = tmp_path / "query.jpg"
+    query.write_bytes(sorted(photos.rglob("*.JPEG"))[0].read_bytes())
+    photos.rename(tmp_path / "elsewhere")
+    figure = tmp_path / "results.png"
+    capsys.readouterr()
+    assert main(["search", index, str(query), "-k", "3", "--figure", str(figure)]) == 0
+    assert "rank" in capsys.readouterr().out and figure.is_file()
+
+
+def test_index_add_without_a_folder_says_how_to_give_one(photos: Path, tmp_path: Path, capsys) -> None:
+    index = str(tmp_path / "idx")
+    assert main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)]) == 0
+    capsys.readouterr()
+    for extra in ([], [str(photos), "--data", "sample"]):
+        assert main(["index", "add", index, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "index add" in err and "DIR" in err and "--images" not in err, err

@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuralcodes.index import Index, IndexDamagedError, build_index
@@ -106,3 +107,18 @@ def test_switching_backends_keeps_the_results(index_copy: Path, photo_folder: Pa
         exact = index.search(queries, k=8)
         assert index.info()["backend"] == "exact"
     assert (flat.ids == exact.ids).all()
+
+
+def test_an_inner_product_faiss_index_of_an_older_version_is_rebuilt(index_copy: Path) -> None:
+    """Older versions wrote inner-product FAISS indexes (wrong candidates for float16 codes): switching to
+    the same backend again must rebuild the file with the L2 metric, not keep extending the old one."""
+    import faiss
+
+    with Index.open(index_copy) as index:
+        old = faiss.IndexFlatIP(index.store.meta.dim)
+        old.add(np.asarray(index.codes, dtype=np.float32))
+    faiss.write_index(old, str(index_copy / "faiss-flat.index"))
+    store = Store.open(index_copy)
+    assert finish_backend(store, "flat") == "flat"
+    store.close()
+    assert faiss.read_index(str(index_copy / "faiss-flat.index")).metric_type == faiss.METRIC_L2

@@ -134,6 +134,19 @@ def test_a_stored_path_that_leaves_the_collection_is_refused(served_index: Path,
                 assert "/etc" not in response.text and str(tmp_path) not in response.text
 
 
+def test_images_of_a_moved_collection_folder_get_a_404(served_index: Path, tmp_path: Path) -> None:
+    """The whole image folder moved away after the build: a 404 that says the file is gone, not a 500."""
+    copy = Path(shutil.copytree(served_index, tmp_path / "idx"))
+    with sqlite3.connect(copy / "metadata.sqlite") as db:
+        db.execute("UPDATE sources SET location = ?", (str(tmp_path / "moved-away"),))
+    with Index.open(copy) as index:
+        client = TestClient(create_app(index), raise_server_exceptions=False)
+        for route in ("/api/images/0", "/api/images/0/thumbnail"):
+            response = client.get(route)
+            assert response.status_code == 404 and "can no longer be read" in response.json()["detail"], route
+            assert "moved-away" not in response.text
+
+
 def test_an_internal_error_carries_no_stack_trace(index: Index, monkeypatch) -> None:
     client = TestClient(create_app(index), raise_server_exceptions=False)
 

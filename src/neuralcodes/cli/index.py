@@ -110,6 +110,9 @@ def _merge(args: argparse.Namespace) -> None:
 def _add(args: argparse.Namespace) -> None:
     from neuralcodes.index.ingest import add_images
 
+    if (args.images is None) == (args.data is None):  # the library's message names `build`'s --images option
+        raise ValueError(f"give the images to add as a folder (`neuralcodes index add {args.index} DIR`) or as a "
+                         "data source (--data SPEC), one of the two")
     summary = add_images(args.index, images=args.images, data=args.data, labels=args.labels, device=args.device,
                          chunk=args.chunk, workers=args.workers)
     console.print(escape(summary.describe()), soft_wrap=True)

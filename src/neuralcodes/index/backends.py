@@ -7,9 +7,12 @@ with the exact ones (it proposes ``refine`` times more candidates than asked for
 
 - ``exact``: the project's blocked inner-product search (:mod:`neuralcodes.retrieval.search`) over
   the memory-mapped codes, a slice of rows at a time, so memory stays bounded.
-- ``flat``: FAISS ``IndexFlatIP``, exhaustive (the codes are unit vectors: inner product ranks as
-  Euclidean distance does).
+- ``flat``: FAISS ``IndexFlatL2``, exhaustive.
 - ``hnsw``: FAISS ``IndexHNSWFlat``, a graph over the float codes: fast, approximate, in memory.
+
+FAISS indexes use the L2 metric, not inner product: float16 codes are unit vectors only to ~1e-3, and
+an inner product then ranks near-duplicates (distances of that order) by their norms, proposing
+candidates that the exact re-ranking cannot repair.
 - ``ivfpq``: FAISS ``IndexIVFPQ``, trained on a sample of the codes; holds only 8-bit product-quantised
   codes (dim / 8 bytes per image), for collections whose float codes do not fit in memory.
 
@@ -91,6 +94,9 @@ class Backend:
     def sync(self, codes: np.ndarray) -> None:
         """Bring the backend up to date with all ``codes`` (rows are only ever appended)."""
 
+    def extendable(self, rows: int) -> bool:
+        return True
+
     def save(self, path: Path) -> None:
         pass
 
@@ -110,9 +116,9 @@ class FaissBackend(Backend):
         faiss = _faiss()
         dim, p = codes.shape[1], self.params
         if self.name == "flat":
-            return faiss.IndexFlatIP(dim)
+            return faiss.IndexFlatL2(dim)
         if self.name == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, int(p["M"]), faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(dim, int(p["M"]), faiss.METRIC_L2)
             index.hnsw.efConstruction = int(p["ef_construction"])
             return index
         if len(codes) < IVFPQ_MIN_ROWS:
@@ -120,8 +126,8 @@ class FaissBackend(Backend):
                 f"the ivfpq backend needs at least {IVFPQ_MIN_ROWS:,} images to train on, this index has "
                 f"{len(codes):,}; use --backend exact, flat or hnsw (or auto)"
             )
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, int(p["nlist"]), int(p["m"]), int(p["nbits"]),
-                                 faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, int(p["nlist"]), int(p["m"]), int(p["nbits"]),
+                                 faiss.METRIC_L2)
         # A fixed sample (sorted: the memory map is read in order) so that a rebuild trains the same index.
         sample = min(len(codes), max(64 * int(p["nlist"]), 64 * 2 ** int(p["nbits"])))
         rows = np.sort(np.random.default_rng(0).choice(len(codes), size=sample, replace=False))
@@ -134,6 +140,11 @@ class FaissBackend(Backend):
         step = max(1, _SLICE_BYTES // max(1, codes.shape[1] * 4))
         for start in range(int(self.index.ntotal), len(codes), step):
             self.index.add(np.ascontiguousarray(codes[start : start + step], dtype=np.float32))
+
+    def extendable(self, rows: int) -> bool:
+        """Whether :meth:`sync` can bring this (loaded) index up to ``rows`` codes, or it must be built anew:
+        it holds more rows than the codes, or it is an inner-product index of an older version."""
+        return self.index.ntotal <= rows and self.index.metric_type == _faiss().METRIC_L2
 
     def candidates(self, codes: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
         n = min(n * int(self.params.get("refine", 1)), len(codes))

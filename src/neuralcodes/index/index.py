@@ -119,7 +119,9 @@ class Index:
         if isinstance(queries, np.ndarray) and np.issubdtype(queries.dtype, np.floating):
             codes = queries[None] if queries.ndim == 1 else queries
             if codes.ndim != 2 or codes.shape[1] != self.store.meta.dim:
-                raise ValueError(f"codes must have {self.store.meta.dim} dimensions (this index's), got shape {queries.shape}")
+                hint = "; an image array must be uint8 (H, W, 3) RGB" if queries.ndim > 2 else ""  # a float image
+                raise ValueError(f"a float array is taken as codes, which must have {self.store.meta.dim} dimensions "
+                                 f"(this index's), got shape {queries.shape}{hint}")
             return np.ascontiguousarray(codes, dtype=np.float32)
         if isinstance(queries, np.ndarray) and queries.ndim == 4:
             queries = list(queries)
@@ -241,7 +243,11 @@ class Index:
                 raise KeyError(f"no image with id {image_id} in this index")
             path, source, kind, location = row
             if source not in self._collections:
-                self._collections[source] = open_collection(kind, location)
+                try:
+                    self._collections[source] = open_collection(kind, location)
+                except NotADirectoryError:  # the whole folder moved or was deleted: like a missing file
+                    raise FileNotFoundError(f"image {image_id} ({path}): its folder {location} no longer exists "
+                                            "(moved or deleted since it was indexed)") from None
             collection = self._collections[source]
         try:
             return collection.read(path)
@@ -271,8 +277,10 @@ class Index:
             self._reopen()
         return summary
 
-    def remove(self, paths: Sequence[str | os.PathLike]) -> list[int]:
+    def remove(self, paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[int]:
         """Remove images by file path (or by their path as search shows it); all or none. Returns their ids."""
+        if isinstance(paths, (str, os.PathLike)):  # one path, not a sequence of its characters
+            paths = [paths]
         with self._lock:
             ids, missing = [], []
             for path in paths:

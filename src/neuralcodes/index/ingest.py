@@ -64,10 +64,29 @@ class IngestSummary:
         return text + f"; backend {self.backend}; {self.seconds:.1f} s"
 
 
-def check_build_options(chunk: int, dtype: str, backend: str) -> None:
-    """The options of a build (one process or a shard), checked before any model is loaded."""
+def check_ingest_options(chunk: int, workers: int | None) -> None:
+    """The options of any build or add, checked before anything is written: a job recorded with a
+    chunk of 0 could never run, and would make every later command on the index ask to finish it."""
     if chunk < 1:
         raise ValueError(f"--chunk must be a positive number of images, got {chunk}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"--workers must be a positive number of threads, got {workers}")
+
+
+def check_index_folder(path: Path, new: bool) -> None:
+    """A folder can hold the index (``new``: an empty or absent one), said before the model loads."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise NotADirectoryError(f"{existing} is a file, not a folder: choose a folder for the index {path}")
+    if new and path.is_dir() and any(path.iterdir()):
+        raise FileExistsError(
+            f"{path} exists and is not empty; choose a new index folder (or `neuralcodes index add` to extend it)"
+        )
+
+
+def check_build_options(chunk: int, dtype: str, backend: str, workers: int | None = None) -> None:
+    """The options of a build (one process or a shard), checked before any model is loaded."""
+    check_ingest_options(chunk, workers)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if backend not in ("auto", *BACKENDS):
@@ -93,6 +112,7 @@ def build_index(
     Resumes an interrupted build of the same collection and model at ``path``.
     """
     path = Path(path)
+    check_build_options(chunk, dtype, backend, workers)
     if (path / SHARDS).is_dir() and not (path / META).exists():
         raise FileExistsError(f"{path} holds a sharded build: continue it with `--shard K/N` (every shard, the same "
                               "options), or delete the folder to build it in one process")
@@ -115,7 +135,7 @@ def build_index(
             store.close()
             raise problem
     else:
-        check_build_options(chunk, dtype, backend)
+        check_index_folder(path, new=True)
         listing = list_collection(collection)  # a wrong folder fails before the model loads
         embedder = Embedder(ref, device)
         dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
@@ -138,6 +158,7 @@ def add_images(
     workers: int | None = None,
 ) -> IngestSummary:
     """Add the images of a folder (or data source) to an existing index; files already in it are skipped."""
+    check_ingest_options(chunk, workers)
     store = Store.open(path, allow_job=True)
     try:
         collection = collection_for(images, data, labels, exclude=Path(path))
@@ -169,7 +190,7 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
     params = backend_params(name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None)
     if old.get("name") == name and name != "exact" and file.exists():
         backend = load_backend(name, params, file)
-        if backend.index.ntotal > rows:
+        if not backend.extendable(rows):
             backend = new_backend(name, params)
     else:
         backend = new_backend(name, params)
@@ -242,10 +263,13 @@ def _run_job(
         if done < len(entries):
             embedder = embedder or Embedder(ref, device)
             workers = workers or min(4, os.cpu_count() or 1)
+            # A job recorded with a chunk of 0 (before the option was checked) has done nothing yet: any
+            # chunk resumes it, the default does, rather than leaving the index stuck on it for good.
+            chunk = job["chunk"] if job["chunk"] >= 1 else 64
             with ProgressBar(len(entries), f"index {job['op']}", unit="images", initial=done) as bar, \
                     ThreadPoolExecutor(workers) as pool:
-                for pos in range(done, len(entries), job["chunk"]):
-                    batch = entries[pos : pos + job["chunk"]]
+                for pos in range(done, len(entries), chunk):
+                    batch = entries[pos : pos + chunk]
                     loaded = list(pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch))
                     keep, skips = _dedupe(store, job["source"], loaded)
                     codes = _embed(embedder, job["op"], loaded, keep)

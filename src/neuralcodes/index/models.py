@@ -97,7 +97,7 @@ def resolve_model(spec: str, layer: str | None = None, image_size: int | None = 
     layer = layer or kind.default_layer
     if layer not in kind.layers:
         raise ValueError(f"--layer {layer!r}: a {kind.name} model gives codes from {', '.join(kind.layers)}")
-    size = image_size or kind.default_image_size
+    size = kind.default_image_size if image_size is None else image_size  # 0 is a mistake, not the default
     if kind.fixed_image_size and size != kind.default_image_size:
         raise ValueError(f"--image-size {size}: a {kind.name} model takes {kind.default_image_size}x{kind.default_image_size} images only")
     if size < 8:

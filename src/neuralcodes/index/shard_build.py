@@ -25,7 +25,14 @@ import numpy as np
 
 from neuralcodes import io
 from neuralcodes.index.collection import Collection, Entry, LoadedImage
-from neuralcodes.index.ingest import IngestSummary, check_build_options, collection_for, list_collection, load_or_skip
+from neuralcodes.index.ingest import (
+    IngestSummary,
+    check_build_options,
+    check_index_folder,
+    collection_for,
+    list_collection,
+    load_or_skip,
+)
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
 from neuralcodes.index.shards import (
     FILES,
@@ -91,7 +98,8 @@ def build_shard(
     if (root / META).exists():
         raise FileExistsError(f"{root} is already an index (a finished build, or its merged shards): add images "
                               f"with `neuralcodes index add {root} DIR`, or build into a new folder")
-    check_build_options(chunk, dtype, backend)
+    check_build_options(chunk, dtype, backend, workers)
+    check_index_folder(root, new=False)
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
     collection = collection_for(images, data, labels, exclude=root)
     entries, others = list_collection(collection)
