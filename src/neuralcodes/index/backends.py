@@ -9,12 +9,12 @@ with the exact ones (it proposes ``refine`` times more candidates than asked for
   the memory-mapped codes, a slice of rows at a time, so memory stays bounded.
 - ``flat``: FAISS ``IndexFlatL2``, exhaustive.
 - ``hnsw``: FAISS ``IndexHNSWFlat``, a graph over the float codes: fast, approximate, in memory.
+- ``ivfpq``: FAISS ``IndexIVFPQ``, trained on a sample of the codes; holds only 8-bit product-quantised
+  codes (dim / 8 bytes per image), for collections whose float codes do not fit in memory.
 
 FAISS indexes use the L2 metric, not inner product: float16 codes are unit vectors only to ~1e-3, and
 an inner product then ranks near-duplicates (distances of that order) by their norms, proposing
 candidates that the exact re-ranking cannot repair.
-- ``ivfpq``: FAISS ``IndexIVFPQ``, trained on a sample of the codes; holds only 8-bit product-quantised
-  codes (dim / 8 bytes per image), for collections whose float codes do not fit in memory.
 
 ``auto`` picks exact up to :data:`EXACT_MAX_ROWS` images, HNSW while the float codes take at most
 a quarter of the machine's memory, IVF-PQ beyond.
@@ -35,6 +35,7 @@ from neuralcodes.retrieval.search import search
 BACKENDS = ("exact", "flat", "hnsw", "ivfpq")
 EXACT_MAX_ROWS = 200_000
 IVFPQ_MIN_ROWS = 10_000  # enough to train 256 centroids per sub-quantiser (FAISS asks for 39 points each)
+EXACT_SLACK = 16  # extra candidates of exact search, re-ranked by true distance (see Backend.candidates)
 _SLICE_BYTES = 256 << 20  # exact search and FAISS adds read the codes this much at a time
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -78,7 +79,9 @@ class Backend:
     def candidates(self, codes: np.ndarray, queries: np.ndarray, n: int) -> np.ndarray:
         """(Q, n') int64 candidate ids, best first, -1 where there are fewer."""
         rows = len(codes)
-        n = min(n, rows)
+        # A few more than asked for: the blocked search ranks by inner products, whose float32 resolution
+        # cannot order near-duplicates (distances ~1e-3); rank_candidates orders them exactly.
+        n = min(n + EXACT_SLACK, rows)
         step = max(n, _SLICE_BYTES // max(1, codes.shape[1] * codes.itemsize))
         found_ids, found_d = [], []
         for start in range(0, rows, step):
@@ -201,9 +204,10 @@ def rank_candidates(
     valid[valid] = live[candidates[valid]]
     safe = np.where(valid, candidates, 0)
     vectors = np.asarray(codes[safe.ravel()], dtype=np.float32).reshape(q, n, -1)
-    inner = np.einsum("qnd,qd->qn", vectors, queries)
-    squared = np.einsum("qd,qd->q", queries, queries)[:, None] + np.einsum("qnd,qnd->qn", vectors, vectors) - 2 * inner
-    distances = np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
+    # The difference itself, not |a|^2 + |b|^2 - 2 a.b: near-duplicates sit ~1e-3 apart, where the
+    # expansion's float32 cancellation errs by ~10% and would order them at random.
+    diff = vectors - queries[:, None, :]
+    distances = np.sqrt(np.einsum("qnd,qnd->qn", diff, diff)).astype(np.float32)
     distances[~valid] = np.inf
     order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), distances), axis=-1)[:, :k]
     ids = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
