@@ -5,10 +5,14 @@ folder can be read back without knowing in advance which recipe made it (``confi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="RunConfig")
+MAX_IMAGE_SIZE = 1024  # a backbone's input side: 64x64 images upsampled further only exhaust memory
+MAX_SEED = 2**32 - 1  # numpy's seeds stop here; torch's overflow a little further with a message naming no option
 CONFIGS: dict[str, type["RunConfig"]] = {}
 
 
@@ -25,6 +29,8 @@ class RunConfig:
 
     kind: ClassVar[str] = "run"
     aliases: ClassVar[tuple[str, ...]] = ()  # kinds written by earlier versions
+    made_by: ClassVar[str] = ""  # the command that makes such runs, for messages about the wrong kind of folder
+    seeds: ClassVar[tuple[str, ...]] = ("seed",)  # integer fields that seed a generator: at most MAX_SEED
     at_least_one: ClassVar[tuple[str, ...]] = ()  # integer fields that must be >= 1
     positive: ClassVar[tuple[str, ...]] = ()  # float fields that must be > 0
 
@@ -35,13 +41,19 @@ class RunConfig:
         return {"kind": self.kind, **asdict(self)}
 
     @classmethod
-    def from_dict(cls: type[C], values: dict[str, Any]) -> C:
-        """Build from plain data; unknown keys and a foreign ``kind`` are errors that name them."""
+    def from_dict(cls: type[C], values: dict[str, Any], source: str | Path | None = None) -> C:
+        """Build from plain data; unknown keys and a foreign ``kind`` are errors that name them (and the run
+        folder ``source`` they came from, when given)."""
         values = dict(values)
         values.pop("changed_on_resume", None)  # the run's record of options raised on resume (Run.write_config)
         kind = values.pop("kind", cls.kind)
         if kind not in (cls.kind, *cls.aliases):
-            raise ValueError(f"this is the configuration of a {kind!r} run, not of a {cls.kind!r} run")
+            # A folder of another recipe (`rank evaluate` on a `train` run): say which, and which command fits.
+            where = f"{source} is" if source is not None else "this is"
+            other = CONFIGS.get(kind)
+            theirs = f" (made by `{other.made_by}`)" if other is not None and other.made_by else ""
+            wanted = f"; pass a folder `{cls.made_by}` made" if cls.made_by else ""
+            raise ValueError(f"{where} a {kind!r} run{theirs}, not a {cls.kind!r} run{wanted}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -57,8 +69,17 @@ class RunConfig:
         for name in self.positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r} ({option(name)})")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # nan passes every `> 0` / `< 0` check, and nan or inf as a learning rate or decay makes nan weights.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value} ({option(f.name)})")
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed} (option --seed)")
+        for name in self.seeds:
+            value = getattr(self, name)
+            if value > MAX_SEED:
+                raise ValueError(f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value} ({option(name)})")
         return self
 
 

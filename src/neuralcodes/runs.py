@@ -102,7 +102,7 @@ class Run:
                 f"{self.root} is not a neuralcodes run folder (no config.json).{made_by} "
                 "Pass the folder a training command created."
             )
-        return io.read_json(self.config_path)
+        return _read_object(self.config_path)
 
     def write_config(self, config: RunConfig, may_change: tuple[str, ...] = ()) -> None:
         """Write config.json once; a resumed run must bring the configuration it started with, except the
@@ -111,7 +111,7 @@ class Run:
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists():
             stored = self.config()
-            old = type(config).from_dict(stored)
+            old = type(config).from_dict(stored, source=self.root)
             if old != config:
                 changed = sorted(k for k, v in old.to_dict().items() if k != "kind" and getattr(config, k) != v)
                 if not set(changed) <= set(may_change):
@@ -155,7 +155,7 @@ class Run:
     # --- results ---------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
-        return io.read_json(self.metrics_path) if self.metrics_path.exists() else {}
+        return _read_object(self.metrics_path) if self.metrics_path.exists() else {}
 
     def update_metrics(self, section: str, values: Any) -> None:
         """Set ``metrics[section] = values`` and write metrics.json atomically."""
@@ -169,7 +169,7 @@ class Run:
     # --- a command at work on the folder ---------------------------------------------------------
 
     def progress(self) -> dict[str, Any]:
-        return io.read_json(self.progress_path) if self.progress_path.exists() else {}
+        return _read_object(self.progress_path) if self.progress_path.exists() else {}
 
     def write_progress(self, stage: str, **fields: Any) -> None:
         """Say where the running command is (read by ``neuralcodes status`` from any other shell)."""
@@ -250,3 +250,15 @@ class Run:
             raise PermissionError(
                 f"cannot write to the run folder {self.root}: fix its permissions or choose another folder"
             )
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object: valid JSON of another shape (a list, a number) is as damaged as
+    invalid JSON, and must be said so here rather than surface as an AttributeError in whatever reads it."""
+    values = io.read_json(path)
+    if not isinstance(values, dict):
+        raise io.DamagedFileError(
+            f"{path} is damaged (it holds a JSON {type(values).__name__}, not an object); restore it from a copy, "
+            "or delete it so that the command that writes it can run again"
+        )
+    return values

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import shlex
 import sys
@@ -52,7 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"continue with: {resume_command(argv)}", markup=False, soft_wrap=True,
         )
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RunBusyError) as exc:
+    except (FileExistsError, NotADirectoryError) as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTDIR) and exc.filename:
+            # The OS's own words ("[Errno 17] File exists") for a file standing where a folder must be made.
+            return _error(f"{exc.filename}: a file is in the way where a folder is needed (at that path or above "
+                          "it); choose another folder, or move the file")
+        return _error(str(exc))
+    except (ValueError, FileNotFoundError, RunBusyError) as exc:
         # Our own errors say what is wrong and what to do; a traceback would only hide that.
         return _error(str(exc))
     except PermissionError as exc:

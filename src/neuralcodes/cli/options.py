@@ -85,6 +85,12 @@ def classify_config(args: argparse.Namespace) -> ClassifyConfig:
         values["n_ood"] = values.get("n_ood") or len(values["ood_classes"])
     if values.get("n_ood") is None:
         values.pop("n_ood", None)
-    if getattr(args, "checkpoint_minutes", 1.0) <= 0:
-        raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    check_checkpoint_minutes(args)
     return ClassifyConfig(**values).validate()
+
+
+def check_checkpoint_minutes(args: argparse.Namespace) -> None:
+    """Positive, and a number: nan passes `<= 0` and would never checkpoint inside an epoch."""
+    minutes = getattr(args, "checkpoint_minutes", 1.0)
+    if not minutes > 0:
+        raise ValueError(f"--checkpoint-minutes must be positive, got {minutes}")

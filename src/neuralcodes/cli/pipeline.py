@@ -70,7 +70,7 @@ def retrieve_command(args: argparse.Namespace) -> None:
     options = validate_study(StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
                              code_dtype="float16" if args.float16 else "float32", device=args.device))  # fmt: skip
     run = Run(args.run)
-    cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"))
+    cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"), source=run.root)
     with run.lock():
         dataset = load_run_data(run, data_spec(run, cfg.data, absolute_data(args.data)), cfg.skip_corrupt)
         results = retrieval_study(run, dataset, options)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from pathlib import Path
 
+from neuralcodes.cli.options import absolute_data
 from neuralcodes.learning.miners import MINERS
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.recipes.deep_ranking.config import RankConfig
@@ -53,17 +55,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.deep_ranking.train import train_ranking
 
-    config = RankConfig(**{f.name: getattr(args, f.name) for f in fields(RankConfig) if hasattr(args, f.name)})
-    train_ranking(config, args.out, resume=args.resume)
+    values = {f.name: getattr(args, f.name) for f in fields(RankConfig) if hasattr(args, f.name)}
+    # The run records where its data and weights are, whatever the working directory `rank evaluate` runs in.
+    values["data"] = absolute_data(args.data)
+    if args.weights is not None:
+        values["weights"] = str(Path(args.weights).expanduser().resolve())
+    train_ranking(RankConfig(**values), args.out, resume=args.resume)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.deep_ranking.evaluate import evaluate_ranking
 
+    _at_least_one(args, "max_queries")
     evaluate_ranking(args.run, max_queries=args.max_queries)
 
 
 def _compare(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.deep_ranking.evaluate import compare_mining
 
+    _at_least_one(args, "epochs", "triplets_per_epoch", "max_queries")
     compare_mining(args.run, args.miners, args.epochs, args.triplets_per_epoch, args.max_queries)
+
+
+def _at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Before any features are computed: 0 would silently mean "the run's own" (compare-mining's --epochs) or
+    score no query at all, and a negative number fails deep inside numpy."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")

@@ -9,6 +9,7 @@ from neuralcodes.cli.options import (
     absolute_data,
     add_checkpoint_option,
     add_classify_options,
+    check_checkpoint_minutes,
     classify_config,
     resumed_config,
 )
@@ -117,8 +118,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.ood_classes:
         values["ood_classes"] = [c.strip() for c in args.ood_classes.split(",") if c.strip()]
         values["n_ood"] = len(values["ood_classes"])
-    if args.checkpoint_minutes <= 0:
-        raise ValueError(f"--checkpoint-minutes must be positive, got {args.checkpoint_minutes}")
+    check_checkpoint_minutes(args)
     if args.epochs is None:  # a resumed run keeps its own number of epochs unless --epochs asks for another
         values["epochs"] = resumed_config(args).get("epochs", TunedConfig.epochs)
     run = train_tuned(TunedConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)

@@ -91,7 +91,10 @@ def _torchvision_state_dict(name: str, weights: str | Path | None) -> dict[str, 
         path = Path(weights)
         if not path.exists():
             raise FileNotFoundError(f"weight file {path} does not exist")
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
+            raise ValueError(f"weight file {path} cannot be read as PyTorch weights ({type(exc).__name__}: {exc})") from None
     enum = torchvision.models.get_model_weights(name).DEFAULT
     try:
         return enum.get_state_dict(progress=True)

@@ -124,7 +124,11 @@ def efficientnet_lite0(pretrained: bool = True, weights: str | Path | None = Non
         path = Path(weights) if weights is not None else lite0_weights_path()
         if not path.exists():
             raise FileNotFoundError(f"EfficientNet-Lite0 weight file {path} does not exist; {_INSTALL_HINT}")
-        source = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
+            raise ValueError(f"EfficientNet-Lite0 weight file {path} cannot be read as PyTorch weights "
+                             f"({type(exc).__name__}: {exc}); {_INSTALL_HINT}") from None
         model.load_state_dict(map_lite0_state_dict(source, model), strict=True)
     return model
 

@@ -56,8 +56,7 @@ def publish(run: Run | str | Path, dest: str | Path, max_side: int = 1200, budge
     dest = Path(dest)
     if dest.resolve() == run.root.resolve() or run.root.resolve() in dest.resolve().parents:
         raise ValueError(f"--publish {dest}: choose a folder outside the run folder {run.root}")
-    if max_side < MIN_FIGURE_SIDE:
-        raise ValueError(f"--max-figure-side must be at least {MIN_FIGURE_SIDE} px, got {max_side}")
+    _check_limits(max_side, budget_mb)
     md, html = build_report(run)  # refuses, saying why, a run with nothing to report yet
     dest.mkdir(parents=True, exist_ok=True)
     for path in (md, html, *(run.root / name for name in COPIED)):
@@ -85,8 +84,7 @@ def publish_comparison(folder: str | Path, dest: str | Path, tuned_runs: tuple[s
     folder, dest = Path(folder), Path(dest)
     if dest.resolve() == folder.resolve() or folder.resolve() in dest.resolve().parents:
         raise ValueError(f"--publish {dest}: choose a folder outside the comparison folder {folder}")
-    if max_side < MIN_FIGURE_SIDE:
-        raise ValueError(f"--max-figure-side must be at least {MIN_FIGURE_SIDE} px, got {max_side}")
+    _check_limits(max_side, budget_mb)
     md, html = write_comparison_report(folder, tuned_runs)  # refuses a folder without comparison.json
     dest.mkdir(parents=True, exist_ok=True)
     for path in (md, html, folder / "comparison.json", folder / "per_query_ap.npz"):
@@ -100,6 +98,14 @@ def publish_comparison(folder: str | Path, dest: str | Path, tuned_runs: tuple[s
                                             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                             "machine": describe_machine()})  # fmt: skip
     return _figures_within_budget(folder / "figures", dest, max_side, budget_mb)
+
+
+def _check_limits(max_side: int, budget_mb: float) -> None:
+    """Before DEST is touched: a budget of 0 or less (or nan) otherwise fails after the copy, blaming the figures."""
+    if max_side < MIN_FIGURE_SIDE:
+        raise ValueError(f"--max-figure-side must be at least {MIN_FIGURE_SIDE} px, got {max_side}")
+    if not 0 < budget_mb < float("inf"):
+        raise ValueError(f"--budget-mb must be a positive number of MB, got {budget_mb:g}")
 
 
 def _figures_within_budget(figures: Path, dest: Path, max_side: int, budget_mb: float) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from neuralcodes.config import RunConfig, register_config
+from neuralcodes.config import MAX_IMAGE_SIZE, RunConfig, option, register_config
 from neuralcodes.learning.miners import get_miner
 from neuralcodes.learning.optimizers import OPTIMIZERS
 
@@ -13,6 +13,7 @@ from neuralcodes.learning.optimizers import OPTIMIZERS
 @dataclass
 class RankConfig(RunConfig):
     kind: ClassVar[str] = "deep_ranking"
+    made_by: ClassVar[str] = "neuralcodes rank train"
     aliases: ClassVar[tuple[str, ...]] = ("rank",)
     at_least_one: ClassVar[tuple[str, ...]] = (
         "batch_size", "epochs", "triplets_per_epoch", "eval_triplets", "embedding_dim", "image_size", "feature_batch_size",
@@ -46,4 +47,14 @@ class RankConfig(RunConfig):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         get_miner(self.mining)
+        # torch's own refusal ("Invalid weight_decay value") names no option; a negative hidden width silently
+        # meant the linear head.
+        for name in ("weight_decay", "head_hidden"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(
+                f"image_size {self.image_size} ({option('image_size')}) is larger than {MAX_IMAGE_SIZE}: the images "
+                "are upsampled to it, and beyond that only memory runs out"
+            )
         return self

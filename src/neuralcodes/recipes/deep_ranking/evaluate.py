@@ -141,7 +141,7 @@ def compare_mining(
     With a frozen backbone the run's cached features are reused, so each head costs little.
     """
     run = Run(Path(run_dir))
-    base = RankConfig.from_dict(run.config(expect="neuralcodes rank train"))
+    base = RankConfig.from_dict(run.config(expect="neuralcodes rank train"), source=run.root)
     base = replace(base, epochs=epochs or base.epochs, triplets_per_epoch=triplets_per_epoch or base.triplets_per_epoch)
     dataset = dataset if dataset is not None else _load(run, base)
     results = {}

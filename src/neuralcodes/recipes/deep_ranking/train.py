@@ -268,19 +268,33 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
     """
     config.validate()
     run = Run(Path(out))
-    if dataset is None:
-        from neuralcodes.data.sources import load_dataset
+    if run.exists() and not resume:  # before the data loads
+        raise FileExistsError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
+    # The lock refuses a second writer, and a start that fails on its input (an unknown backbone, an unreadable
+    # weight file) leaves no folder behind: everything that can fail is built before the run is recorded, so the
+    # corrected command is not refused as "already holds a run" / "a different configuration".
+    with run.lock():
+        if run.exists():
+            run.write_config(config)  # a resumed run refuses other options before any work
+        device = pick_device(config.device)
+        if dataset is None:
+            from neuralcodes.data.sources import load_dataset
 
-        dataset = load_dataset(config.data)
-    prepare_run(config, run, dataset, resume)
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)  # initial weights of the head (and of an untrained backbone)
-    net = build_network(config).to(device)
-    if device.type == "cuda" or not config.freeze_backbone:
-        net = net.to(memory_format=torch.channels_last)
+            dataset = load_dataset(config.data)
+        torch.manual_seed(config.seed)  # initial weights of the head (and of an untrained backbone)
+        net = build_network(config).to(device)
+        if device.type == "cuda" or not config.freeze_backbone:
+            net = net.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
+        prepare_run(config, run, dataset, resume)
+        _train(run, config, dataset, net, optimizer, device, resume, checkpoint_minutes)
+    return run
+
+
+def _train(run: Run, config: RankConfig, dataset: Dataset, net: RankingEmbedding, optimizer: torch.optim.Optimizer,
+           device: torch.device, resume: bool, checkpoint_minutes: float) -> None:
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
     test_in = make_inputs(net, config, run, dataset.val, "val", device)
-    optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
     loss_fn, miner = build_objective(config)
     generator = torch.Generator().manual_seed(config.seed)
     store = TripletStore(run.root / "triplets", TripletSampler(train_in.labels), config.triplets_per_epoch, config.seed)
@@ -309,7 +323,6 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
                 upgrade=upgrade_checkpoint)  # fmt: skip
     result = fit(loop, resume, on_epoch)
     _plot_losses(run, result.history, iterations.rows)
-    return run
 
 
 def write_history(run: Run, history: list[dict], iterations: list[dict]) -> None:
@@ -327,7 +340,7 @@ def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
 def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, RankingEmbedding, dict]:
     """The config and network of a trained run (weights of its last checkpoint), and that checkpoint, whose
     ``epoch`` counts the epochs completed (as deep-ranking runs always have; the loop counts from 0)."""
-    config = RankConfig.from_dict(run.config(expect="neuralcodes rank train"))
+    config = RankConfig.from_dict(run.config(expect="neuralcodes rank train"), source=run.root)
     device = device or pick_device(config.device)
     if not run.last_checkpoint.exists():
         raise FileNotFoundError(f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)")

@@ -11,6 +11,8 @@ from neuralcodes.config import RunConfig, option, register_config
 @dataclass
 class ClassifyConfig(RunConfig):
     kind: ClassVar[str] = "neural_codes"
+    made_by: ClassVar[str] = "neuralcodes train"
+    seeds: ClassVar[tuple[str, ...]] = ("seed", "split_seed")
     aliases: ClassVar[tuple[str, ...]] = ("classify",)
     at_least_one: ClassVar[tuple[str, ...]] = ("batch_size", "epochs", "eval_batch_size", "n_ood")
     positive: ClassVar[tuple[str, ...]] = ("lr",)

@@ -115,7 +115,7 @@ def train_classifier(
 
 def load_trained(run: Run, device: str | None = None, which: str = "best") -> tuple[NeuralCodesConvNet, ClassifyConfig]:
     """The trained ConvNet of a run (best epoch by default), in eval mode."""
-    cfg = ClassifyConfig.from_dict(run.config())
+    cfg = ClassifyConfig.from_dict(run.config(), source=run.root)
     path = run.best_checkpoint if which == "best" else run.last_checkpoint
     if not path.exists():
         raise FileNotFoundError(

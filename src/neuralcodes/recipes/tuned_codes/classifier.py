@@ -36,7 +36,7 @@ def train_map_classifier(
 
 def load_map_classifier(run: Run, device: str | None = None) -> tuple[MapClassifier, ClassifierConfig]:
     """The best epoch's classifier of a ``neuralcodes tuned classifier`` run, in eval mode."""
-    cfg = ClassifierConfig.from_dict(run.config("neuralcodes tuned classifier"))
+    cfg = ClassifierConfig.from_dict(run.config("neuralcodes tuned classifier"), source=run.root)
     if not run.best_checkpoint.exists():
         raise FileNotFoundError(
             f"{run.root} has no trained weights yet ({run.best_checkpoint} is missing): train it first "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from neuralcodes import io
+from neuralcodes.config import MAX_IMAGE_SIZE, MAX_SEED, option
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.plots.tuned_codes import plot_map_bars, plot_tsne
 from neuralcodes.progress import console
@@ -64,11 +65,23 @@ class CompareOptions:
     device: str | None = None
     data: str | None = None
 
+    def validate(self) -> "CompareOptions":
+        """Before the base opens: a count of 0 failed minutes later as "indices must be a non-empty 1-D array"."""
+        for name in ("image_size", "fit_images", "p_images", "p_steps", "compress_dim", "distractors", "tsne_images",
+                     "n_resamples", "batch_size"):  # fmt: skip
+            if getattr(self, name) < 1:
+                raise ValueError(f"{option(name)} must be at least 1, got {getattr(self, name)}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"{option('image_size')} must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"{option('seed')} must be in [0, {MAX_SEED}], got {self.seed}")
+        return self
+
 
 def compare(base_run: str | Path, out: str | Path, options: CompareOptions | None = None,
             dataset: Dataset | None = None) -> dict:  # fmt: skip
     """Measure every variant; write OUT/comparison.json, OUT/per_query_ap.npz and figures; return the JSON."""
-    opt = options or CompareOptions()
+    opt = (options or CompareOptions()).validate()
     out = Path(out)
     base = open_base(str(base_run), dataset, opt.device, opt.data)
     if base.classifier is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from neuralcodes.config import RunConfig, option, register_config
+from neuralcodes.config import MAX_IMAGE_SIZE, RunConfig, option, register_config
 from neuralcodes.layers.pooling import POOLINGS
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.models.resnet import ARCHS
@@ -28,6 +28,7 @@ class ClassifierConfig(ClassifyConfig):
     """
 
     kind: ClassVar[str] = "tuned_classifier"
+    made_by: ClassVar[str] = "neuralcodes tuned classifier"
     aliases: ClassVar[tuple[str, ...]] = ()
 
     arch: str = "resnet18"
@@ -48,6 +49,8 @@ class TunedConfig(RunConfig):
     """Fine-tuning a classifier's last conv map for retrieval: GeM (+ whitening) + L2, metric-learning loss."""
 
     kind: ClassVar[str] = "tuned_codes"
+    made_by: ClassVar[str] = "neuralcodes tuned train"
+    seeds: ClassVar[tuple[str, ...]] = ("seed", "split_seed")
     at_least_one: ClassVar[tuple[str, ...]] = (
         "m_per_class", "batch_size", "batches_per_epoch", "epochs", "val_images", "whiten_images", "eval_batch_size",
         "image_size",
@@ -122,4 +125,6 @@ class TunedConfig(RunConfig):
         for name in ("patience", "split_seed", "weight_decay"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size {self.image_size} ({option('image_size')}) is larger than {MAX_IMAGE_SIZE}")
         return self

@@ -208,7 +208,7 @@ def load_tuned(run: Run | str | Path, dataset: Dataset | None = None, device: st
                data: str | None = None) -> tuple[RetrievalNet, TunedConfig, Base]:  # fmt: skip
     """The best weights of a fine-tuning run, with its base (data, split, images), in eval mode."""
     run = run if isinstance(run, Run) else Run(run)
-    cfg = TunedConfig.from_dict(run.config("neuralcodes tuned train"))
+    cfg = TunedConfig.from_dict(run.config("neuralcodes tuned train"), source=run.root)
     if not run.best_checkpoint.exists():
         raise FileNotFoundError(f"{run.root} has no fine-tuned weights yet ({run.best_checkpoint} is missing): "
                                 f"run `neuralcodes tuned train --out {run.root} ...` (with --resume to continue it)")  # fmt: skip
