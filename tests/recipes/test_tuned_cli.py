@@ -29,3 +29,6 @@ def test_errors_name_the_option(tmp_path, capsys):
     assert "not a neuralcodes run folder" in "".join(capsys.readouterr())
     assert main(["tuned", "report", str(tmp_path)]) == 2
     assert "neuralcodes tuned compare" in "".join(capsys.readouterr())
+    (tmp_path / "config.json").write_text('{"kind": "neural_codes"}')  # a training run given by mistake
+    assert main(["tuned", "report", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a training run, not a `tuned compare` folder" in "".join(capsys.readouterr())

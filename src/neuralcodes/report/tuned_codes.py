@@ -85,6 +85,9 @@ def write_comparison_report(folder: str | Path, tuned_runs: tuple[str | Path, ..
     folder = Path(folder)
     path = folder / "comparison.json"
     if not path.exists():
+        if (folder / "config.json").exists():  # a training run, not a comparison folder
+            raise ValueError(f"{folder} is a training run, not a `tuned compare` folder: report a run with "
+                             f"`neuralcodes report {folder}`, or pass the --out folder of `neuralcodes tuned compare`")
         raise FileNotFoundError(f"{path} is missing: run `neuralcodes tuned compare --out {folder} ...` first")
     result = io.read_json(path)
     sections = [f"# Retrieval-tuned codes: `{folder.name}`\n", comparison_section(result)]
