@@ -44,6 +44,7 @@ def classify_run(tmp_path) -> Run:
         (["rank", "train", "--weight-decay", "-1"], "weight_decay must not be negative, got -1.0 (option --weight-decay)"),
         (["rank", "train", "--head-hidden", "-1"], "head_hidden must not be negative, got -1 (option --head-hidden)"),
         (["rank", "train", "--image-size", "100000"], "image_size 100000 (option --image-size) is larger than 1024"),
+        (["rank", "train", "--checkpoint-minutes", "0"], "--checkpoint-minutes must be positive, got 0.0"),
         (["rank", "train", "--seed", HUGE], "seed must be at most 4294967295"),
         (["rank", "train", "--gap", "inf"], "gap must be a finite number"),
     ],
@@ -131,14 +132,16 @@ def test_a_rank_start_that_fails_on_its_input_leaves_no_folder(tmp_path, capsys,
 def test_rank_train_records_absolute_data_and_weights(tmp_path, monkeypatch):
     import neuralcodes.recipes.deep_ranking.train as ranking
 
-    seen: list[RankConfig] = []
-    monkeypatch.setattr(ranking, "train_ranking", lambda config, out, resume: seen.append(config))
+    seen: list[tuple[RankConfig, float]] = []
+    monkeypatch.setattr(ranking, "train_ranking", lambda config, out, resume, checkpoint_minutes: seen.append((config, checkpoint_minutes)))
     (tmp_path / "data").mkdir()
     (tmp_path / "w.pt").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
-    assert main(["rank", "train", "--out", "rank", "--data", "data", "--weights", "w.pt"]) == 0
-    assert seen[0].data == str(tmp_path / "data") and seen[0].weights == str(tmp_path / "w.pt")
-    assert Path(seen[0].data).is_absolute()
+    assert main(["rank", "train", "--out", "rank", "--data", "data", "--weights", "w.pt", "--checkpoint-minutes", "2.5"]) == 0
+    config, minutes = seen[0]
+    assert config.data == str(tmp_path / "data") and config.weights == str(tmp_path / "w.pt")
+    assert Path(config.data).is_absolute()
+    assert minutes == 2.5  # the option reaches the training loop
 
 
 def test_a_damaged_progress_file_does_not_break_status(classify_run, capsys):

@@ -5,7 +5,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from neuralcodes.cli.options import absolute_data
+from neuralcodes.cli.options import absolute_data, add_checkpoint_option, check_checkpoint_minutes
 from neuralcodes.learning.miners import MINERS
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.recipes.deep_ranking.config import RankConfig
@@ -23,6 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--backbone", default=d.backbone, help="efficientnet_lite0, resnet18/50/101, convnet, tiny")
     train.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random backbone weights")
     train.add_argument("--weights", default=None, help="local backbone weight file (convnet: a `neuralcodes train` run)")
+    add_checkpoint_option(train)
     train.add_argument("--train-backbone", dest="freeze_backbone", action="store_false",
                        help="train the backbone too (default: frozen, features cached once)")
     train.add_argument("--no-multiscale", dest="multiscale", action="store_false", help="deep branch only")
@@ -55,12 +56,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.deep_ranking.train import train_ranking
 
+    check_checkpoint_minutes(args)
     values = {f.name: getattr(args, f.name) for f in fields(RankConfig) if hasattr(args, f.name)}
     # The run records where its data and weights are, whatever the working directory `rank evaluate` runs in.
     values["data"] = absolute_data(args.data)
     if args.weights is not None:
         values["weights"] = str(Path(args.weights).expanduser().resolve())
-    train_ranking(RankConfig(**values), args.out, resume=args.resume)
+    train_ranking(RankConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
