@@ -12,15 +12,9 @@ from neuralcodes.recipes.deep_ranking.config import RankConfig
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.runs import Run
 
+from test_run_folder_errors import error_of  # noqa: E402  (tests/cli is on sys.path)
+
 HUGE = "99999999999999999999"
-
-
-def error_of(capsys, argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and err.startswith("error:"), err
-    return " ".join(err.split())
 
 
 @pytest.fixture
