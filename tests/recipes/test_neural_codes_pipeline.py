@@ -119,6 +119,10 @@ def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp
     run = Run(out)
     assert list(run.metrics()["variants"]) == ["baseline", "augment"]
     assert run.metrics()["variants_pending"] == ["batch_norm"]
+    # A finished variant says so; the interrupted one and the run itself are where they stopped.
+    assert Run(out / "variants" / "augment").progress()["stage"] == "done"
+    assert Run(out / "variants" / "batch_norm").progress().get("stage") != "done"
+    assert run.progress()["stage"] == "variant batch_norm"
     assert main(["report", str(out)]) == 0
     partial = (out / "report.md").read_text()
     assert "Still to train: batch_norm" in partial and "Still training when this report was written: batch_norm" in partial
@@ -130,6 +134,7 @@ def test_variants_are_trained_compared_and_analysed(synthetic_tiny_imagenet, tmp
     variants = run.metrics()["variants"]
     assert list(variants) == ["baseline", "augment", "batch_norm"]
     assert run.metrics()["variants_pending"] == []
+    assert [Run(r).progress()["stage"] for r in (out, out / "variants" / "augment", out / "variants" / "batch_norm")] == ["done"] * 3
     assert "Still to train" not in (out / "report.md").read_text()
     assert Run(out / "variants" / "augment").config()["augment"] is True
     assert Run(out / "variants" / "batch_norm").config()["batch_norm"] is True
