@@ -177,6 +177,14 @@ class Run:
             "stage": stage, **fields, "updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
         })  # fmt: skip
 
+    def finish(self) -> None:
+        """The command that owns the folder has ended normally: ``status`` stops suggesting ``--resume``.
+        Figures the last stage recorded (epochs run, best epoch) are kept."""
+        if os.environ.get("RANK", "0") != "0":  # under torchrun the first process speaks for the run
+            return
+        kept = {k: v for k, v in self.progress().items() if k not in ("stage", "updated", "pid", "host")}
+        self.write_progress("done", **kept)
+
     @contextlib.contextmanager
     def lock(self) -> Iterator["Run"]:
         """Hold the folder for one writing command; a second one is refused instead of interleaving writes.

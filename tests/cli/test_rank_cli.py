@@ -6,7 +6,7 @@ import numpy as np
 from neuralcodes.cli import main
 
 
-def test_rank_train_then_evaluate_on_the_embedded_sample(tmp_path):
+def test_rank_train_then_evaluate_on_the_embedded_sample(tmp_path, capsys):
     out = tmp_path / "rank"
     train = ["rank", "train", "--out", str(out), "--backbone", "tiny", "--no-pretrained", "--embedding-dim", "16",
              "--epochs", "1", "--triplets-per-epoch", "320", "--batch-size", "64", "--eval-triplets", "400",
@@ -26,6 +26,10 @@ def test_rank_train_then_evaluate_on_the_embedded_sample(tmp_path):
         assert np.isfinite(h["loss"]) and h["loss"] >= 0
         assert 0 <= h["train_similarity_precision"] <= 1 and 0 <= h["test_similarity_precision"] <= 1
     assert len((out / "loss_iterations.csv").read_text().splitlines()) == 1 + 5  # header + 320 / 64 iterations
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0  # a finished run is not offered --resume
+    status = capsys.readouterr().err
+    assert "stage: done" in status and "--resume" not in status
 
     assert main(["rank", "evaluate", str(out), "--max-queries", "90"]) == 0
     ranking = json.loads((out / "metrics.json").read_text())["ranking"]

@@ -140,6 +140,10 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, synthetic_tiny_imag
     assert "not running" in status and "stage: training, epoch 1/2" in status
 
     assert main(["train", "--out", str(out), *options, "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().err
+    assert "stage: done" in status and "finished stages: training" in status and "--resume" not in status
     assert_same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", Run(out).last_checkpoint)
 
 

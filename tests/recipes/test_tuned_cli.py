@@ -16,6 +16,10 @@ def test_tuned_train_through_the_command_line(sample_dataset, tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert (config["kind"], config["base"], config["loss"], config["whitening"]) == ("tuned_codes", str(base), "contrastive", "pca")
     assert json.loads((out / "metrics.json").read_text())["tuned"]["epochs_run"] == 1
+    capsys.readouterr()
+    assert main(["status", str(out)]) == 0  # finished: its stage says so, and no --resume is suggested
+    status = capsys.readouterr().err
+    assert "stage: done" in status and "finished stages: tuned" in status and "--resume" not in status
     assert main(args) == 2 and "--resume" in "".join(capsys.readouterr())
     assert resume_command(args).endswith(" --resume")
 

@@ -28,6 +28,7 @@ def train_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.train import train_classifier
 
     run = train_classifier(classify_config(args), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
+    run.finish()
     console.print(f"run folder: {run.root}")
 
 

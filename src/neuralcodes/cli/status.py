@@ -9,6 +9,10 @@ from neuralcodes.progress import console
 from neuralcodes.runs import Run
 
 
+# The metrics.json sections that mark a finished stage, in the order the recipes reach them.
+STAGES = ("training", "tuned", "classification", "retrieval", "pca", "variants", "ranking", "ranking_mining")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="where a run stands: stage, epoch, batch, rate, ETA, and whether it is running")
     p.add_argument("run")
@@ -40,7 +44,7 @@ def describe(run: Run) -> list[str]:
         figures = [f"{k.replace('_', ' ')} {v:.4f}" for k, v in last.items() if k.startswith("val") and isinstance(v, float)]
         lines.append(f"  epochs done: {len(history)}; last: {', '.join(figures) or 'no validation figures'}, "
                      f"{last.get('seconds', 0) / 60:.1f} min")  # fmt: skip
-    done = [name for name in ("training", "classification", "retrieval", "pca", "variants", "ranking") if name in run.metrics()]
+    done = [name for name in STAGES if name in run.metrics()]
     lines.append(f"  finished stages: {', '.join(done) if done else 'none yet'}")
     if run.last_checkpoint.exists():
         lines.append(f"  checkpoint: {run.last_checkpoint} ({run.last_checkpoint.stat().st_size / 2**20:,.0f} MiB)")

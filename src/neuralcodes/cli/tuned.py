@@ -106,6 +106,7 @@ def _classifier(args: argparse.Namespace) -> None:
     values.pop("kind")
     run = train_map_classifier(ClassifierConfig(**values, arch=args.arch), args.out, resume=args.resume,
                                checkpoint_minutes=args.checkpoint_minutes)  # fmt: skip
+    run.finish()
     console.print(f"run folder: {run.root}")
 
 

@@ -288,6 +288,7 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
         optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
         prepare_run(config, run, dataset, resume)
         _train(run, config, dataset, net, optimizer, device, resume, checkpoint_minutes)
+        run.finish()
     return run
 
 

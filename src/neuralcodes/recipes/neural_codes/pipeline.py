@@ -114,7 +114,7 @@ def run_protocol(
                 with vrun.lock():
                     vcls = _train_and_evaluate(vcfg, vrun, dataset, resume, checkpoint_minutes)
                     vres = _study(vrun, dataset, replace(study, pca_dims=(None,)), resume)
-                    vrun.write_progress("done")  # else `status` shows its last stage as if it stopped there
+                    vrun.finish()  # else `status` shows its last stage as if it stopped there
                 table[name] = _variant_row(vrun, vcls, vres, _seed_runs(run, name, vcfg, extra, dataset, resume, checkpoint_minutes))
                 run.update_metrics("variants", table)
                 run.update_metrics("variants_pending", list(variants[i + 1:]))
@@ -132,7 +132,7 @@ def _seed_runs(
         run.write_progress(f"seed runs: {name}, seed {seed}")
         with srun.lock():
             accuracies.append(_train_and_evaluate(replace(cfg, seed=seed), srun, dataset, resume, minutes)["test"]["accuracy"])
-            srun.write_progress("done")
+            srun.finish()
     return accuracies
 
 

@@ -200,7 +200,7 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
         "epochs_run": len(result.history) - 1, "stopped_early": result.stopped_early, "p": net.p, "dim": net.dim,
         "n_val": len(val_idx), "base": base.describe(), "processes": world.size, "machine": describe_machine(),
     })  # fmt: skip
-    run.write_progress("trained", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
+    run.write_progress("done", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
     return run
 
 
