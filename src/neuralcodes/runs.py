@@ -97,6 +97,12 @@ class Run:
     def config(self, expect: str | None = None) -> dict[str, Any]:
         """config.json as plain data; ``expect`` names the command that makes such runs, for the message."""
         if not self.config_path.exists():
+            if (self.root / "comparison.json").exists():  # the folder a user most often mistakes for a run
+                raise FileNotFoundError(
+                    f"{self.root} is a `neuralcodes tuned compare` folder, not a run folder: nothing trains there. "
+                    f"Its results are in comparison.json and report.md; `neuralcodes tuned report {self.root} --tuned "
+                    "RUN ...` rewrites the report."
+                )
             made_by = f" `{expect}` makes such folders." if expect else ""
             raise FileNotFoundError(
                 f"{self.root} is not a neuralcodes run folder (no config.json).{made_by} "

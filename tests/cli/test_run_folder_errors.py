@@ -156,6 +156,15 @@ def test_stale_temporaries_are_removed_by_the_next_command(trained, tmp_path):
     assert not any(path.exists() for path in stale)
 
 
+@pytest.mark.parametrize("command", ["status", "report", "clean"])
+def test_a_comparison_folder_is_named_as_one_not_as_a_missing_run(tmp_path, capsys, command):
+    folder = tmp_path / "compare"
+    folder.mkdir()
+    (folder / "comparison.json").write_text("{}")
+    error = error_of(capsys, [command, str(folder)])
+    assert "is a `neuralcodes tuned compare` folder, not a run folder" in error and "neuralcodes tuned report" in error
+
+
 def test_report_on_a_run_that_never_trained_says_what_is_missing(tmp_path, capsys):
     run = Run(tmp_path / "run")
     run.write_config(ClassifyConfig())
