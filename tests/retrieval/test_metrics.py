@@ -355,3 +355,34 @@ def test_retrieval_metrics_against_a_separate_database_match_sklearn():
         retrieval_metrics(queries[:2], np.array([0, 7]), ks=(), database=database, database_labels=database_labels)
     with pytest.raises(ValueError, match="together"):
         retrieval_metrics(queries, query_labels, ks=(), database=database)
+
+
+# ----------------------------------------------------------------------------- a library user's mistakes
+
+
+def test_retrieval_metrics_need_one_label_per_code():
+    rng = np.random.default_rng(14)
+    codes, labels = clustered_codes(rng, 4, 5, 8)
+    # Shorter labels used to fail deep in the blocks (IndexError); longer ones scored a wrong mAP silently.
+    for wrong in (labels[:-2], np.concatenate([labels, [0, 1, 2, 3, 0]])):
+        with pytest.raises(ValueError, match=f"labels must hold one label per row of codes: codes has 20 rows, labels has {len(wrong)}"):
+            retrieval_metrics(codes, wrong, ks=(1,))
+        with pytest.raises(ValueError, match="labels must hold one label per row of codes"):
+            retrieval_metrics(codes, wrong, ks=(1,), database=codes, database_labels=labels)
+    with pytest.raises(ValueError, match="database_labels must hold one label per row of database"):
+        retrieval_metrics(codes, labels, ks=(1,), database=codes, database_labels=labels[:-1])
+    with pytest.raises(ValueError, match=r"codes must be a 2-D \(items, dimensions\) array, got shape \(20,\)"):
+        retrieval_metrics(codes[:, 0], labels, ks=(1,))
+
+
+def test_retrieval_metrics_default_cutoffs_fit_a_small_set_and_named_ones_are_checked():
+    rng = np.random.default_rng(15)
+    codes, labels = clustered_codes(rng, 4, 5, 8)  # 19 results per query: the default P@50, P@100 cannot exist
+    result = retrieval_metrics(codes, labels)
+    assert {k for k in result if k.startswith("P@")} == {"P@1", "P@5", "P@10"}
+    assert result["P@5"] == retrieval_metrics(codes, labels, ks=(5,))["P@5"]
+    with pytest.raises(ValueError, match="k=50 exceeds the 19 ranked results"):
+        retrieval_metrics(codes, labels, ks=(50,))
+    with pytest.raises(TypeError, match=r"ks must be a sequence of cut-offs, e.g. ks=\(5,\)"):
+        retrieval_metrics(codes, labels, ks=5)
+

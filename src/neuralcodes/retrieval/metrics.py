@@ -287,7 +287,7 @@ def _to_numpy(x: object) -> np.ndarray:
 def retrieval_metrics(
     codes: np.ndarray,
     labels: np.ndarray,
-    ks: Sequence[int] = DEFAULT_KS,
+    ks: Sequence[int] | None = None,
     recall_levels: Sequence[float] | None = None,
     block_size: int | None = None,
     ties: str = "index",
@@ -296,16 +296,25 @@ def retrieval_metrics(
 ) -> dict:
     """Retrieval metrics over full rankings, computed in blocks of queries (never the whole ranking).
 
-    Without ``database``: leave-one-out, every code queries all the others. With ``database`` and
-    ``database_labels``: every code queries the whole database. Returns ``{"mAP", "AP" (per-query
-    array), "mAP@R", "P@k", "R@k" for each k in ks, "recall_levels", "precision_at_recall",
-    "n_queries"}``; ``ties`` as in the module doc.
+    ``codes``: (Q, D) numeric array or tensor (float64 and tensors are converted to float32 numpy),
+    finite, usually L2-normalised (distances are Euclidean, so unnormalised codes are ranked as given).
+    ``labels``: (Q,) class of each code, any comparable values (ints, strings), one per code.
+    Without ``database``: leave-one-out, every code queries all the others. With ``database`` (N, D)
+    and ``database_labels`` (N,): every code queries the whole database. ``ks``: the cut-offs of P@k
+    and R@k; None takes those of ``DEFAULT_KS`` the ranking is long enough for, an explicit k beyond
+    the ranking is an error. Returns ``{"mAP", "AP" ((Q,) float64 array), "mAP@R", "P@k", "R@k" for
+    each k, "recall_levels", "precision_at_recall", "n_queries"}``; ``ties`` as in the module doc.
     """
     ties = _as_ties(ties)
+    labels = _to_numpy(labels)
+    _check_one_label_per_code(codes, labels, "codes", "labels")
+    if database is not None:
+        database_labels = None if database_labels is None else _to_numpy(database_labels)
+        _check_one_label_per_code(database, database_labels, "database", "database_labels")
     query_ids, database_ids, n_relevant = _relevance_counts(labels, database, database_labels)
     n = len(query_ids)
     n_results = n - 1 if database is None else len(database_ids)
-    ks = tuple(check_k(k, n_results, _RESULTS) for k in ks)
+    ks = _as_ks(ks, n_results)
     levels = _as_levels(recall_levels)
     if database is None:
         blocks = iter_leave_one_out(codes, block_size=block_size, with_distances=False, tie_keys=ties == "average")
@@ -334,6 +343,27 @@ def retrieval_metrics(
     result["recall_levels"] = levels
     result["precision_at_recall"] = pr_total / n
     return result
+
+
+def _check_one_label_per_code(codes: object, labels: np.ndarray | None, what: str, labels_name: str) -> None:
+    """Codes must be a 2-D matrix with one label per row: a mismatch would otherwise fail deep in the
+    blocks (shorter labels) or, worse, score garbage rows silently (longer labels)."""
+    shape = tuple(np.shape(codes))  # no copy: tensors and arrays report their shape
+    if len(shape) != 2:
+        raise ValueError(f"{what} must be a 2-D (items, dimensions) array, got shape {shape}")
+    if labels is not None and labels.ndim == 1 and len(labels) != shape[0]:
+        raise ValueError(
+            f"{labels_name} must hold one label per row of {what}: {what} has {shape[0]} rows, "
+            f"{labels_name} has {len(labels)}"
+        )
+
+
+def _as_ks(ks: Sequence[int] | None, n_results: int) -> tuple[int, ...]:
+    if ks is None:  # the defaults adapt to a small set; only cut-offs the user named must fit
+        return tuple(k for k in DEFAULT_KS if k <= n_results)
+    if isinstance(ks, (int, np.integer)) or not isinstance(ks, Iterable):
+        raise TypeError(f"ks must be a sequence of cut-offs, e.g. ks=({ks!r},), got {ks!r}")
+    return tuple(check_k(k, n_results, _RESULTS) for k in ks)  # type: ignore[misc]
 
 
 def _relevance_counts(
