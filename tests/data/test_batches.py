@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -58,3 +59,22 @@ def test_shards_of_each_batch_are_disjoint_and_cover_it():
     for i, batch in enumerate(whole):
         assert sum((p[i] for p in parts), []) == batch
         assert max(len(p[i]) for p in parts) - min(len(p[i]) for p in parts) <= 1
+
+
+def test_device_images_refuse_what_would_become_wrong_pixels():
+    imgs = images()
+    # Each of these used to be accepted (cast or permuted into nonsense) or to fail inside torch.permute.
+    with pytest.raises(TypeError, match=r"images must be uint8 RGB in \[0, 255\], got dtype float64; convert floats"):
+        DeviceImages(imgs / 255.0)  # cast to uint8: every pixel 0 or 1, a black image set
+    with pytest.raises(TypeError, match="got dtype int64"):
+        DeviceImages(imgs.astype(np.int64) * 2)  # values above 255 would wrap
+    with pytest.raises(ValueError, match=r"look channels-first \(N, 3, H, W\): pass images.transpose\(0, 2, 3, 1\)"):
+        DeviceImages(imgs.transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"images must have shape \(N, H, W, 3\).*for one image pass images\[None\]"):
+        DeviceImages(imgs[..., 0])  # grayscale (N, H, W)
+    with pytest.raises(ValueError, match="convert grayscale or RGBA images to RGB"):
+        DeviceImages(np.concatenate([imgs, imgs[..., :1]], axis=3))
+    with pytest.raises(TypeError, match="got list"):
+        DeviceImages([imgs[0]])
+    uint8_tensor = DeviceImages(torch.from_numpy(imgs))  # a CPU uint8 tensor, channels last, is fine
+    assert torch.equal(uint8_tensor.batch([2]), DeviceImages(imgs).batch([2]))

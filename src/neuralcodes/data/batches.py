@@ -14,14 +14,22 @@ import torch.nn.functional as F
 
 
 class DeviceImages:
-    """uint8 (N, H, W, 3) images held as an NCHW uint8 tensor, on ``device`` when they fit.
+    """uint8 (N, H, W, 3) RGB images held as an NCHW uint8 tensor, on ``device`` when they fit.
 
-    On CUDA the whole array goes to the GPU if it takes at most half the free memory (Tiny ImageNet's
-    100,000 images are 1.2 GB); otherwise it stays in pinned host memory and each batch is copied over.
+    ``images``: a numpy array (a memory map is fine) or a tensor, uint8, channels last, as
+    ``load_dataset`` gives them; anything else (float, NCHW, grayscale, RGBA) is refused with a
+    message saying how to convert it. On CUDA the whole array goes to the GPU if it takes at most half
+    the free memory (Tiny ImageNet's 100,000 images are 1.2 GB); otherwise it stays in pinned host
+    memory and each batch is copied over.
     """
 
-    def __init__(self, images: np.ndarray, device: torch.device | str = "cpu", max_fraction: float = 0.5) -> None:
+    def __init__(
+        self, images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", max_fraction: float = 0.5
+    ) -> None:
         device = torch.device(device)
+        _check_images(images)
+        if isinstance(images, torch.Tensor):  # np.array(tensor) warns (no copy keyword) and fails on CUDA
+            images = images.detach().cpu().numpy()
         # One host copy (a read-only memory map is read here once), then at most one transfer.
         tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2)
         tensor = tensor.contiguous(memory_format=torch.channels_last)
@@ -43,6 +51,27 @@ class DeviceImages:
             x = x.to(self.device, non_blocking=True)
         # index_select returns NCHW-contiguous memory; the models run channels-last.
         return x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+
+
+def _check_images(images: object) -> None:
+    """Refuse what ``np.array(images, dtype=uint8)`` would silently turn into wrong pixels."""
+    dtype, shape = getattr(images, "dtype", None), tuple(getattr(images, "shape", ()))
+    if dtype is None or not shape:
+        raise TypeError(f"images must be a uint8 (N, H, W, 3) numpy array or tensor, got {type(images).__name__}")
+    if str(dtype) not in ("uint8", "torch.uint8"):
+        # Casting would make [0, 1] floats black and wrap values above 255: the model would still run.
+        raise TypeError(
+            f"images must be uint8 RGB in [0, 255], got dtype {dtype}; convert floats in [0, 1] with "
+            "(images * 255).round().clip(0, 255).astype(np.uint8)"
+        )
+    if len(shape) != 4 or shape[3] != 3:
+        if len(shape) == 4 and shape[1] == 3:
+            hint = "; these look channels-first (N, 3, H, W): pass images.transpose(0, 2, 3, 1)"
+        elif len(shape) == 3:
+            hint = "; for one image pass images[None], for grayscale repeat it to 3 channels"
+        else:
+            hint = "; convert grayscale or RGBA images to RGB first"
+        raise ValueError(f"images must have shape (N, H, W, 3), channels last, got {shape}{hint}")
 
 
 @dataclass
