@@ -143,3 +143,16 @@ def test_held_out_classes_chosen_by_name(tmp_path):
     assert not (tmp_path / "bad" / "config.json").exists()
     with pytest.raises(ValueError, match="--ood-classes"):
         config(ood_classes=["c0"]).validate()  # n_ood=2 in config(): they must agree
+
+
+def test_load_trained_takes_a_path_and_names_a_missing_checkpoint_or_a_bad_which(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(ClassifyConfig(epochs=1).to_dict()))
+    # A plain path used to fail with "'str' object has no attribute 'config'".
+    with pytest.raises(FileNotFoundError, match="has no trained weights yet"):
+        classify.load_trained(str(tmp_path), "cpu")
+    with pytest.raises(FileNotFoundError, match="has no trained weights yet"):
+        classify.load_trained(tmp_path, "cpu", which="last")
+    with pytest.raises(ValueError, match=r'which must be "best" or "last".*got \'latest\''):
+        classify.load_trained(Run(tmp_path), "cpu", which="latest")  # used to load last.pt silently
+    with pytest.raises(FileNotFoundError, match="not a neuralcodes run folder"):
+        classify.load_trained(tmp_path / "elsewhere", "cpu")

@@ -141,6 +141,15 @@ def test_extract_codes_bad_input(images, layers, indices, message):
         extract_codes(Plain(), images, np.arange(3), ["pooled"])
 
 
+def test_extract_codes_wants_device_images_and_an_integer_batch_size(images):
+    raw = images.images.permute(0, 2, 3, 1).numpy()
+    # A raw array used to fail with "'numpy.ndarray' object has no attribute 'batch'".
+    with pytest.raises(TypeError, match=r"images must be DeviceImages, got ndarray: wrap .* DeviceImages\(images, device\)"):
+        extract_codes(TinyNet(), raw, np.arange(3), ["pooled"])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 2.5"):
+        extract_codes(TinyNet(), images, np.arange(3), ["pooled"], batch_size=2.5)
+
+
 def test_extract_codes_catches_a_layer_the_model_silently_skips(images):
     class Forgetful(TinyNet):
         def forward_features(self, x, layers):

@@ -72,6 +72,10 @@ def extract_codes(
 ) -> dict[str, np.ndarray]:
     """L2-normalised float32 codes ``{layer: (len(indices), dim)}`` from ``model.forward_features``.
 
+    ``images``: :class:`DeviceImages`; ``indices``: 1-D integer indices into them (row i of each
+    output is image ``indices[i]``); ``layers``: names ``model.forward_features`` knows (the ConvNet:
+    ``"L5"``, ``"L6"``, ``"L7"``, ``"logits"``); an unknown name is a ``ValueError`` listing them.
+
     Each batch goes through the model once for all ``layers`` (eval mode, inference mode); feature
     maps are flattened. ``device`` defaults to where the model's parameters are; the model is moved
     there if asked for another, and its train/eval mode is restored afterwards.
@@ -81,9 +85,14 @@ def extract_codes(
         raise ValueError(f"layers must be a non-empty list of layer names, got {layers!r}")
     if not hasattr(model, "forward_features"):
         raise TypeError(f"{type(model).__name__} has no forward_features(x, layers) method to extract codes from")
+    if not isinstance(images, DeviceImages):  # a raw array would fail later on a missing .batch()
+        raise TypeError(
+            f"images must be DeviceImages, got {type(images).__name__}: wrap uint8 (N, H, W, 3) images "
+            "once with DeviceImages(images, device) and reuse it for every extraction"
+        )
     indices = _as_indices(indices, len(images))
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device is not None else _model_device(model, images.device)
     model.to(device)
 

@@ -113,8 +113,17 @@ def train_classifier(
     return run
 
 
-def load_trained(run: Run, device: str | None = None, which: str = "best") -> tuple[NeuralCodesConvNet, ClassifyConfig]:
-    """The trained ConvNet of a run (best epoch by default), in eval mode."""
+def load_trained(
+    run: Run | str | Path, device: str | None = None, which: str = "best"
+) -> tuple[NeuralCodesConvNet, ClassifyConfig]:
+    """The trained ConvNet of a run folder (a :class:`Run` or its path) and its configuration.
+
+    ``which``: ``"best"`` (the best epoch's weights) or ``"last"`` (the latest checkpoint). The model
+    comes back in eval mode, channels-last, on ``device`` (default: the run's own device option).
+    """
+    if which not in ("best", "last"):  # any other word used to load last.pt silently
+        raise ValueError(f'which must be "best" or "last" (the checkpoint to load), got {which!r}')
+    run = run if isinstance(run, Run) else Run(run)
     cfg = ClassifyConfig.from_dict(run.config(), source=run.root)
     path = run.best_checkpoint if which == "best" else run.last_checkpoint
     if not path.exists():
