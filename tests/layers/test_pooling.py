@@ -76,3 +76,13 @@ def test_bad_inputs_are_named():
         GeM(p=0)
     with pytest.raises(ValueError, match="mac, spoc, gem"):
         build_pooling("max")
+
+
+def test_functional_gem_refuses_a_power_that_is_not_positive_and_numpy_maps():
+    x = torch.rand(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="p must be positive, got 0"):
+        gem(x, p=0)  # was a ZeroDivisionError
+    with pytest.raises(ValueError, match="p must be positive, got -1"):
+        gem(x, p=-1)  # was pooled towards the minimum silently
+    with pytest.raises(TypeError, match=r"pooling expects a torch tensor, got ndarray; use torch.from_numpy"):
+        mac(x.numpy())  # was "'numpy.ndarray' object has no attribute 'amax'"

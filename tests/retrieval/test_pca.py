@@ -74,3 +74,15 @@ def test_pca_study_rows_match_retrieval_metrics_on_transformed_codes():
     assert rows[0]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 4), labels, ks=())["mAP"])
     assert rows[1]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 8), labels, ks=())["mAP"])
     assert rows[2]["mAP"] == pytest.approx(retrieval_metrics(evaluation, labels, ks=())["mAP"])
+
+
+def test_pca_takes_tensors_that_require_grad_and_names_a_bad_n_components():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    train = rng.standard_normal((30, 6)).astype(np.float32)
+    tracked = torch.from_numpy(train).requires_grad_()  # e.g. straight out of a model: used to raise in numpy()
+    expected = PCA().fit(train).transform(train, d=3)
+    np.testing.assert_array_equal(PCA().fit(tracked).transform(tracked, d=3), expected)
+    for bad in (2.5, "all", True):  # were TypeErrors about slices or '<' between str and int
+        with pytest.raises(ValueError, match=f"n_components must be a positive integer or None.*got {bad!r}"):
+            PCA(n_components=bad)

@@ -18,6 +18,8 @@ POOLINGS = ("mac", "spoc", "gem")
 
 
 def _check_map(x: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"pooling expects a torch tensor, got {type(x).__name__}; use torch.from_numpy(x)")
     if x.ndim != 4:
         raise ValueError(f"pooling expects a (batch, channels, height, width) feature map, got shape {tuple(x.shape)}")
 
@@ -30,6 +32,10 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
 def gem(x: torch.Tensor, p: float | torch.Tensor = DEFAULT_P, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """Generalised-mean pooling; ``p`` a number or a (1,) tensor (its gradient flows)."""
     _check_map(x)
+    # A number is checked here (a tensor p is learned and kept positive by its module): p = 0 divided
+    # by zero, a negative p pooled towards the minimum without a word.
+    if not isinstance(p, torch.Tensor) and not p > 0:
+        raise ValueError(f"the GeM power p must be positive, got {p}")
     # Clamping keeps x^p and its gradient finite for fractional p (a ReLU map has exact zeros).
     pooled = _upcast(x).clamp(min=eps).pow(p).mean(dim=(-2, -1))
     return pooled.pow(1.0 / p)

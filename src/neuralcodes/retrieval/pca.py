@@ -30,8 +30,10 @@ class PCA:
     """
 
     def __init__(self, n_components: int | None = None, eps: float = 1e-8) -> None:
-        if n_components is not None and n_components < 1:
-            raise ValueError(f"n_components must be positive or None (keep all), got {n_components}")
+        if n_components is not None and (
+            isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1
+        ):
+            raise ValueError(f"n_components must be a positive integer or None (keep all), got {n_components!r}")
         self.n_components = n_components
         self.eps = eps
         self.mean_: np.ndarray | None = None
@@ -42,7 +44,12 @@ class PCA:
     def n_components_(self) -> int:
         return 0 if self.components_ is None else len(self.components_)
 
-    def fit(self, train_codes: np.ndarray) -> "PCA":
+    def fit(self, train_codes: np.ndarray | torch.Tensor) -> "PCA":
+        """Learn mean and components from (N, D) training codes (N >= 2, finite); returns ``self``.
+
+        Keeps ``min(n_components, rank)`` components: at most N - 1 for N codes, so a later
+        ``transform(d=...)`` above that is refused.
+        """
         x = torch.from_numpy(_as_matrix(train_codes, "train_codes")).double()
         n, d = x.shape
         if n < 2:
@@ -69,8 +76,8 @@ class PCA:
         self.eigenvalues_ = (values[:keep] / (n - 1)).numpy()
         return self
 
-    def project(self, x: np.ndarray, d: int | None = None, whiten: bool = False) -> np.ndarray:
-        """(N, d) coordinates on the first ``d`` components (whitened: divided by sqrt(eigenvalue + eps))."""
+    def project(self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False) -> np.ndarray:
+        """(N, d) float32 coordinates on the first ``d`` components (whitened: divided by sqrt(eigenvalue + eps))."""
         if self.components_ is None or self.mean_ is None or self.eigenvalues_ is None:
             raise RuntimeError("PCA is not fitted: call fit(train_codes) first")
         d = self._check_dim(d)
@@ -83,8 +90,8 @@ class PCA:
             projected /= np.sqrt(self.eigenvalues_[:d] + self.eps).astype(np.float32)
         return projected
 
-    def transform(self, x: np.ndarray, d: int | None = None, whiten: bool = False) -> np.ndarray:
-        """:meth:`project`, then L2-normalise: compressed codes ready for Euclidean retrieval."""
+    def transform(self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False) -> np.ndarray:
+        """:meth:`project`, then L2-normalise: (N, d) float32 unit rows ready for Euclidean retrieval."""
         return l2_normalize(self.project(x, d, whiten), what="PCA codes")
 
     def _check_dim(self, d: int | None) -> int:
@@ -108,7 +115,9 @@ def _numerical_rank(descending_values: torch.Tensor, size: int) -> int:
     return max(1, int((descending_values > tolerance).sum()))
 
 
-def _as_matrix(x: np.ndarray, what: str) -> np.ndarray:
+def _as_matrix(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):  # np.asarray fails on CUDA tensors and on tensors that require grad
+        x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{what} must be a non-empty 2-D (items, dimensions) array, got shape {x.shape}")
