@@ -44,6 +44,8 @@ class RunBusyError(RuntimeError):
 
 @dataclass(frozen=True)
 class Run:
+    """A run folder (``Run("runs/lib")``; nothing is created until a command writes): where each artefact lives."""
+
     root: Path
 
     def __post_init__(self) -> None:

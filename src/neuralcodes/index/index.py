@@ -54,6 +54,8 @@ class Hit:
 
 @dataclass
 class SearchResults:
+    """What :meth:`Index.search` returns for Q queries and ``k`` (clamped to the images indexed)."""
+
     ids: np.ndarray  # (Q, k) int64, nearest first; -1 where the collection has fewer images
     distances: np.ndarray  # (Q, k) float32 Euclidean distances between codes; inf where ids is -1
     hits: list[list[Hit]]  # per query, the images found (without the -1 padding)
@@ -176,6 +178,7 @@ class Index:
         return self.search_codes(np.asarray(self.codes[ids], dtype=np.float32), k)
 
     def search_codes(self, codes: np.ndarray, k: int = 10) -> SearchResults:
+        """Search with (Q, dim) or (dim,) codes of this index's model (finite; L2-normalised like the index's)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         codes = self.embed(np.asarray(codes, dtype=np.float32))
