@@ -74,3 +74,30 @@ def test_odd_modes_are_embedded_as_their_rgb_pixels(tmp_path: Path) -> None:
         query = index.search([buffer.getvalue()], k=2)
     np.testing.assert_allclose(codes[0], codes[1], atol=1e-6)
     assert query.distances[0, 0] < 1e-3
+
+
+def _odd_pictures(folder: Path) -> list[Path]:
+    """Three different pictures whose pixels PIL's plain convert("RGB") gets wrong: it ignores the EXIF
+    orientation, shows the hidden colour of transparent pixels, and clips 16-bit values to white."""
+    rng = np.random.default_rng(2)
+    block = lambda: np.repeat(np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 4, 0), 4, 1)  # 24x40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    _save(Image.fromarray(block()), folder / "rotated.jpg", quality=95, exif=exif)
+    hidden = np.dstack([block(), np.where(np.arange(40) < 20, 0, 255).astype(np.uint8)[None, :].repeat(24, 0)])
+    _save(Image.fromarray(hidden, "RGBA"), folder / "transparent.png")
+    _save(Image.fromarray(block()[..., 0].astype(np.uint16) * 257), folder / "sixteen.png")
+    return sorted(folder.iterdir())
+
+
+def test_a_pil_image_query_finds_what_its_file_finds(tmp_path: Path) -> None:
+    """Image.open(f) as a query is prepared like the file f itself (and the indexed files): same code."""
+    files = _odd_pictures(tmp_path / "photos")
+    build_index(tmp_path / "idx", "tiny", images=tmp_path / "photos", image_size=32)
+    with Index.open(tmp_path / "idx") as index:
+        by_path = index.search([str(f) for f in files], k=1)
+        with Image.open(files[0]) as a, Image.open(files[1]) as b, Image.open(files[2]) as c:
+            by_image = index.search([a, b, c], k=1)
+    assert [h[0].path for h in by_path.hits] == [f.name for f in files]
+    assert [h[0].path for h in by_image.hits] == [f.name for f in files]
+    np.testing.assert_allclose(by_image.distances[:, 0], 0, atol=1e-4)
