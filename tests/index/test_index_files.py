@@ -101,3 +101,26 @@ def test_a_pil_image_query_finds_what_its_file_finds(tmp_path: Path) -> None:
     assert [h[0].path for h in by_path.hits] == [f.name for f in files]
     assert [h[0].path for h in by_image.hits] == [f.name for f in files]
     np.testing.assert_allclose(by_image.distances[:, 0], 0, atol=1e-4)
+
+
+def test_names_an_index_cannot_hold_and_folder_links_are_listed(tmp_path: Path) -> None:
+    """A non-UTF-8 file name used to stop the build with a bare UnicodeEncodeError (naming no file) and
+    leave a half-made index; a linked folder was dropped without a word; a hidden .png was "not an image"."""
+    folder = tmp_path / "photos"
+    _save(Image.new("RGB", (20, 10), (200, 30, 30)), folder / "plain.jpg", quality=95)
+    (folder / "other").mkdir()
+    _save(Image.new("RGB", (20, 10), (30, 30, 200)), folder / "other" / "blue.png")
+    (folder / "caf\udce9.png").write_bytes((folder / "other" / "blue.png").read_bytes())  # the byte 0xE9
+    _save(Image.new("RGB", (20, 10), (30, 200, 30)), folder / ".thumb.png")
+    os.symlink(folder / "other", folder / "linked")
+
+    summary = build_index(tmp_path / "idx", "tiny", images=folder, image_size=32)
+
+    assert summary.added == 2 and summary.skipped == {"hidden": 1, "not followed": 1, "unreadable": 1}
+    with open(tmp_path / "idx" / "report.csv", newline="", encoding="utf-8") as f:
+        report = {row["path"]: row for row in csv.DictReader(f)}
+    assert report["caf\\xe9.png"]["reason"].startswith("its name is not valid UTF-8")
+    assert report["linked"]["reason"] == "symbolic link to a folder: links are not followed"
+    assert report[".thumb.png"]["kind"] == "hidden"
+    with Index.open(tmp_path / "idx") as index:
+        assert sorted(h.path for h in index.browse()) == ["other/blue.png", "plain.jpg"]
