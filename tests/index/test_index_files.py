@@ -124,3 +124,24 @@ def test_names_an_index_cannot_hold_and_folder_links_are_listed(tmp_path: Path) 
     assert report[".thumb.png"]["kind"] == "hidden"
     with Index.open(tmp_path / "idx") as index:
         assert sorted(h.path for h in index.browse()) == ["other/blue.png", "plain.jpg"]
+
+
+def test_a_folder_that_cannot_be_read_is_listed(tmp_path: Path, monkeypatch) -> None:
+    """os.walk skips a folder it cannot list (no permission) without a word: the report names it."""
+    folder = tmp_path / "photos"
+    _save(Image.new("RGB", (20, 10), (200, 30, 30)), folder / "plain.jpg", quality=95)
+    _save(Image.new("RGB", (20, 10), (30, 30, 200)), folder / "private" / "blue.png")
+    scandir = os.scandir
+
+    def no_permission(path=".", *args):  # as chmod 000 does for any user but root
+        if Path(path).name == "private":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", no_permission)
+    summary = build_index(tmp_path / "idx", "tiny", images=folder, image_size=32)
+    monkeypatch.undo()
+    assert summary.added == 1 and summary.skipped == {"unreadable": 1}
+    with open(tmp_path / "idx" / "report.csv", newline="", encoding="utf-8") as f:
+        report = {row["path"]: row["reason"] for row in csv.DictReader(f)}
+    assert report == {"private": "folder cannot be read: Permission denied"}

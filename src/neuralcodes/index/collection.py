@@ -62,7 +62,12 @@ class FolderCollection:
     def entries(self) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
         images: list[Entry] = []
         others: list[tuple[str, Skipped]] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        def unreadable(exc: OSError) -> None:  # os.walk would leave such a folder out without a word
+            folder = Path(exc.filename) if exc.filename else self.root
+            reason = f"folder cannot be read: {exc.strerror or exc}"
+            others.append((_shown(folder, self.root), Skipped("unreadable", reason)))
+
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=unreadable):
             here = Path(dirpath)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d != self.exclude)
             for name in [d for d in dirnames if (here / d).is_symlink()]:  # os.walk would drop them unsaid
