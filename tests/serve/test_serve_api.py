@@ -15,7 +15,7 @@ from PIL import Image
 from synthetic import png_header  # tests/synthetic.py
 from neuralcodes.cli import build_parser
 from neuralcodes.cli.serve import is_loopback
-from neuralcodes.index import Index
+from neuralcodes.index import Index, build_index
 from neuralcodes.serve import create_app
 
 LIMIT = 64 << 10
@@ -182,3 +182,32 @@ def test_safe_defaults_of_the_server(index: Index) -> None:
     local = TestClient(create_app(index, allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1")
     assert local.get("/api/health").status_code == 200
     assert local.get("/api/health", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
+
+
+def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
+    """A 16-bit PNG is scaled (not clipped to white) and transparent pixels are white (not their hidden
+    colour) in thumbnails too, as in the index; the EXIF orientation is applied."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    half = np.zeros((20, 40), np.uint8)
+    half[:, 20:] = 100  # left black, right dark grey
+    Image.fromarray(half.astype(np.uint16) * 257).save(folder / "a_sixteen.png")
+    hidden = np.zeros((20, 40, 4), np.uint8)
+    hidden[..., 3] = np.where(np.arange(40) < 20, 0, 255)  # left invisible black, right opaque black
+    Image.fromarray(hidden, "RGBA").save(folder / "b_transparent.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(half).save(folder / "c_rotated.jpg", quality=95, exif=exif)
+    build_index(tmp_path / "idx", "tiny", images=folder, image_size=32)
+    with Index.open(tmp_path / "idx") as index:
+        client = TestClient(create_app(index), raise_server_exceptions=False)
+        thumbs = []
+        for image_id in range(3):
+            response = client.get(f"/api/images/{image_id}/thumbnail?size=96")
+            assert response.status_code == 200, response.text
+            thumbs.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=int))
+    sixteen, transparent, rotated = thumbs
+    assert sixteen.shape == (20, 40)  # never enlarged
+    assert sixteen[:, :16].mean() < 8 and abs(sixteen[:, 24:].mean() - 100) < 8
+    assert transparent[:, :16].mean() > 245 and transparent[:, 24:].mean() < 10
+    assert rotated.shape == (40, 20)

@@ -98,7 +98,7 @@ def decode_image(
                 )
             im.load()
             mode = im.mode
-            rgb = to_rgb(_oriented(im))
+            rgb = viewed_rgb(im)
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error, ... for bad bytes
         reason = _reason(exc, name)
         raise CorruptImageError(
@@ -116,6 +116,14 @@ def decode_image(
             )
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
     return DecodedImage(np.ascontiguousarray(rgb, dtype=np.uint8), mode, original_size)
+
+
+def viewed_rgb(im: Image.Image) -> np.ndarray:
+    """uint8 (H, W, 3) sRGB pixels of a PIL image as a viewer shows it: EXIF orientation applied, then
+    :func:`to_rgb`. Every path that turns an image into pixels (files, query images, thumbnails) goes
+    through here, so the same picture gives the same pixels whichever way it arrives."""
+    im.load()  # a PNG's eXIf chunk may follow its pixels: read before the orientation is looked up
+    return to_rgb(_oriented(im))
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from neuralcodes.data.decode import DecodedImage, decode_image
+from neuralcodes.data.decode import DecodedImage, decode_image, display_name
 from neuralcodes.data.sources import SourceError, is_image_name, resolve_source
 
 MAX_FILE_BYTES = 256 << 20  # larger files are not read at all
@@ -62,13 +62,26 @@ class FolderCollection:
     def entries(self) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
         images: list[Entry] = []
         others: list[tuple[str, Skipped]] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        def unreadable(exc: OSError) -> None:  # os.walk would leave such a folder out without a word
+            folder = Path(exc.filename) if exc.filename else self.root
+            reason = f"folder cannot be read: {exc.strerror or exc}"
+            others.append((_shown(folder, self.root), Skipped("unreadable", reason)))
+
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=unreadable):
             here = Path(dirpath)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d != self.exclude)
+            for name in [d for d in dirnames if (here / d).is_symlink()]:  # os.walk would drop them unsaid
+                others.append((_shown(here / name, self.root), Skipped("not followed", "symbolic link to a folder: "
+                                                                       "links are not followed")))
             for name in sorted(filenames):
                 rel = (here / name).relative_to(self.root).as_posix()
-                if (here / name).is_symlink():
+                if not _utf8(rel):  # SQLite (and every later command) takes the path as UTF-8 text
+                    others.append((_shown(here / name, self.root), Skipped("unreadable", "its name is not valid "
+                                                                           "UTF-8 (shown with \\xNN): rename it")))
+                elif (here / name).is_symlink():
                     others.append((rel, Skipped("not followed", "symbolic link: links are not followed")))
+                elif name.startswith("."):  # an editor's or OS's file, not a photo, even with an image extension
+                    others.append((rel, Skipped("hidden", "hidden file (its name starts with a dot)")))
                 elif not is_image_name(name):
                     others.append((rel, Skipped("not an image", "not an image file (by its name)")))
                 else:
@@ -90,6 +103,19 @@ class FolderCollection:
         if not file.is_relative_to(self.root):  # resolve() followed any link: it must still be inside
             raise FileNotFoundError(f"{path} is not inside the collection {self.root}")
         return file
+
+
+def _utf8(text: str) -> bool:
+    """Whether a name from the file system is valid UTF-8 (os gives other bytes as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(file: Path, root: Path) -> str:
+    return display_name(file.relative_to(root).as_posix())
 
 
 class DataCollection:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from neuralcodes.data.decode import viewed_rgb
 from neuralcodes.index.backends import load_backend, rank_candidates
 from neuralcodes.index.collection import (
     FOLDER,
@@ -160,7 +161,12 @@ class Index:
                 raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}")
             query = Image.fromarray(query)
         if isinstance(query, Image.Image):
-            rgb = query.convert("RGB")
+            # The same conversion as the collection's files (EXIF orientation, transparency over white,
+            # 16-bit scaling, CMYK profile): Image.open(f) must find what the path f finds.
+            try:
+                rgb = Image.fromarray(viewed_rgb(query))
+            except (OSError, ValueError, SyntaxError) as exc:  # a lazily loaded image whose file is damaged
+                raise ValueError(f"the query image cannot be used: {' '.join(str(exc).split()) or type(exc).__name__}") from None
             if rgb.size != (size, size):  # the same stretch as decode_image applies to files
                 rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
             return np.asarray(rgb, dtype=np.uint8)

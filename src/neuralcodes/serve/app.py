@@ -24,9 +24,10 @@ from typing import Any, Awaitable, Callable
 from fastapi import FastAPI, File, HTTPException, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image, ImageOps
+from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from neuralcodes.data.decode import viewed_rgb
 from neuralcodes.index.collection import Skipped, decode_bytes
 from neuralcodes.index.index import Hit, Index, SearchResults
 from neuralcodes.serve.page import CSS, SCRIPT, page_html
@@ -191,12 +192,14 @@ def _read(index: Index, image_id: int) -> tuple[Hit, bytes]:
 
 
 def _thumbnail(data: bytes, side: int) -> bytes:
-    """A JPEG no larger than side x side, aspect ratio kept, EXIF orientation applied."""
+    """A JPEG no larger than side x side, aspect ratio kept, its pixels as the index saw them."""
     with Image.open(_io.BytesIO(data)) as im:
         if im.width * im.height > (Image.MAX_IMAGE_PIXELS or 2**62):
             raise ValueError("too many pixels")  # replaced by a decompression bomb since it was indexed
         im.draft("RGB", (side, side))  # JPEG: decode at a reduced scale directly
-        im = ImageOps.exif_transpose(im).convert("RGB")
+        # Not convert("RGB"): that clips 16-bit images to white and shows the hidden colour of transparent
+        # pixels; the decoder's rule (orientation, alpha over white, CMYK profile) is what was indexed.
+        im = Image.fromarray(viewed_rgb(im))
         im.thumbnail((side, side), Image.Resampling.BICUBIC)
         out = _io.BytesIO()
         im.save(out, format="JPEG", quality=85)
