@@ -180,6 +180,30 @@ def test_bad_ingest_options_and_index_folders_are_refused_before_any_work(
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_build_that_fails_before_its_job_is_recorded_leaves_nothing_to_block_the_next(
+    photos: Path, tmp_path: Path, monkeypatch, existed: bool
+) -> None:
+    """The index folder and its job used to be made in two steps: a failure in between (a file name SQLite
+    refused) left an "index" that neither `build` (already an index) nor `add` could continue."""
+    import neuralcodes.index.ingest as ingest
+
+    path = tmp_path / "idx"
+    if existed:
+        path.mkdir()  # an empty folder the user made for it stays
+    real = ingest._start_job
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ingest, "_start_job", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_index(path, "tiny", images=photos, image_size=32)
+    assert (path.is_dir() and not any(path.iterdir())) if existed else not path.exists()
+    monkeypatch.setattr(ingest, "_start_job", real)
+    assert build_index(path, "tiny", images=photos, image_size=32).added == 24
+
+
 def test_an_add_with_a_bad_chunk_leaves_the_index_usable(photos: Path, tmp_path: Path) -> None:
     """`index add --chunk 0` used to record a job that could never run: every later command on the
     index then asked to finish it, and finishing it failed again."""

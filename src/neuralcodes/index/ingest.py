@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,8 +141,22 @@ def build_index(
         embedder = Embedder(ref, device)
         dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        existed = path.exists()
         store = Store.create(path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created))
-        _start_job(store, "build", listing, collection, chunk)
+        try:
+            _start_job(store, "build", listing, collection, chunk)
+        except BaseException:
+            # An index without its job is neither a build to resume nor an index to add to: undo the creation,
+            # so that the same command, once its cause is mended, starts afresh (the folder was new or empty).
+            store.close()
+            for part in path.iterdir():
+                if part.is_dir():
+                    shutil.rmtree(part)
+                else:
+                    part.unlink()
+            if not existed:
+                path.rmdir()
+            raise
     try:
         return _run_job(store, collection, device, workers, embedder)
     finally:
