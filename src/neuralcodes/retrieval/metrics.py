@@ -352,10 +352,8 @@ def _check_one_label_per_code(codes: object, labels: np.ndarray | None, what: st
     if len(shape) != 2:
         raise ValueError(f"{what} must be a 2-D (items, dimensions) array, got shape {shape}")
     if labels is not None and labels.ndim == 1 and len(labels) != shape[0]:
-        raise ValueError(
-            f"{labels_name} must hold one label per row of {what}: {what} has {shape[0]} rows, "
-            f"{labels_name} has {len(labels)}"
-        )
+        raise ValueError(f"{labels_name} must hold one label per row of {what}: {what} has {shape[0]} rows, "
+                         f"{labels_name} has {len(labels)}")  # fmt: skip
 
 
 def _as_ks(ks: Sequence[int] | None, n_results: int) -> tuple[int, ...]:
