@@ -28,14 +28,14 @@ from neuralcodes.learning.interrupt import TrainingInterrupted
 from neuralcodes.progress import console
 from neuralcodes.runs import RunBusyError
 
-# Modules that contribute commands; each defines add_parser(subparsers).
-COMMAND_MODULES = ("classify", "pipeline", "rank", "tuned", "status", "data", "index", "serve")
 # Which module registers each command, so that a command imports only its own module: `status`, polled from a
 # shell while a run trains, then starts in a fraction of a second instead of importing torch and
 # pytorch-metric-learning for the choices of `rank` and `tuned`. tests/cli checks it against the modules.
 COMMANDS = {"train": "classify", "evaluate": "classify", "run": "pipeline", "retrieve": "pipeline", "report": "pipeline",
             "rank": "rank", "tuned": "tuned", "status": "status", "clean": "status", "data": "data", "index": "index",
             "search": "index", "serve": "serve"}  # fmt: skip
+# Modules that contribute commands; each defines add_parser(subparsers).
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -75,7 +75,7 @@ class FolderCollection:
                                                                        "links are not followed")))
             for name in sorted(filenames):
                 rel = (here / name).relative_to(self.root).as_posix()
-                if not _utf8(rel):  # SQLite (and every later command) takes the path as UTF-8 text
+                if display_name(rel) != rel:  # not UTF-8: SQLite (and every later command) takes the path as UTF-8 text
                     others.append((_shown(here / name, self.root), Skipped("unreadable", "its name is not valid "
                                                                            "UTF-8 (shown with \\xNN): rename it")))
                 elif (here / name).is_symlink():
@@ -103,15 +103,6 @@ class FolderCollection:
         if not file.is_relative_to(self.root):  # resolve() followed any link: it must still be inside
             raise FileNotFoundError(f"{path} is not inside the collection {self.root}")
         return file
-
-
-def _utf8(text: str) -> bool:
-    """Whether a name from the file system is valid UTF-8 (os gives other bytes as lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown(file: Path, root: Path) -> str:
