@@ -225,3 +225,39 @@ def test_class_indices_on_the_real_tiny_imagenet_names(tiny_imagenet_zip) -> Non
     listing = ZipSource(tiny_imagenet_zip).listing(64)
     picked = class_indices(["n07871810", "pizza", "acorn"], listing.class_ids, listing.class_names)
     assert picked == [190, 191, 199]
+
+
+def test_class_disjoint_validation_classes_are_left_out_of_every_other_part():
+    labels = np.repeat(np.arange(30), 40)
+    split = course_split(labels, 30, n_ood=5, seed=7, n_val_classes=4, val_class_images=25)
+    assert len(split.val_classes) == 4 and not set(split.val_classes) & set(split.ood_classes)
+    assert split.n_in_domain == 21 and split.num_classes == 30
+    assert set(labels[split.val_retrieval]) == set(split.val_classes)
+    assert np.bincount(labels[split.val_retrieval], minlength=30)[list(split.val_classes)].tolist() == [25] * 4
+    for part in (split.train, split.val, split.test, split.ood):
+        assert not np.isin(labels[part], split.val_classes).any()
+    trained = np.concatenate([split.train, split.val, split.test])
+    assert sorted(set(labels[trained])) == sorted(split.in_domain_classes)
+    assert len(trained) == 21 * 40  # every image of the other in-domain classes, none lost
+    mapped = split.in_domain_labels(labels)
+    assert (mapped[split.val_retrieval] == -1).all() and sorted(set(mapped[trained])) == list(range(21))
+    assert split.to_json()["val_classes"] == list(split.val_classes)
+
+
+def test_class_disjoint_validation_is_seeded_and_leaves_the_course_split_alone():
+    labels = np.repeat(np.arange(30), 40)
+    a, b = (course_split(labels, 30, n_ood=5, seed=7, n_val_classes=4) for _ in range(2))
+    assert a.val_classes == b.val_classes and a.fingerprint() == b.fingerprint()
+    assert course_split(labels, 30, n_ood=5, seed=8, n_val_classes=4).val_classes != a.val_classes
+    plain = course_split(labels, 30, n_ood=5, seed=7)
+    assert course_split(labels, 30, n_ood=5, seed=7, n_val_classes=0).fingerprint() == plain.fingerprint()
+    assert a.fingerprint() != plain.fingerprint() and not plain.ood_chosen and not a.ood_chosen
+    assert len(a.val_retrieval) == 4 * 40  # val_class_images None: every image of the class
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(n_val_classes=-1), "n_val_classes"),
+                                           (dict(n_val_classes=25), "no class to train on"),
+                                           (dict(n_val_classes=2, val_class_images=1), "val_class_images")])
+def test_bad_class_disjoint_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        course_split(np.repeat(np.arange(30), 40), 30, n_ood=5, **kwargs)

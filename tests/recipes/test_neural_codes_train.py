@@ -33,27 +33,30 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+# The course recipe, and the better-trained one: its cosine schedule's position must survive the resume too.
+@pytest.mark.parametrize("options", [{}, dict(optimizer="sgd", lr=0.01, schedule="cosine", warmup_epochs=0.5,
+                                              label_smoothing=0.1, weight_decay=5e-4)])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, options):
     data = synthetic_dataset()
-    classify.train_classifier(config(), tmp_path / "straight", dataset=data)
+    classify.train_classifier(config(**options), tmp_path / "straight", dataset=data)
 
-    real_epoch = loop.train_one_epoch
+    real_eval = loop.evaluate_classifier
     calls = {"n": 0}
 
-    def interrupted(*args, **kwargs):
+    def interrupted(*args, **kwargs):  # dies in the validation of epoch 2: its training is lost, epoch 1's kept
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_eval(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "train_one_epoch", interrupted)
+    monkeypatch.setattr(loop, "evaluate_classifier", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
+        classify.train_classifier(config(**options), tmp_path / "resumed", dataset=data)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 0
-    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(loop, "evaluate_classifier", real_eval)
     with pytest.raises(FileExistsError, match="--resume"):
-        classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
-    classify.train_classifier(config(), tmp_path / "resumed", resume=True, dataset=data)
+        classify.train_classifier(config(**options), tmp_path / "resumed", dataset=data)
+    classify.train_classifier(config(**options), tmp_path / "resumed", resume=True, dataset=data)
 
     a = weights(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = weights(tmp_path / "resumed" / "checkpoints" / "last.pt")
@@ -85,7 +88,8 @@ def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
     metrics = run.metrics()["training"]
     machine = metrics.pop("machine")  # what the epoch times were measured on
     assert machine["cpu_cores"] >= 1 and machine["torch"] == torch.__version__
-    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "epochs_run": 3, "stopped_early": True, "processes": 1}
+    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "selected_by": "val_loss", "epochs_run": 3,
+                       "stopped_early": True, "processes": 1}
     assert load_checkpoint(run.best_checkpoint)["epoch"] == 1  # zero-based epoch 1 is epoch 2
     assert not torch.equal(weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"])
     assert (run.figures / "training_curves.png").stat().st_size > 0
@@ -156,3 +160,47 @@ def test_load_trained_takes_a_path_and_names_a_missing_checkpoint_or_a_bad_which
         classify.load_trained(Run(tmp_path), "cpu", which="latest")  # used to load last.pt silently
     with pytest.raises(FileNotFoundError, match="not a neuralcodes run folder"):
         classify.load_trained(tmp_path / "elsewhere", "cpu")
+
+
+def test_class_disjoint_validation_picks_the_epoch_by_its_retrieval_map(tmp_path):
+    data = synthetic_dataset(n_classes=8)
+    cfg = config(n_ood=2, n_val_classes=2, val_class_images=12, epochs=3, patience=5, lr=1e-3)
+    run = classify.train_classifier(cfg, tmp_path / "r", dataset=data)
+    history, training = run.history(), run.metrics()["training"]
+    maps = [h["val_mAP_L7"] for h in history]
+    assert {"val_mAP_L5", "val_mAP_L6", "val_loss"} <= history[0].keys() and all(0 < m <= 1 for m in maps)
+    assert training["selected_by"] == "val_mAP_L7"
+    assert training["best_epoch"] == 1 + int(np.argmax(maps)) and training["best_val_mAP_L7"] == max(maps)
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == training["best_epoch"] - 1
+    split = json.loads((run.root / "split.json").read_text())
+    assert len(split["val_classes"]) == 2 and split["sizes"]["val_retrieval"] == 24
+    assert not set(split["val_classes"]) & set(split["ood_classes"])
+
+
+def test_held_out_classes_are_never_read_by_the_better_recipe(tmp_path):
+    """Noise for every held-out image and shuffled held-out labels: the same weights and history, bit for bit."""
+    data = synthetic_dataset(n_classes=8)
+    labels = np.asarray(data.train.labels).copy()
+    held_out = np.isin(labels, [6, 7])  # the last n_ood classes
+    rng = np.random.default_rng(3)
+    images = np.array(data.train.images)
+    images[held_out] = rng.integers(0, 256, images[held_out].shape, dtype=np.uint8)
+    labels[held_out] = rng.choice([6, 7], size=int(held_out.sum()))
+    garbled = Dataset("synthetic", ImageSet(images, labels, data.train.class_ids, data.train.class_names), None, "synthetic")
+    cfg = config(n_ood=2, n_val_classes=2, val_class_images=12, epochs=2, optimizer="sgd", lr=0.01,
+                 schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1, augment=True)
+    a = classify.train_classifier(cfg, tmp_path / "real", dataset=data)
+    b = classify.train_classifier(cfg, tmp_path / "garbled", dataset=garbled)
+    for name in ("best.pt", "last.pt"):
+        wa, wb = weights(a.checkpoints / name), weights(b.checkpoints / name)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    times = ("seconds", "images_per_s")
+    assert [{k: v for k, v in h.items() if k not in times} for h in a.history()] == \
+           [{k: v for k, v in h.items() if k not in times} for h in b.history()]
+    # Not vacuous: the same noise over the class-disjoint validation images changes what is selected on.
+    split = classify.make_split(cfg, data)
+    touched = np.array(data.train.images)
+    touched[split.val_retrieval] = rng.integers(0, 256, touched[split.val_retrieval].shape, dtype=np.uint8)
+    c = classify.train_classifier(cfg, tmp_path / "control", dataset=Dataset(
+        "synthetic", ImageSet(touched, data.train.labels, data.train.class_ids, data.train.class_names), None, "synthetic"))
+    assert [h["val_mAP_L7"] for h in c.history()] != [h["val_mAP_L7"] for h in a.history()]

@@ -60,6 +60,14 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-ood", type=int, default=None, help=f"classes held out for retrieval: the last N in sorted order (default {d.n_ood})")
     parser.add_argument("--ood-classes", default=None,
                         help="comma-separated held-out classes by folder name, wnid or class name (instead of the last --n-ood)")
+    parser.add_argument("--optimizer", default=d.optimizer, help=f"adam_amsgrad (the course's), adam, adamw, sgd (momentum 0.9); default {d.optimizer}")
+    parser.add_argument("--schedule", default=d.schedule, help="learning rate: constant (default) or cosine (to 0 at --epochs)")
+    parser.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of the learning rate (epochs, may be a fraction)")
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--n-val-classes", type=int, default=d.n_val_classes,
+                        help="in-domain classes never trained on, whose leave-one-out mAP picks the best epoch (class-disjoint validation; default 0: validation loss picks)")
+    parser.add_argument("--val-class-images", type=int, default=d.val_class_images, help=f"images a class-disjoint validation class scores (default {d.val_class_images})")
+    parser.add_argument("--select-layer", default=d.select_layer, help=f"the code whose class-disjoint mAP picks the epoch (default {d.select_layer})")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="plain fp32 instead of bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
 

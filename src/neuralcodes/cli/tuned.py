@@ -34,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--arch", default="resnet18", choices=ARCHS)
     add_classify_options(p)
-    p.set_defaults(lr=1e-3, patience=2, augment=True)
+    p.set_defaults(lr=1e-3, patience=2, augment=True, select_layer="pool")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no random crop + flip")
     add_checkpoint_option(p)
     p.set_defaults(func=_classifier)

@@ -8,12 +8,18 @@ shuffles the OOD images. The caller's global RNG state is restored afterwards.
 
 ``ood_classes`` chooses the held-out classes explicitly instead (the draws stay the same, over the
 other classes); :func:`class_indices` turns folder names, wnids or class names into those indices.
+
+``n_val_classes`` sets aside that many in-domain classes as a *class-disjoint validation* set: the
+network never trains on them, and model selection (epochs, learning rate, whitening, re-ranking) reads
+their leave-one-out retrieval instead of the held-out classes, which stay unread until the final
+evaluation. They are drawn from their own seeded stream, so the course's draws are untouched; with the
+default 0 the split is the course's, draw for draw.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,20 +45,23 @@ class Split:
     seed: int
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    # Class-disjoint validation: classes left out of training, and the images of theirs that are scored.
+    val_classes: tuple[int, ...] = ()
+    val_retrieval: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def num_classes(self) -> int:
-        return self.n_in_domain + len(self.ood_classes)
+        return self.n_in_domain + len(self.ood_classes) + len(self.val_classes)
 
     @property
     def in_domain_classes(self) -> tuple[int, ...]:
-        held_out = set(self.ood_classes)
-        return tuple(c for c in range(self.num_classes) if c not in held_out)
+        left_out = set(self.ood_classes) | set(self.val_classes)
+        return tuple(c for c in range(self.num_classes) if c not in left_out)
 
     @property
     def ood_chosen(self) -> bool:
         """Whether the held-out classes differ from the course's default (the last ``n_ood``)."""
-        return self.ood_classes != tuple(range(self.n_in_domain, self.num_classes))
+        return self.ood_classes != tuple(range(self.num_classes - len(self.ood_classes), self.num_classes))
 
     def in_domain_labels(self, labels: np.ndarray) -> np.ndarray:
         """``labels`` renumbered so the in-domain classes are ``0 .. n_in_domain - 1`` (in class order);
@@ -64,12 +73,14 @@ class Split:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {name: int(len(getattr(self, name))) for name in ("train", "val", "test", "ood")}
+        names = ("train", "val", "test", "ood", *(("val_retrieval",) if self.val_classes else ()))
+        return {name: int(len(getattr(self, name))) for name in names}
 
     def fingerprint(self) -> str:
-        """sha256 over the four index arrays: equal fingerprints mean the very same split."""
+        """sha256 over the index arrays: equal fingerprints mean the very same split."""
         h = hashlib.sha256()
-        for name in ("train", "val", "test", "ood"):
+        # The class-disjoint set enters only when there is one, so the course split keeps its recorded fingerprint.
+        for name in ("train", "val", "test", "ood", *(("val_retrieval",) if self.val_classes else ())):
             h.update(name.encode())
             h.update(np.ascontiguousarray(getattr(self, name), dtype=np.int64).tobytes())
         return h.hexdigest()
@@ -83,15 +94,18 @@ class Split:
             "ood_chosen": self.ood_chosen,
             "val_fraction": self.val_fraction,
             "test_fraction": self.test_fraction,
+            **({"val_classes": list(self.val_classes)} if self.val_classes else {}),
             "sizes": self.sizes,
             "sha256": self.fingerprint(),
         }
 
     def summary(self) -> str:
         s = self.sizes
+        disjoint = (f"; class-disjoint validation: {s['val_retrieval']:,} images of {len(self.val_classes)} classes"
+                    if self.val_classes else "")  # fmt: skip
         return (
             f"train {s['train']:,} / val {s['val']:,} / test {s['test']:,} in-domain images of "
-            f"{self.n_in_domain} classes; {s['ood']:,} OOD images of {len(self.ood_classes)} classes (seed {self.seed})"
+            f"{self.n_in_domain} classes; {s['ood']:,} OOD images of {len(self.ood_classes)} classes (seed {self.seed}){disjoint}"
         )
 
 
@@ -103,17 +117,22 @@ def course_split(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     ood_classes: Sequence[int] | None = None,
+    n_val_classes: int = 0,
+    val_class_images: int | None = None,
 ) -> Split:
     """Split images (by ``labels``, in dataset order) as the course notebook does; see the module doc.
 
     ``ood_classes``: the held-out class indices (default: the last ``n_ood``, 10 unless given).
-    Passing both requires ``n_ood == len(ood_classes)``.
+    Passing both requires ``n_ood == len(ood_classes)``. ``n_val_classes``: in-domain classes set
+    aside for class-disjoint validation, of which at most ``val_class_images`` images a class
+    (default: all) are scored.
     """
     labels = np.asarray(labels)
     _check_arguments(labels, num_classes, val_fraction, test_fraction)
     held_out = _held_out_classes(num_classes, n_ood, ood_classes)
+    val_classes, val_retrieval = _disjoint_validation(labels, num_classes, held_out, n_val_classes, val_class_images, seed)
     is_ood = np.isin(labels, held_out)
-    in_domain = np.flatnonzero(~is_ood)
+    in_domain = np.flatnonzero(~is_ood & ~np.isin(labels, val_classes))
     ood = np.flatnonzero(is_ood)
     n = len(in_domain)
     n_val, n_test = int(val_fraction * n), int(test_fraction * n)
@@ -131,12 +150,35 @@ def course_split(
         val=in_domain[order[:n_val]],
         test=in_domain[order[n_val:n_val + n_test]],
         ood=ood[ood_order],
-        n_in_domain=num_classes - len(held_out),
+        n_in_domain=num_classes - len(held_out) - len(val_classes),
         ood_classes=held_out,
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        val_classes=val_classes,
+        val_retrieval=val_retrieval,
     )
+
+
+def _disjoint_validation(labels: np.ndarray, num_classes: int, held_out: tuple[int, ...], n: int,
+                         per_class: int | None, seed: int) -> tuple[tuple[int, ...], np.ndarray]:  # fmt: skip
+    """The class-disjoint validation classes and the images scored of them, from a stream of their own."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n_val_classes must be a non-negative integer, got {n!r} (option --n-val-classes)")
+    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 2):
+        raise ValueError(f"val_class_images must be an integer >= 2 (leave-one-out needs two a class), got {per_class!r}")
+    candidates = np.setdiff1d(np.arange(num_classes), held_out)
+    if n == 0:
+        return (), np.empty(0, dtype=np.int64)
+    if n >= len(candidates):
+        raise ValueError(f"n_val_classes={n} leaves no class to train on ({len(candidates)} in-domain classes)")
+    rng = np.random.default_rng([seed, 0x5EED])  # not the course's global stream: its draws stay the same
+    chosen = np.sort(rng.choice(candidates, size=n, replace=False))
+    picked = []
+    for c in chosen:
+        images = np.flatnonzero(labels == c)
+        picked.append(np.sort(rng.permutation(images)[:per_class]) if per_class else images)
+    return tuple(int(c) for c in chosen), np.concatenate(picked).astype(np.int64)
 
 
 def _held_out_classes(num_classes: int, n_ood: int | None, ood_classes: Sequence[int] | None) -> tuple[int, ...]:

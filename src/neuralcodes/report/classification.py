@@ -19,13 +19,19 @@ def classification_section(metrics: dict[str, Any], history: list[dict[str, Any]
     if training and history:
         rate = sum(h["images_per_s"] for h in history) / len(history)
         seconds = sum(h["seconds"] for h in history)
+        monitor = training.get("selected_by", "val_loss")
+        what = SELECTED_BY.get(monitor, monitor)
+        kept = f"epoch {training['best_epoch']} ({what} {training[f'best_{monitor}']:.4f})"
         out.append(
             f"Trained {training['epochs_run']} epochs ({seconds / 60:.1f} min of training, {rate:.0f} images/s on average); "
-            + (f"early stopping kept epoch {training['best_epoch']} (validation loss {training['best_val_loss']:.4f}).\n"
-               if training.get("stopped_early") else f"best epoch {training['best_epoch']}.\n")  # fmt: skip
+            + (f"early stopping kept {kept}.\n" if training.get("stopped_early") else f"best {kept}.\n")
         )
         out.append(figure("figures/training_curves.png", "Training and validation loss and accuracy per epoch"))
     return "\n".join(out)
+
+
+SELECTED_BY = {"val_loss": "validation loss", **{f"val_mAP_{layer}": f"class-disjoint validation mAP of {layer}"
+                                                 for layer in ("L5", "L6", "L7", "pool")}}
 
 
 def variants_section(metrics: dict[str, Any]) -> str:

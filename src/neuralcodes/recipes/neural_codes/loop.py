@@ -17,11 +17,14 @@ import torch.nn.functional as F
 from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
 from neuralcodes.device import autocast, describe_machine
-from neuralcodes.learning.distributed import World, distribute, process_seed, sum_over
+from neuralcodes.learning.distributed import World, distribute, from_main, process_seed, sum_over
 from neuralcodes.learning.loop import InEpoch, Loop, run_epoch
 from neuralcodes.learning.loop import fit as fit_loop
 from neuralcodes.learning.optimizers import build_optimizer
+from neuralcodes.learning.schedules import build_schedule
 from neuralcodes.progress import console
+from neuralcodes.retrieval.codes import extract_codes
+from neuralcodes.retrieval.metrics import retrieval_metrics
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.runs import Run
 
@@ -39,7 +42,8 @@ class EpochState(InEpoch):
 
 
 def classification_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
-                        labels: np.ndarray, cfg: ClassifyConfig, generator: torch.Generator) -> Callable[[np.ndarray], dict[str, float]]:  # fmt: skip
+                        labels: np.ndarray, cfg: ClassifyConfig, generator: torch.Generator,
+                        schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> Callable[[np.ndarray], dict[str, float]]:  # fmt: skip
     """One cross-entropy step on some images; the figures to add up are the summed loss and the correct predictions."""
     augment = Augment() if cfg.augment else None
 
@@ -48,10 +52,12 @@ def classification_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer
         x, y = next(iterate_batches(images, labels, idx, max(len(idx), 1), False, generator, augment))
         with autocast(images.device, cfg.bf16):
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         return {"loss_sum": loss.item() * len(y), "correct": float((logits.argmax(1) == y).sum().item())}
 
     return step
@@ -107,9 +113,14 @@ def evaluate_classifier(
 
 
 def fit(run: Run, cfg: ClassifyConfig, p: Any, resume: bool, checkpoint_minutes: float, world: World = World()) -> None:
-    """Train ``p.model`` on ``p.split.train`` with early stopping on ``p.split.val`` (``p``: a prepared run)."""
+    """Train ``p.model`` on ``p.split.train`` (``p``: a prepared run), keeping the best epoch: by the leave-one-out
+    mAP of the class-disjoint validation classes when the split has them, else by in-domain validation loss."""
     model = distribute(p.model, world)
-    optimizer = build_optimizer("adam_amsgrad", p.model.parameters(), cfg.lr, cfg.weight_decay)
+    optimizer = build_optimizer(cfg.optimizer, p.model.parameters(), cfg.lr, cfg.weight_decay)
+    steps_per_epoch = -(-len(p.split.train) // cfg.batch_size)
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+    constant = cfg.schedule == "constant" and warmup == 0  # the course recipe: no scheduler, checkpoints as before
+    schedule = None if constant else build_schedule(cfg.schedule, optimizer, cfg.epochs * steps_per_epoch, warmup)
     generator = torch.Generator().manual_seed(process_seed(cfg.seed, world))  # order (first process's) + augmentation
     if world.rank:
         torch.manual_seed(process_seed(cfg.seed, world))  # its own dropout masks
@@ -117,28 +128,42 @@ def fit(run: Run, cfg: ClassifyConfig, p: Any, resume: bool, checkpoint_minutes:
     def plan(epoch: int, g: torch.Generator) -> np.ndarray:
         return np.asarray(p.split.train)[torch.randperm(len(p.split.train), generator=g).numpy()]
 
-    def train_epoch(state: InEpoch, after_batch: Callable[[InEpoch], None]) -> None:
-        train_one_epoch(model, optimizer, p.images, p.labels, state, cfg, generator, after_batch, world)
-
     def validate() -> dict[str, float]:
         va = evaluate_classifier(p.model, p.images, p.labels, p.split.val, cfg.eval_batch_size, cfg.bf16, world)
-        return {"val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_top5": va["top5"]}
+        scores = {"val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_top5": va["top5"]}
+        if len(p.split.val_classes):
+            scores.update(from_main(world, lambda: disjoint_validation_map(p.model, p, cfg)))
+        return scores
 
     def on_epoch(history: list[dict[str, Any]]) -> None:
         write_history(run, history)
         h = history[-1]
+        disjoint = f" | class-disjoint mAP {h[monitor]:.4f}" if monitor != "val_loss" else ""
         console.print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.3f} | val loss "
-                      f"{h['val_loss']:.4f} acc {h['val_accuracy']:.3f} top5 {h['val_top5']:.3f} | {h['images_per_s']:.0f} img/s")  # fmt: skip
+                      f"{h['val_loss']:.4f} acc {h['val_accuracy']:.3f} top5 {h['val_top5']:.3f}{disjoint} | "
+                      f"{h['images_per_s']:.0f} img/s")  # fmt: skip
 
-    loop = Loop(run, p.model, optimizer, generator, plan, None, validate, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                monitor="val_loss", patience=cfg.patience, checkpoint_minutes=checkpoint_minutes, world=world,
-                summarise=classification_figures, train_epoch=train_epoch)  # fmt: skip
+    monitor = f"val_mAP_{cfg.select_layer}" if len(p.split.val_classes) else "val_loss"
+    step = classification_step(model, optimizer, p.images, p.labels, cfg, generator, schedule)
+    loop = Loop(run, p.model, optimizer, generator, plan, step, validate, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                monitor=monitor, mode="min" if monitor == "val_loss" else "max", patience=cfg.patience,
+                checkpoint_minutes=checkpoint_minutes, world=world, summarise=classification_figures,
+                stateful={} if schedule is None else {"schedule": schedule})  # fmt: skip
     result = fit_loop(loop, resume, on_epoch)
     if world.is_main:
-        run.update_metrics("training", {"best_epoch": result.best_epoch, "best_val_loss": result.best,
-                                        "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-                                        "processes": world.size, "machine": describe_machine()})  # fmt: skip
+        run.update_metrics("training", {"best_epoch": result.best_epoch, f"best_{monitor}": result.best,
+                                        "selected_by": monitor, "epochs_run": len(result.history),
+                                        "stopped_early": result.stopped_early, "processes": world.size,
+                                        "machine": describe_machine()})  # fmt: skip
         run.write_progress("trained", epochs_run=len(result.history), best_epoch=result.best_epoch)
+
+
+def disjoint_validation_map(model: torch.nn.Module, p: Any, cfg: ClassifyConfig) -> dict[str, float]:
+    """Leave-one-out mAP of each code layer over the class-disjoint validation images (classes never trained on)."""
+    indices = p.split.val_retrieval
+    labels = np.asarray(p.dataset.train.labels)[indices]
+    codes = extract_codes(model, p.images, indices, list(cfg.code_layers), cfg.eval_batch_size, autocast=cfg.bf16)
+    return {f"val_mAP_{name}": retrieval_metrics(c, labels, ks=())["mAP"] for name, c in codes.items()}
 
 
 def write_history(run: Run, history: list[dict[str, Any]]) -> None:

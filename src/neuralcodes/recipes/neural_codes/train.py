@@ -49,7 +49,8 @@ def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     data = dataset.train
     chosen = class_indices(cfg.ood_classes, data.class_ids, data.class_names) if cfg.ood_classes else None
     split = course_split(data.labels, data.num_classes, n_ood=None if chosen else cfg.n_ood, seed=cfg.split_seed,
-                         ood_classes=chosen)  # fmt: skip
+                         ood_classes=chosen, n_val_classes=cfg.n_val_classes,
+                         val_class_images=cfg.val_class_images)  # fmt: skip
     counts = np.bincount(np.asarray(dataset.train.labels)[split.ood], minlength=dataset.train.num_classes)
     for c in split.ood_classes:
         if counts[c] < 2:

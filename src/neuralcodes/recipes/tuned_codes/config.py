@@ -30,8 +30,10 @@ class ClassifierConfig(ClassifyConfig):
     kind: ClassVar[str] = "tuned_classifier"
     made_by: ClassVar[str] = "neuralcodes tuned classifier"
     aliases: ClassVar[tuple[str, ...]] = ()
+    code_layers: ClassVar[tuple[str, ...]] = ("pool",)
 
     arch: str = "resnet18"
+    select_layer: str = "pool"
     lr: float = 1e-3
     augment: bool = True
     patience: int = 2
