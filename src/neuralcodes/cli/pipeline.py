@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pca-fit-images", type=int, default=10_000)
     p.add_argument("--whiten", action="store_true")
     p.add_argument("--float16", action="store_true", help="store the codes as float16")
+    p.add_argument("--scales", default="1", help="multi-scale codes: comma-separated resizes averaged, e.g. 1,0.7071,1.4142 "
+                   "(the ConvNet sees each zoomed back to 64x64; the PCA is fitted on the same views)")
+    p.add_argument("--flip", action="store_true", help="average each code with the mirrored image's")
     p.add_argument("--device", default=None)
     p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
     p.set_defaults(func=retrieve_command)
@@ -67,8 +70,13 @@ def retrieve_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.run_data import data_spec, load_run_data
     from neuralcodes.runs import Run
 
+    try:
+        scales = tuple(float(x) for x in args.scales.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--scales must be comma-separated numbers, e.g. 1,0.7071,1.4142, got {args.scales!r}") from None
     options = validate_study(StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
-                             code_dtype="float16" if args.float16 else "float32", device=args.device))  # fmt: skip
+                             code_dtype="float16" if args.float16 else "float32", device=args.device,
+                             scales=scales, flip=args.flip))  # fmt: skip
     run = Run(args.run)
     cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"), source=run.root)
     with run.lock():

@@ -40,6 +40,8 @@ def _pool() -> nn.Module:
 class NeuralCodesConvNet(nn.Module):
     """AlexNet-style classifier whose L5/L6/L7 activations are the neural codes."""
 
+    input_size = 64  # fc6 takes the 8x8 map of a 64x64 image: multi-scale views are zoomed back to it
+
     def __init__(self, num_classes: int = 190, batch_norm: bool = False, dropout: float = 0.5) -> None:
         super().__init__()
         if num_classes < 2:

@@ -69,6 +69,8 @@ def extract_codes(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     autocast: bool = False,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
 ) -> dict[str, np.ndarray]:
     """L2-normalised float32 codes ``{layer: (len(indices), dim)}`` from ``model.forward_features``.
 
@@ -79,6 +81,11 @@ def extract_codes(
     Each batch goes through the model once for all ``layers`` (eval mode, inference mode); feature
     maps are flattened. ``device`` defaults to where the model's parameters are; the model is moved
     there if asked for another, and its train/eval mode is restored afterwards.
+
+    ``scales`` and ``flip``: multi-scale and flipped codes (the cirtorch multi-scale test): each image
+    is also seen resized by every scale (and mirrored), and its code is the mean of the views'
+    L2-normalised codes, normalised again. A network with a fixed input size (``input_size``, the
+    ConvNet's 64) sees each resized view centre-cropped or zero-padded back to that size, i.e. zoomed.
     """
     layers = [layers] if isinstance(layers, str) else list(layers)
     if not layers or not all(isinstance(name, str) for name in layers):
@@ -105,11 +112,16 @@ def extract_codes(
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
                 x = images.batch(batch).to(device, non_blocking=True)
-                features = _forward_features(model, x, layers, device, autocast)
-                for name in layers:
-                    code = _batch_code(features, name).flatten(1).float()
-                    if not torch.isfinite(code).all():
-                        raise ValueError(f"layer {name!r} produced NaN or inf for images {batch[:5].tolist()}...")
+                summed: dict[str, torch.Tensor] = {}
+                for view in multi_views(x, scales, flip, getattr(model, "input_size", None)):
+                    features = _forward_features(model, view, layers, device, autocast)
+                    for name in layers:
+                        code = _batch_code(features, name).flatten(1).float()
+                        if not torch.isfinite(code).all():
+                            raise ValueError(f"layer {name!r} produced NaN or inf for images {batch[:5].tolist()}...")
+                        code = F.normalize(code, dim=1, eps=ZERO_NORM)
+                        summed[name] = code if name not in summed else summed[name] + code
+                for name, code in summed.items():
                     zero_counts[name] += _count_zero_codes(code)
                     if name not in outputs:
                         outputs[name] = np.empty((len(indices), code.shape[1]), dtype=np.float32)
@@ -120,6 +132,50 @@ def extract_codes(
     for name, count in zero_counts.items():
         _warn_zero_codes(count, len(indices), f"{name} codes")
     return outputs
+
+
+def multi_views(x: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
+                input_size: int | None = None) -> list[torch.Tensor]:  # fmt: skip
+    """The views of a batch (N, C, H, W) a multi-scale code averages: each scale, and each mirrored when ``flip``.
+
+    A resized view is bilinear with antialiasing; with ``input_size`` it is centre-cropped (zoom in)
+    or zero-padded (zoom out) back to ``input_size`` x ``input_size``.
+    """
+    scales = list(scales)
+    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, e.g. (1, 0.7071, 1.4142), got {scales!r}")
+    views = []
+    for scale in scales:
+        view = x
+        if scale != 1:
+            size = tuple(_resized(n, scale, centred=input_size is not None) for n in x.shape[-2:])
+            view = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            view = _fit(view, input_size) if input_size else view
+        views.append(view.contiguous(memory_format=torch.channels_last))
+        if flip:
+            views.append(torch.flip(view, dims=[-1]).contiguous(memory_format=torch.channels_last))
+    return views
+
+
+def _resized(n: int, scale: float, centred: bool) -> int:
+    if not centred:
+        return max(1, round(n * scale))
+    # Same parity as n, so the crop or pad back to n is exactly centred and commutes with the mirror.
+    return max(2 - n % 2, n + 2 * round((n * scale - n) / 2))
+
+
+def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop or zero-pad the last two dimensions to ``size``."""
+    for dim in (-2, -1):
+        n = x.shape[dim]
+        if n > size:
+            x = x.narrow(dim, (n - size) // 2, size)
+        elif n < size:
+            before = (size - n) // 2
+            pad = [0, 0, 0, 0]
+            pad[0 if dim == -1 else 2], pad[1 if dim == -1 else 3] = before, size - n - before
+            x = F.pad(x, pad)
+    return x
 
 
 def _forward_features(

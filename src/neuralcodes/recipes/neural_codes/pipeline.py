@@ -43,6 +43,8 @@ def validate_study(options: StudyOptions) -> StudyOptions:
     bad = [d for d in options.pca_dims if d is not None and d < 1]
     if bad:
         raise ValueError(f"PCA dimensions must be at least 1, got {bad}")
+    if not options.scales or any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x > 0 for x in options.scales):
+        raise ValueError(f"--scales must be positive numbers, e.g. 1,0.7071,1.4142, got {list(options.scales)!r}")
     if options.code_dtype not in ("float32", "float16"):
         raise ValueError(f"code dtype must be float32 or float16, got {options.code_dtype!r}")
     return options

@@ -40,13 +40,16 @@ class StudyOptions:
     n_shown: int = 10  # queries in the ranked-results figures
     code_dtype: str = "float32"
     device: str | None = None
+    scales: Sequence[float] = (1.0,)  # multi-scale codes (e.g. 1, 0.7071, 1.4142), PCA fitted on the same views
+    flip: bool = False  # codes averaged with the mirrored image's
 
 
-def _extract(model, images: DeviceImages, indices: np.ndarray, layers: Sequence[str], bf16: bool) -> tuple[dict, dict]:
+def _extract(model, images: DeviceImages, indices: np.ndarray, layers: Sequence[str], bf16: bool,
+             opt: StudyOptions) -> tuple[dict, dict]:  # fmt: skip
     """Codes plus the count of all-zero codes per layer (recorded, not only warned)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ZeroCodeWarning)
-        codes = extract_codes(model, images, indices, layers, autocast=bf16)
+        codes = extract_codes(model, images, indices, layers, autocast=bf16, scales=opt.scales, flip=opt.flip)
     for w in caught:
         if issubclass(w.category, ZeroCodeWarning):
             console.print(f"[yellow]warning:[/yellow] {w.message}")
@@ -62,7 +65,7 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
     model, images, split, data = p.model, p.images, p.split, p.dataset.train
 
     ood_labels = np.asarray(data.labels)[split.ood]
-    ood_codes, zero = _extract(model, images, split.ood, opt.layers, cfg.bf16)
+    ood_codes, zero = _extract(model, images, split.ood, opt.layers, cfg.bf16, opt)
     for layer, c in ood_codes.items():
         Codes(c, ood_labels, split.ood, layer).save(run.codes_dir / f"ood_{layer}.npz", dtype=opt.code_dtype)
 
@@ -91,13 +94,14 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
     # one layer retrieves better; the mAPs' separate standard errors mostly measure how queries differ.
     retrieval = {"n_queries": len(split.ood), "n_classes": n_classes, "layers": layers, "ties": "index",
                  "paired": paired_comparisons(per_query_ap), "zero_codes": zero,
+                 "views": {"scales": [float(x) for x in opt.scales], "flip": bool(opt.flip)},
                  "shown_same_class": shown_same}  # fmt: skip
     run.update_metrics("retrieval", retrieval)
 
     # PCA is learned on in-domain training images only, never on the held-out set it is scored on.
     rng = np.random.default_rng(cfg.seed)
     fit_idx = np.sort(rng.choice(split.train, size=min(opt.pca_fit_images, len(split.train)), replace=False))
-    fit_codes, _ = _extract(model, images, fit_idx, opt.layers, cfg.bf16)
+    fit_codes, _ = _extract(model, images, fit_idx, opt.layers, cfg.bf16, opt)
     pca_layers = {}
     for layer in opt.layers:
         rows = pca_study(fit_codes[layer], ood_codes[layer], ood_labels, dims=opt.pca_dims, whiten=opt.whiten)
