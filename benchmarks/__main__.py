@@ -7,7 +7,7 @@
 Measures, each figure in a fresh process and side by side:
   train  training throughput of the course ConvNet (forward + backward + Adam amsgrad, batch 100):
          Keras 3 on TensorFlow (fp32) against this project's bare step (channels-last, bf16 autocast / fp32);
-  loop   this project's real loop (train_one_epoch: batches from uint8, bookkeeping, progress), with and
+  loop   this project's real loop (step + run_epoch: batches from uint8, bookkeeping, progress), with and
          without augmentation;
   epoch  a whole epoch of train_classifier (validation, checkpoints and history included);
   infer  L2-normalised L5/L6/L7 codes at batch 500, the same two implementations;

@@ -82,7 +82,7 @@ def plan(args: argparse.Namespace, keras_missing: str | None) -> list[Row]:
         ]  # fmt: skip
     if "loop" in args.sections:
         rows += [
-            Row("train", "ours_loop", "ours, real loop (train_one_epoch), bf16", "ours_train_loop",
+            Row("train", "ours_loop", "ours, real loop (step + run_epoch), bf16", "ours_train_loop",
                 {"steps": s, "batch": b, "warmup": w}),
             Row("train", "ours_loop_augment", "ours, real loop + augmentation", "ours_train_loop",
                 {"steps": s, "batch": b, "warmup": w, "augment": True}),

@@ -37,6 +37,16 @@ def _model(num_classes: int, channels_last: bool, seed: int) -> NeuralCodesConvN
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+def train_epoch(model, optimizer, images, labels, state, cfg, generator) -> None:
+    """One epoch exactly as the shared loop runs it: the recipe's classification step through ``run_epoch``."""
+    from neuralcodes.learning.loop import run_epoch
+    from neuralcodes.recipes.neural_codes.loop import classification_figures, classification_step
+
+    model.train()
+    step = classification_step(model, optimizer, images, labels, cfg, generator)
+    run_epoch(state, step, cfg.batch_size, "epoch", summarise=classification_figures)
+
+
 def recipe_loop(*names: str) -> list[Any]:
     """Names from the recipe's training loop, wherever it lives (``loop.py`` since the multi-process work)."""
     try:
@@ -86,7 +96,7 @@ def train_step(steps: int, batch: int, bf16: bool = True, channels_last: bool = 
 
 def train_loop(steps: int, batch: int, bf16: bool = True, augment: bool = False, warmup: int = 2,
                seed: int = 0, live_progress: bool = False) -> dict[str, Any]:  # fmt: skip
-    """images/s of ``train_one_epoch`` (the recipe's own loop) over ``steps * batch`` in-memory uint8 images.
+    """images/s of the real loop (the classification step through ``run_epoch``) over ``steps * batch`` in-memory uint8 images.
 
     Everything the loop does per batch is in: index + uint8 -> float, augmentation when asked, the
     step, loss and accuracy bookkeeping. ``warmup`` batches run first in a separate call.
@@ -120,7 +130,9 @@ def _train_loop(steps: int, batch: int, bf16: bool, augment: bool, warmup: int, 
                 live_progress: bool) -> dict[str, Any]:  # fmt: skip
     from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
-    EpochState, train_one_epoch = recipe_loop("EpochState", "train_one_epoch")
+    from neuralcodes.learning.loop import InEpoch as EpochState
+
+    train_one_epoch = train_epoch
     n = steps * batch
     images = DeviceImages(random_images(n + warmup * batch, seed), "cpu")
     labels = np.random.default_rng(seed).integers(0, NUM_CLASSES, len(images))
@@ -134,7 +146,7 @@ def _train_loop(steps: int, batch: int, bf16: bool, augment: bool, warmup: int, 
     with Clock() as clock:
         train_one_epoch(model, optimizer, images, labels, state, cfg, generator)
     return {**clock.figures(n), "steps": steps, "batch": batch, "augment": augment, "live_progress": live_progress,
-            "final_loss": state.loss_sum / state.seen,
+            "final_loss": state.sums["loss_sum"] / state.seen,
             **_settings(bf16)}  # fmt: skip
 
 

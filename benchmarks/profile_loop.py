@@ -2,7 +2,7 @@
 
     python -m benchmarks.profile_loop [--steps 4] [--batch 100] [--epoch-images 1000] [--out profile.txt]
 
-(1) torch.profiler over ``--steps`` batches of ``train_one_epoch`` (after warm-up): the operators with
+(1) torch.profiler over ``--steps`` batches of the real loop (step + ``run_epoch``) (after warm-up): the operators with
     the most self CPU time, so the step (convolutions, fc6, Adam) and the loop's own work (batch
     formation, augmentation, bookkeeping) can be told apart;
 (2) cProfile of ``train_classifier`` for one epoch on a synthetic set: the loop beside validation,
@@ -27,12 +27,14 @@ PHASES = (r"neuralcodes/(recipes|learning/checkpoint|io|plots|data/batches|progr
 def operator_profile(steps: int, batch: int, augment: bool, rows: int = 18) -> str:
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.ours import NUM_CLASSES, _model, random_images, recipe_loop
+    from benchmarks.ours import NUM_CLASSES, _model, random_images, train_epoch
     from neuralcodes.data.batches import DeviceImages
     from neuralcodes.learning.optimizers import build_optimizer
     from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
-    EpochState, train_one_epoch = recipe_loop("EpochState", "train_one_epoch")
+    from neuralcodes.learning.loop import InEpoch as EpochState
+
+    train_one_epoch = train_epoch
     images = DeviceImages(random_images((steps + 2) * batch), "cpu")
     labels = np.random.default_rng(0).integers(0, NUM_CLASSES, len(images))
     model = _model(NUM_CLASSES, True, 0)
@@ -43,7 +45,7 @@ def operator_profile(steps: int, batch: int, augment: bool, rows: int = 18) -> s
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train_one_epoch(model, optimizer, images, labels, EpochState(0, np.arange(steps * batch)), cfg, generator)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
-    return f"(1) operators of train_one_epoch, {steps} batches of {batch}, augment={augment}, torch threads " \
+    return f"(1) operators of the real loop, {steps} batches of {batch}, augment={augment}, torch threads " \
            f"{torch.get_num_threads()}:\n{table}"  # fmt: skip
 
 

@@ -48,7 +48,7 @@ def test_harness_runs_one_step_writes_json_and_skips_keras_without_tensorflow(be
     assert [m["key"] for m in result["map"]] == ["reference", "ours", "floor"]
     assert 0 < result["map"][1]["mAP"] <= 1 and result["map"][2]["mAP"] is None
     assert len(result["load_average"]["start"]) == 3
-    assert "| ours, real loop (train_one_epoch), bf16 |" in md.read_text()
+    assert "| ours, real loop (step + run_epoch), bf16 |" in md.read_text()
 
 
 def test_ratios_and_goals_from_a_hand_made_result(bench):

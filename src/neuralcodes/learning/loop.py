@@ -49,7 +49,7 @@ class Loop:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # every random draw of plan and step: restored on resume
     plan: Callable[[int, torch.Generator], np.ndarray]
-    step: Step | None  # None when ``train_epoch`` is given
+    step: Step
     validate: Callable[[], dict[str, float]]
     epochs: int
     batch_size: int
@@ -61,8 +61,6 @@ class Loop:
     world: World = World()
     # The epoch's training figures from its totals: the step's sums, "steps" and "seen", added over processes.
     summarise: Callable[[dict[str, float]], dict[str, float]] = mean_per_step
-    # The recipe's own pass over an epoch, when it keeps one: it calls run_epoch with its step.
-    train_epoch: Callable[[InEpoch, AfterBatch], None] | None = None
     unit: str = "images"  # what plan's items are: the progress bar's unit; the history's rate is <unit>_per_s
     stateful: dict[str, Any] = field(default_factory=dict)  # more to checkpoint: objects with state_dict / load_state_dict
     upgrade: Callable[[dict], dict] | None = None  # an older checkpoint layout of the recipe -> today's
@@ -70,8 +68,6 @@ class Loop:
     def __post_init__(self) -> None:
         if self.mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
-        if (self.step is None) == (self.train_epoch is None):
-            raise ValueError("give the loop a step or a train_epoch (one of them)")
 
 
 @dataclass
@@ -150,12 +146,9 @@ def fit(loop: Loop, resume: bool = False, on_epoch: Callable[[list[dict]], None]
             else:  # the first process's plan for all: the others' generators are their own (augmentation)
                 state = InEpoch(epoch, from_main(world, lambda: loop.plan(epoch, loop.generator)))
             partial = None
-            if loop.train_epoch is not None:
-                loop.train_epoch(state, after_batch)
-            else:
-                loop.model.train()
-                run_epoch(state, loop.step, loop.batch_size, f"epoch {epoch + 1}/{loop.epochs}", after_batch, world,
-                          loop.summarise, loop.unit)  # fmt: skip
+            loop.model.train()
+            run_epoch(state, loop.step, loop.batch_size, f"epoch {epoch + 1}/{loop.epochs}", after_batch, world,
+                      loop.summarise, loop.unit)  # fmt: skip
             names = [*state.sums, "steps", "seen"]
             totals = dict(zip(names, sum_over(world, *state.sums.values(), state.steps, state.seen, device=device)))
             progress("validation", epoch=epoch + 1)

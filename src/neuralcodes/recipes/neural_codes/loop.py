@@ -18,7 +18,7 @@ from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
 from neuralcodes.device import autocast, describe_machine
 from neuralcodes.learning.distributed import World, distribute, from_main, process_seed, sum_over
-from neuralcodes.learning.loop import InEpoch, Loop, run_epoch
+from neuralcodes.learning.loop import Loop
 from neuralcodes.learning.loop import fit as fit_loop
 from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.schedules import build_schedule
@@ -27,18 +27,6 @@ from neuralcodes.retrieval.codes import extract_codes
 from neuralcodes.retrieval.metrics import retrieval_metrics
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.runs import Run
-
-
-class EpochState(InEpoch):
-    """The shared loop's position inside an epoch, with the classification sums by name (benchmarks/ read them)."""
-
-    @property
-    def loss_sum(self) -> float:
-        return self.sums.get("loss_sum", 0.0)
-
-    @property
-    def correct(self) -> int:
-        return int(self.sums.get("correct", 0))
 
 
 def classification_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: DeviceImages,
@@ -65,24 +53,6 @@ def classification_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer
 
 def classification_figures(totals: dict[str, float]) -> dict[str, float]:
     return {"train_loss": totals["loss_sum"] / totals["seen"], "train_accuracy": totals["correct"] / totals["seen"]}
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    images: DeviceImages,
-    labels: np.ndarray,
-    state: InEpoch,
-    cfg: ClassifyConfig,
-    generator: torch.Generator,
-    after_batch: Callable[[InEpoch], None] = lambda state: None,
-    world: World = World(),
-) -> None:
-    """Train from ``state.next_batch`` to the end of the epoch; ``after_batch`` may checkpoint or stop."""
-    model.train()
-    step = classification_step(model, optimizer, images, labels, cfg, generator)
-    run_epoch(state, step, cfg.batch_size, f"epoch {state.epoch + 1}/{cfg.epochs}", after_batch, world,
-              classification_figures)  # fmt: skip
 
 
 @torch.inference_mode()
