@@ -204,3 +204,12 @@ def test_held_out_classes_are_never_read_by_the_better_recipe(tmp_path):
     c = classify.train_classifier(cfg, tmp_path / "control", dataset=Dataset(
         "synthetic", ImageSet(touched, data.train.labels, data.train.class_ids, data.train.class_names), None, "synthetic"))
     assert [h["val_mAP_L7"] for h in c.history()] != [h["val_mAP_L7"] for h in a.history()]
+
+
+def test_a_cosine_run_refuses_more_epochs_on_resume(tmp_path):
+    data = synthetic_dataset()
+    cfg = config(epochs=1, optimizer="sgd", lr=0.01, schedule="cosine")
+    classify.train_classifier(cfg, tmp_path / "r", dataset=data)
+    with pytest.raises(ValueError, match="cosine schedule laid out over 1 epochs"):
+        classify.train_classifier(config(epochs=2, optimizer="sgd", lr=0.01, schedule="cosine"), tmp_path / "r",
+                                  resume=True, dataset=data)

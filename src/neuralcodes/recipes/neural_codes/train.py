@@ -106,12 +106,23 @@ def train_classifier(
         return run
     with run.lock():
         if run.exists():
+            _refuse_a_stretched_schedule(run, cfg)
             run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run: refuses other options (naming them) before any work
         p = prepare(run, cfg, dataset, device, network)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)
         fit(run, cfg, p, resume, checkpoint_minutes, world)
     return run
+
+
+def _refuse_a_stretched_schedule(run: Run, cfg: ClassifyConfig) -> None:
+    """A cosine run laid out over its epochs cannot train on for more: its rate would jump back up from near 0."""
+    recorded = run.config().get("epochs")
+    if cfg.schedule != "constant" and recorded is not None and recorded != cfg.epochs:
+        raise ValueError(
+            f"{run.root} follows a {cfg.schedule} schedule laid out over {recorded} epochs; --epochs {cfg.epochs} would "
+            f"bend it mid-run. Resume with --epochs {recorded}, or start a new run folder for a longer schedule"
+        )
 
 
 def load_trained(
