@@ -1,0 +1,179 @@
+"""The quality study: choose a retrieval pipeline on classes the network never trained on, then score it once.
+
+Every choice (the layer, whether and how to whiten: output dimension, power, shrinkage; each re-ranking
+step's parameters) is made on the leave-one-out mAP of the *class-disjoint validation* images
+(``split.val_retrieval``, classes set aside from training with ``--n-val-classes``). Whitening is fitted
+on in-domain training codes. The held-out classes are read once, at the end, for the chosen pipelines
+and the plain codes of each layer; each row carries its dimension, mAP, mAP@R, P@1, P@10, ms per query,
+whether its network saw the held-out classes (never in this recipe) and a paired bootstrap interval of
+its AP against plain L7 over the same queries.
+
+    RUN/metrics.json["quality"]    validation choices (every candidate tried) and the held-out table
+    RUN/codes/quality_ap.npz       per-query held-out AP of every row (for intervals between any two)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from neuralcodes import io
+from neuralcodes.data.imageset import Dataset
+from neuralcodes.layers.whitening import pca_whitening, whiten
+from neuralcodes.progress import console
+from neuralcodes.recipes.neural_codes.train import open_trained
+from neuralcodes.retrieval.codes import extract_codes
+from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.statistics import paired_bootstrap
+from neuralcodes.runs import Run
+
+BASELINE = "L7"
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class QualityOptions:
+    layers: Sequence[str] = ("L5", "L6", "L7")
+    scales: Sequence[float] = (1.0,)
+    flip: bool = False
+    fit_images: int = 10_000  # in-domain training images the whitening is fitted on
+    dims: Sequence[int | None] = (None, 512, 256, 128)  # None: every component
+    powers: Sequence[float] = (0.5, 0.25)  # 0.5 = full whitening
+    shrinkages: Sequence[float] = (0.0, 0.1, 0.5)
+    max_whiten_dim: int = 4096  # the eigen-decomposition is (D, D) in float64: not for 16,384-d L5
+    seed: int = 0
+    device: str | None = None
+    reranking: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> parameter grid
+
+    def validate(self) -> "QualityOptions":
+        if not self.layers or not set(self.layers) <= {"L5", "L6", "L7"}:
+            raise ValueError(f"layers must be among L5, L6, L7, got {list(self.layers)}")
+        if self.fit_images < 2:
+            raise ValueError(f"fit_images must be at least 2 (a covariance), got {self.fit_images}")
+        if any(d is not None and d < 1 for d in self.dims):
+            raise ValueError(f"whitening dimensions must be at least 1 (or None for all), got {list(self.dims)}")
+        return self
+
+
+def scores(codes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Leave-one-out figures of some codes: mAP, mAP@R, P@1, P@10 and the per-query AP."""
+    m = retrieval_metrics(codes, labels, ks=tuple(k for k in (1, 10) if k < len(labels)))
+    return {"mAP": m["mAP"], "mAP@R": m["mAP@R"], **{k: m[k] for k in ("P@1", "P@10") if k in m}, "AP": m["AP"]}
+
+
+def whitening_grid(options: QualityOptions, dim: int) -> list[dict[str, Any]]:
+    """The whitening candidates for ``dim``-d codes (output dimensions above ``dim`` left out)."""
+    dims = sorted({d for d in options.dims if d is None or d < dim}, key=lambda d: -(d or dim))
+    return [{"dim": d, "power": p, "shrinkage": s} for d, p, s in product(dims, options.powers, options.shrinkages)]
+
+
+def choose_whitening(val: np.ndarray, val_labels: np.ndarray, fit: np.ndarray,
+                     options: QualityOptions) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # fmt: skip
+    """The whitening (fitted on ``fit``) that scores best on the validation codes, or None when none beats
+    leaving the codes as they are; with every candidate's validation mAP."""
+    plain = scores(val, val_labels)["mAP"]
+    tried: list[dict[str, Any]] = [{"whitening": None, "val_mAP": plain}]
+    if val.shape[1] > options.max_whiten_dim:
+        return None, tried
+    best, best_map = None, plain
+    for params in whitening_grid(options, val.shape[1]):
+        try:
+            layer = pca_whitening(fit, **params)
+        except ValueError as err:  # more components than the fitted codes hold: recorded, not fatal
+            tried.append({"whitening": params, "skipped": str(err)})
+            continue
+        m = scores(whiten(layer, val), val_labels)["mAP"]
+        tried.append({"whitening": params, "val_mAP": m})
+        if m > best_map:
+            best, best_map = params, m
+    return best, tried
+
+
+def _views(codes: dict[str, dict[str, np.ndarray]], chosen: dict[str, Any], name: str) -> Transform:
+    if chosen.get(name) is None:
+        return lambda x: x
+    layer = pca_whitening(codes["fit"][name.split("+")[0]], **chosen[name])
+    return lambda x: whiten(layer, x)
+
+
+def quality_study(run: Run | str | Path, dataset: Dataset | None = None, options: QualityOptions | None = None,
+                  rerankers: dict[str, Callable[..., np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Choose on the class-disjoint validation classes, then score on the held-out classes; see the module doc.
+
+    ``rerankers``: method name -> ``f(codes, **params) -> (Q,) per-query AP`` given labels through
+    ``labels=``, for the re-ranking steps (each tried over ``options.reranking[method]``).
+    """
+    run = run if isinstance(run, Run) else Run(run)
+    opt = (options or QualityOptions()).validate()
+    p, cfg = open_trained(run, dataset, opt.device)
+    split, labels = p.split, np.asarray(p.dataset.train.labels)
+    if not len(split.val_classes):
+        raise ValueError(
+            f"{run.root} was trained without class-disjoint validation classes, so nothing unseen is left to choose "
+            "the pipeline on: train with --n-val-classes (e.g. 20)"
+        )
+    rng = np.random.default_rng(opt.seed)
+    fit_idx = np.sort(rng.choice(split.train, size=min(opt.fit_images, len(split.train)), replace=False))
+
+    def extract(indices: np.ndarray) -> dict[str, np.ndarray]:
+        return extract_codes(p.model, p.images, indices, list(opt.layers), cfg.eval_batch_size, autocast=cfg.bf16,
+                             scales=opt.scales, flip=opt.flip)  # fmt: skip
+
+    codes = {"val": extract(split.val_retrieval), "fit": extract(fit_idx)}
+    val_labels = labels[split.val_retrieval]
+
+    # 1. Choices on the class-disjoint validation classes only.
+    chosen: dict[str, Any] = {}  # representation -> its whitening (None: the plain codes)
+    validation: dict[str, Any] = {}
+    val_maps: dict[str, float] = {}
+    for layer in opt.layers:
+        best, tried = choose_whitening(codes["val"][layer], val_labels, codes["fit"][layer], opt)
+        validation[layer], chosen[layer], val_maps[layer] = tried, None, tried[0]["val_mAP"]
+        if best is not None:
+            chosen[f"{layer}+whitened"] = best
+            val_maps[f"{layer}+whitened"] = max(t.get("val_mAP", -1.0) for t in tried[1:])
+    best_rep = max(val_maps, key=val_maps.get)
+    rerank_choice: dict[str, dict[str, Any]] = {}
+    val_best = _views(codes, chosen, best_rep)(codes["val"][best_rep.split("+")[0]])
+    for method, grid in opt.reranking.items():
+        results = [(float(np.mean(rerankers[method](val_best, labels=val_labels, **params))), params) for params in grid]
+        best_map, params = max(results, key=lambda r: r[0])
+        rerank_choice[method] = {"params": params, "val_mAP": best_map,
+                                 "tried": [{"params": q, "val_mAP": m} for m, q in results]}  # fmt: skip
+
+    # 2. The held-out classes, read once: every representation plain, then the best one re-ranked.
+    ood = extract(split.ood)
+    ood_labels = labels[split.ood]
+    rows: list[dict[str, Any]] = []
+    for name in chosen:
+        t = time.perf_counter()
+        x = _views(codes, chosen, name)(ood[name.split("+")[0]])
+        s = scores(x, ood_labels)
+        rows.append({"representation": name, "reranking": "none", "dim": int(x.shape[1]), **s,
+                     "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "whitening": chosen[name],
+                     "val_mAP": val_maps[name], "saw_held_out": False})  # fmt: skip
+    x = _views(codes, chosen, best_rep)(ood[best_rep.split("+")[0]])
+    for method, choice in rerank_choice.items():
+        t = time.perf_counter()
+        ap = rerankers[method](x, labels=ood_labels, **choice["params"])
+        rows.append({"representation": best_rep, "reranking": method, "dim": int(x.shape[1]), "mAP": float(np.mean(ap)),
+                     "AP": ap, "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "params": choice["params"],
+                     "val_mAP": choice["val_mAP"], "saw_held_out": False})  # fmt: skip
+    per_query = {f"{r['representation']}__{r['reranking']}": r.pop("AP") for r in rows}
+    baseline = per_query.get(f"{BASELINE}__none")
+    for row, ap in zip(rows, per_query.values()):
+        if baseline is not None:
+            row["vs_L7"] = paired_bootstrap(ap, baseline, seed=opt.seed)
+    result = {"options": {**asdict(opt), "scales": list(opt.scales)}, "n_val_queries": len(val_labels),
+              "val_classes": list(split.val_classes), "n_queries": len(ood_labels), "chosen": chosen,
+              "best_on_validation": best_rep, "validation": validation, "reranking": rerank_choice, "rows": rows}  # fmt: skip
+    run.update_metrics("quality", result)
+    io.save_npz(run.codes_dir / "quality_ap.npz", **per_query)
+    best_row = max(rows, key=lambda r: r["val_mAP"])
+    console.print(f"chosen on the class-disjoint classes: {best_row['representation']} + {best_row['reranking']}: "
+                  f"held-out mAP {best_row['mAP']:.4f}")  # fmt: skip
+    return result
