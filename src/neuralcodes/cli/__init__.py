@@ -32,6 +32,7 @@ from neuralcodes.runs import RunBusyError
 # shell while a run trains, then starts in a fraction of a second instead of importing torch and
 # pytorch-metric-learning for the choices of `rank` and `tuned`. tests/cli checks it against the modules.
 COMMANDS = {"train": "classify", "evaluate": "classify", "run": "pipeline", "retrieve": "pipeline", "report": "pipeline",
+            "quality": "pipeline",
             "rank": "rank", "tuned": "tuned", "status": "status", "clean": "status", "data": "data", "index": "index",
             "search": "index", "serve": "serve"}  # fmt: skip
 # Modules that contribute commands; each defines add_parser(subparsers).

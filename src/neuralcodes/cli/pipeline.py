@@ -35,6 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
     p.set_defaults(func=retrieve_command)
 
+    p = sub.add_parser("quality", help="choose layer, whitening and re-ranking on the class-disjoint validation "
+                       "classes of RUN, then score them once on the held-out classes")
+    p.add_argument("run", help="a run trained with --n-val-classes")
+    p.add_argument("--fit-images", type=int, default=10_000, help="in-domain train images the whitening is fitted on")
+    p.add_argument("--scales", default="1", help="multi-scale codes, e.g. 1,0.7071,1.4142")
+    p.add_argument("--flip", action="store_true", help="average each code with the mirrored image's")
+    p.add_argument("--device", default=None)
+    p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
+    p.set_defaults(func=quality_command)
+
     p = sub.add_parser("report", help="write RUN/report.md and RUN/report.html from the run's results")
     p.add_argument("run")
     p.add_argument("--ranking-run", action="append", default=[], help="a `rank train` run to include")
@@ -63,6 +73,37 @@ def run_command(args: argparse.Namespace) -> None:
     console.print(f"report: {html}\n        {md}")
 
 
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--scales must be comma-separated numbers, e.g. 1,0.7071,1.4142, got {text!r}") from None
+
+
+def quality_command(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.neural_codes.config import ClassifyConfig
+    from neuralcodes.recipes.neural_codes.quality import QualityOptions, quality_study
+    from neuralcodes.recipes.run_data import data_spec, load_run_data
+    from neuralcodes.runs import Run
+
+    options = QualityOptions(fit_images=args.fit_images, scales=_scales(args.scales), flip=args.flip,
+                             device=args.device).validate()  # fmt: skip
+    run = Run(args.run)
+    cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"), source=run.root)
+    with run.lock():
+        dataset = load_run_data(run, data_spec(run, cfg.data, absolute_data(args.data)), cfg.skip_corrupt)
+        result = quality_study(run, dataset, options)
+    table = Table(title="Held-out classes, pipelines chosen on the class-disjoint validation classes")
+    for column in ("representation", "re-ranking", "dim", "val mAP", "mAP", "mAP@R", "P@1", "vs L7 [95%]"):
+        table.add_column(column, justify="right")
+    for r in result["rows"]:
+        d = r.get("vs_L7", {})
+        table.add_row(r["representation"], r["reranking"], str(r["dim"]), f"{r['val_mAP']:.4f}", f"{r['mAP']:.4f}",
+                      f"{r.get('mAP@R', float('nan')):.4f}", f"{r.get('P@1', float('nan')):.3f}",
+                      f"{d.get('mean_difference', 0):+.4f} [{d.get('low', 0):+.4f}, {d.get('high', 0):+.4f}]")  # fmt: skip
+    console.print(table)
+
+
 def retrieve_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.config import ClassifyConfig
     from neuralcodes.recipes.neural_codes.pipeline import validate_study
@@ -70,10 +111,7 @@ def retrieve_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.run_data import data_spec, load_run_data
     from neuralcodes.runs import Run
 
-    try:
-        scales = tuple(float(x) for x in args.scales.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"--scales must be comma-separated numbers, e.g. 1,0.7071,1.4142, got {args.scales!r}") from None
+    scales = _scales(args.scales)
     options = validate_study(StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
                              code_dtype="float16" if args.float16 else "float32", device=args.device,
                              scales=scales, flip=args.flip))  # fmt: skip
