@@ -167,7 +167,8 @@ def test_a_mid_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes_to_the_
         model = tiny_classifier()
         model.load_state_dict(setup["init"])
         return SimpleNamespace(model=model, images=DeviceImages(setup["images"]), labels=setup["labels"],
-                               device=torch.device("cpu"), split=SimpleNamespace(train=setup["train"], val=setup["val"]))  # fmt: skip
+                               device=torch.device("cpu"), split=SimpleNamespace(train=setup["train"], val=setup["val"],
+                                                                 val_classes=()))  # fmt: skip
 
     straight, resumed = Run(tmp_path / "straight"), Run(tmp_path / "resumed")
     loop.fit(straight, cfg, prepared(), resume=False, checkpoint_minutes=5.0)

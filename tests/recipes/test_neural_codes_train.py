@@ -1,3 +1,4 @@
+import contextlib
 import json
 
 import numpy as np
@@ -29,6 +30,24 @@ def config(**overrides) -> ClassifyConfig:
     return ClassifyConfig(**{**base, **overrides})
 
 
+@contextlib.contextmanager
+def dies_in_second_validation(monkeypatch):
+    """Training dies in the validation of epoch 2: its training is lost, epoch 1's checkpoint kept."""
+    real, calls = loop.evaluate_classifier, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_classifier", interrupted)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(loop, "evaluate_classifier", real)
+
+
 def weights(path):
     return load_checkpoint(path)["model"]
 
@@ -40,20 +59,9 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     data = synthetic_dataset()
     classify.train_classifier(config(**options), tmp_path / "straight", dataset=data)
 
-    real_eval = loop.evaluate_classifier
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):  # dies in the validation of epoch 2: its training is lost, epoch 1's kept
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_eval(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "evaluate_classifier", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), dies_in_second_validation(monkeypatch):
         classify.train_classifier(config(**options), tmp_path / "resumed", dataset=data)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["epoch"] == 0
-    monkeypatch.setattr(loop, "evaluate_classifier", real_eval)
     with pytest.raises(FileExistsError, match="--resume"):
         classify.train_classifier(config(**options), tmp_path / "resumed", dataset=data)
     classify.train_classifier(config(**options), tmp_path / "resumed", resume=True, dataset=data)

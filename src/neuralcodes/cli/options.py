@@ -82,10 +82,11 @@ def resumed_config(args: argparse.Namespace) -> dict[str, Any]:
     return io.read_json(path) if path.exists() else {}
 
 
-def classify_config(args: argparse.Namespace) -> ClassifyConfig:
-    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(ClassifyConfig) if hasattr(args, f.name)}
+def classify_config(args: argparse.Namespace, kind: type[ClassifyConfig] = ClassifyConfig) -> ClassifyConfig:
+    """The config of a classification run (``kind``: ClassifyConfig or a subclass) from its options."""
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(kind) if hasattr(args, f.name)}
     if values.get("epochs") is None:
-        default = SAMPLE_EPOCHS if values.get("data") is None else ClassifyConfig.epochs
+        default = SAMPLE_EPOCHS if values.get("data") is None else kind.epochs
         values["epochs"] = resumed_config(args).get("epochs", default)
     values["data"] = absolute_data(values.get("data"))
     if getattr(args, "ood_classes", None):
@@ -94,7 +95,7 @@ def classify_config(args: argparse.Namespace) -> ClassifyConfig:
     if values.get("n_ood") is None:
         values.pop("n_ood", None)
     check_checkpoint_minutes(args)
-    return ClassifyConfig(**values).validate()
+    return kind(**values).validate()
 
 
 def check_checkpoint_minutes(args: argparse.Namespace) -> None:

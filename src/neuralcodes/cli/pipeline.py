@@ -80,19 +80,25 @@ def _scales(text: str) -> tuple[float, ...]:
         raise ValueError(f"--scales must be comma-separated numbers, e.g. 1,0.7071,1.4142, got {text!r}") from None
 
 
-def quality_command(args: argparse.Namespace) -> None:
+def _study_of_trained_run(args: argparse.Namespace, study, options) -> dict:
+    """``study(run, dataset, options)`` on the trained classifier run ``args.run``, under its lock, its data verified."""
     from neuralcodes.recipes.neural_codes.config import ClassifyConfig
-    from neuralcodes.recipes.neural_codes.quality import QualityOptions, quality_study
     from neuralcodes.recipes.run_data import data_spec, load_run_data
     from neuralcodes.runs import Run
 
-    options = QualityOptions(fit_images=args.fit_images, scales=_scales(args.scales), flip=args.flip,
-                             device=args.device).validate()  # fmt: skip
     run = Run(args.run)
     cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"), source=run.root)
     with run.lock():
         dataset = load_run_data(run, data_spec(run, cfg.data, absolute_data(args.data)), cfg.skip_corrupt)
-        result = quality_study(run, dataset, options)
+        return study(run, dataset, options)
+
+
+def quality_command(args: argparse.Namespace) -> None:
+    from neuralcodes.recipes.neural_codes.quality import QualityOptions, quality_study
+
+    options = QualityOptions(fit_images=args.fit_images, scales=_scales(args.scales), flip=args.flip,
+                             device=args.device).validate()  # fmt: skip
+    result = _study_of_trained_run(args, quality_study, options)
     table = Table(title="Held-out classes, pipelines chosen on the class-disjoint validation classes")
     for column in ("representation", "re-ranking", "dim", "val mAP", "mAP", "mAP@R", "P@1", "vs L7 [95%]"):
         table.add_column(column, justify="right")
@@ -105,21 +111,13 @@ def quality_command(args: argparse.Namespace) -> None:
 
 
 def retrieve_command(args: argparse.Namespace) -> None:
-    from neuralcodes.recipes.neural_codes.config import ClassifyConfig
     from neuralcodes.recipes.neural_codes.pipeline import validate_study
     from neuralcodes.recipes.neural_codes.study import StudyOptions, retrieval_study
-    from neuralcodes.recipes.run_data import data_spec, load_run_data
-    from neuralcodes.runs import Run
 
-    scales = _scales(args.scales)
     options = validate_study(StudyOptions(pca_fit_images=args.pca_fit_images, whiten=args.whiten,
                              code_dtype="float16" if args.float16 else "float32", device=args.device,
-                             scales=scales, flip=args.flip))  # fmt: skip
-    run = Run(args.run)
-    cfg = ClassifyConfig.from_dict(run.config(expect="neuralcodes train"), source=run.root)
-    with run.lock():
-        dataset = load_run_data(run, data_spec(run, cfg.data, absolute_data(args.data)), cfg.skip_corrupt)
-        results = retrieval_study(run, dataset, options)
+                             scales=_scales(args.scales), flip=args.flip))  # fmt: skip
+    results = _study_of_trained_run(args, retrieval_study, options)
     table = Table(title="Leave-one-out retrieval on the held-out classes")
     layers = results["retrieval"]["layers"]
     columns = list(next(iter(layers.values())))

@@ -102,9 +102,7 @@ def _classifier(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.tuned_codes.classifier import train_map_classifier
     from neuralcodes.recipes.tuned_codes.config import ClassifierConfig
 
-    values = classify_config(args).to_dict()
-    values.pop("kind")
-    run = train_map_classifier(ClassifierConfig(**values, arch=args.arch), args.out, resume=args.resume,
+    run = train_map_classifier(classify_config(args, ClassifierConfig), args.out, resume=args.resume,
                                checkpoint_minutes=args.checkpoint_minutes)  # fmt: skip
     run.finish()
     console.print(f"run folder: {run.root}")
