@@ -4,7 +4,7 @@
 
 (a) reference: scikit-learn ``NearestNeighbors(n_neighbors=n-1).fit(codes).kneighbors(codes)``,
     drop the first column, then a Python ``average_precision`` loop over each query's neighbour labels;
-(b) ours: ``neuralcodes.retrieval.metrics.retrieval_metrics`` (full ranking, every query vs all others);
+(b) ours: ``neuralcodes.retrieval.evaluate.retrieval_metrics`` (full ranking, every query vs all others);
 (c) floor: one product ``codes @ codes.T`` plus one ``argsort`` of the scores along rows.
 
 Each method runs in its own subprocess on the same synthetic clustered unit codes (same seed).
@@ -64,7 +64,7 @@ def run_reference(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def run_ours(codes: np.ndarray, labels: np.ndarray, block_size: int | None) -> np.ndarray:
-    from neuralcodes.retrieval.metrics import retrieval_metrics
+    from neuralcodes.retrieval.evaluate import retrieval_metrics
 
     ks = tuple(k for k in (1, 5, 10, 100) if k < len(codes))  # a tiny (smoke) run has fewer results per query
     return retrieval_metrics(codes, labels, ks=ks, block_size=block_size)["AP"]

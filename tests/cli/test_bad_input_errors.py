@@ -60,6 +60,7 @@ def test_out_of_range_options_are_refused_before_any_work(tmp_path, capsys, argv
         (["tuned", "compare", "--base", "{run}", "--out", "{out}", "--n-resamples", "-1"], "--n-resamples must be at least 1"),
         (["tuned", "compare", "--base", "{run}", "--out", "{out}", "--seed", HUGE], "--seed must be in [0, 4294967295]"),
         (["report", "{run}", "--publish", "{out}", "--budget-mb", "0"], "--budget-mb must be a positive number of MB, got 0"),
+        (["quality", "{run}", "--rerank", "aqe,qe"], "--rerank: unknown step qe; choose among aqe, alpha_qe"),
     ],
 )
 def test_counts_of_evaluating_commands_are_checked_before_the_run_opens(classify_run, tmp_path, capsys, argv, expected):

@@ -77,7 +77,7 @@ def test_report_numbers_match_the_json(sample_run):
 
 def test_stored_codes_reproduce_the_reported_map(sample_run):
     from neuralcodes.retrieval.codes import Codes
-    from neuralcodes.retrieval.metrics import retrieval_metrics
+    from neuralcodes.retrieval.evaluate import retrieval_metrics
 
     codes = Codes.load(sample_run.root / "codes" / "ood_L6.npz")
     assert np.allclose(np.linalg.norm(codes.codes, axis=1)[np.abs(codes.codes).sum(1) > 0], 1, atol=1e-5)

@@ -62,28 +62,25 @@ def trained(tmp_path_factory):
     return classify.train_classifier(cfg, root / "run", dataset=data), data
 
 
-def identity_rerank(codes, labels, shift=0.0):
-    """A stand-in step: the plain leave-one-out AP per query (naive), so its rows are checkable."""
-    sims = codes @ codes.T
-    return np.array([average_precision_score(np.delete(labels == labels[q], q), np.delete(sims[q], q))
-                     for q in range(len(codes))]) - shift
-
-
 def options():
     return QualityOptions(fit_images=30, dims=(None, 4), powers=(0.5,), shrinkages=(0.1,),
-                          reranking={"same": [{"shift": 0.1}, {"shift": 0.0}]})
+                          reranking={"aqe": {"k": [0]}, "dba": {"k": [1, 3]}, "k_reciprocal": {"k1": [3], "k2": [2]}})
 
 
 def test_the_study_scores_the_held_out_classes_for_the_choices_made_on_validation(trained, tmp_path):
     run, data = trained
-    result = quality_study(run, data, options(), {"same": identity_rerank})
+    result = quality_study(run, data, options())
     assert result["n_queries"] == 24 and result["n_val_queries"] == 24
-    assert result["reranking"]["same"]["params"] == {"shift": 0.0}  # the better of the two on validation
+    dba = result["reranking"]["dba"]
+    assert dba["val_mAP"] == max(t["val_mAP"] for t in dba["tried"]) and len(dba["tried"]) == 2
     rows = {(r["representation"], r["reranking"]): r for r in result["rows"]}
     plain = rows[("L7", "none")]
     assert plain["vs_L7"]["mean_difference"] == 0 and not plain["saw_held_out"]
     best = result["best_on_validation"]
-    assert rows[(best, "same")]["mAP"] == pytest.approx(rows[(best, "none")]["mAP"], abs=1e-6)
+    # query expansion with k = 0 is the plain cosine ranking: the re-ranked path scores as the distance path
+    assert rows[(best, "aqe")]["mAP"] == pytest.approx(rows[(best, "none")]["mAP"], abs=1e-6)
+    assert not rows[(best, "aqe")]["uses_database"] and rows[(best, "k_reciprocal")]["uses_database"]
+    assert {"mAP@R", "P@1", "P@10"} <= set(rows[(best, "k_reciprocal")])
     assert all(r["mAP"] == pytest.approx(r["mAP"]) and 0 <= r["mAP"] <= 1 for r in result["rows"])
     assert run.metrics()["quality"]["best_on_validation"] == best
     assert (run.codes_dir / "quality_ap.npz").exists()
@@ -91,7 +88,7 @@ def test_the_study_scores_the_held_out_classes_for_the_choices_made_on_validatio
 
 def test_no_choice_reads_the_held_out_classes(trained, tmp_path):
     run, data = trained
-    a = quality_study(run, data, options(), {"same": identity_rerank})
+    a = quality_study(run, data, options())
     labels = np.asarray(data.train.labels).copy()
     held_out = np.isin(labels, [6, 7])
     rng = np.random.default_rng(0)
@@ -99,7 +96,7 @@ def test_no_choice_reads_the_held_out_classes(trained, tmp_path):
     images[held_out] = rng.integers(0, 256, images[held_out].shape, dtype=np.uint8)
     labels[held_out] = rng.choice([6, 7], size=int(held_out.sum()))
     garbled = Dataset("synthetic", ImageSet(images, labels, data.train.class_ids, data.train.class_names), None, "synthetic")
-    b = quality_study(run, garbled, options(), {"same": identity_rerank})
+    b = quality_study(run, garbled, options())
     for key in ("chosen", "validation", "reranking", "best_on_validation"):
         assert a[key] == b[key], key
     assert [r["mAP"] for r in a["rows"]] != [r["mAP"] for r in b["rows"]]  # the held-out scores did change
@@ -111,3 +108,8 @@ def test_a_run_without_class_disjoint_validation_is_refused(tmp_path):
     run = classify.train_classifier(cfg, tmp_path / "r", dataset=data)
     with pytest.raises(ValueError, match="--n-val-classes"):
         quality_study(run, data, options())
+
+
+def test_an_unknown_re_ranking_parameter_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="'diffusion' has no parameter k1"):
+        QualityOptions(reranking={"diffusion": {"k1": [3]}}).validate()

@@ -9,7 +9,7 @@ import pytest
 from neuralcodes.data.splits import course_split
 from neuralcodes.recipes.neural_codes import study
 from neuralcodes.retrieval.codes import Codes
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.pca import PCA
 from neuralcodes.retrieval.statistics import paired_bootstrap
 from neuralcodes.runs import Run

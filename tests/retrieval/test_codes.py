@@ -93,7 +93,7 @@ def test_bf16_codes_give_the_fp32_map_on_the_sample(sample_dataset):
     """The study extracts codes under bf16 autocast by default: retrieval must not notice."""
     from neuralcodes.data.splits import course_split
     from neuralcodes.models.convnet import NeuralCodesConvNet
-    from neuralcodes.retrieval.metrics import retrieval_metrics
+    from neuralcodes.retrieval.evaluate import retrieval_metrics
 
     train = sample_dataset.train
     split = course_split(train.labels, train.num_classes)

@@ -3,6 +3,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 from sklearn.neighbors import NearestNeighbors
 
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.metrics import (
     average_precision,
     map_at_r,
@@ -10,7 +11,6 @@ from neuralcodes.retrieval.metrics import (
     precision_at_k,
     precision_recall_curve,
     recall_at_k,
-    retrieval_metrics,
     similarity_precision,
 )
 

@@ -41,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fit-images", type=int, default=10_000, help="in-domain train images the whitening is fitted on")
     p.add_argument("--scales", default="1", help="multi-scale codes, e.g. 1,0.7071,1.4142")
     p.add_argument("--flip", action="store_true", help="average each code with the mirrored image's")
+    p.add_argument("--rerank", default="all", help="re-ranking steps to try, comma-separated (aqe, alpha_qe, dba, "
+                   "dba+qe, diffusion, k_reciprocal), 'all' or 'none'; each over its default grid")
     p.add_argument("--device", default=None)
     p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
     p.set_defaults(func=quality_command)
@@ -93,11 +95,22 @@ def _study_of_trained_run(args: argparse.Namespace, study, options) -> dict:
         return study(run, dataset, options)
 
 
+def _reranking(text: str) -> dict:
+    from neuralcodes.recipes.neural_codes.quality import DEFAULT_RERANKING
+
+    names = [] if text == "none" else list(DEFAULT_RERANKING) if text == "all" else [n.strip() for n in text.split(",")]
+    unknown = [n for n in names if n not in DEFAULT_RERANKING]
+    if unknown:
+        raise ValueError(f"--rerank: unknown step {', '.join(unknown)}; choose among {', '.join(DEFAULT_RERANKING)}, "
+                         "'all' or 'none'")  # fmt: skip
+    return {n: DEFAULT_RERANKING[n] for n in names}
+
+
 def quality_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.quality import QualityOptions, quality_study
 
     options = QualityOptions(fit_images=args.fit_images, scales=_scales(args.scales), flip=args.flip,
-                             device=args.device).validate()  # fmt: skip
+                             reranking=_reranking(args.rerank), device=args.device).validate()  # fmt: skip
     result = _study_of_trained_run(args, quality_study, options)
     table = Table(title="Held-out classes, pipelines chosen on the class-disjoint validation classes")
     for column in ("representation", "re-ranking", "dim", "val mAP", "mAP", "mAP@R", "P@1", "vs L7 [95%]"):

@@ -13,7 +13,7 @@ import torch
 
 from neuralcodes.progress import track
 from neuralcodes.retrieval.codes import l2_normalize
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 
 DEFAULT_PCA_DIMS: tuple[int | None, ...] = (16, 32, 64, 128, 256, 512, None)
 

@@ -134,6 +134,32 @@ def iter_leave_one_out(
             bar.advance(stop - start)
 
 
+def iter_ranked_by_scores(
+    scores: np.ndarray, loo: bool = False, block_size: int | None = None, tie_keys: bool = False
+) -> Iterator[RankedBlock]:
+    """Rankings of a (Q, N) score matrix (higher is nearer, e.g. from re-ranking), one block of queries
+    at a time, ties by database index. ``loo``: the queries are the database and each query's own
+    index is left out whatever its score. ``tie_keys``: ``RankedBlock.distances`` holds minus the scores
+    (ascending, equal exactly where scores tie), as :func:`iter_search` does for distances."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be a (queries, database) matrix, got shape {scores.shape}")
+    if loo and scores.shape[0] != scores.shape[1]:
+        raise ValueError(f"leave-one-out scores must be square (the queries are the database), got {scores.shape}")
+    if np.isnan(scores).any():
+        raise ValueError("scores hold NaN: a re-ranking step diverged; check its parameters")
+    block_size = _block_size(block_size, scores.shape[1])
+    n = scores.shape[1]
+    for start in range(0, scores.shape[0], block_size):
+        block = scores[start : start + block_size]
+        order = np.argsort(-block, axis=1, kind="stable")
+        if loo:
+            own = np.arange(start, start + len(block))[:, None]
+            order = order[order != own].reshape(len(block), n - 1)
+        keys = -np.take_along_axis(block, order, axis=1) if tie_keys else None
+        yield RankedBlock(start, order, keys)
+
+
 def _rank(
     start: int,
     scores: np.ndarray,

@@ -38,7 +38,7 @@ from neuralcodes.recipes.deep_ranking.train import (
     triplet_precision,
 )
 from neuralcodes.recipes.run_data import data_spec, load_run_data
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.search import search
 from neuralcodes.runs import Run
 

@@ -24,7 +24,7 @@ from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.schedules import build_schedule
 from neuralcodes.progress import console
 from neuralcodes.retrieval.codes import extract_codes
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 from neuralcodes.runs import Run
 

@@ -6,7 +6,10 @@ step's parameters) is made on the leave-one-out mAP of the *class-disjoint valid
 on in-domain training codes. The held-out classes are read once, at the end, for the chosen pipelines
 and the plain codes of each layer; each row carries its dimension, mAP, mAP@R, P@1, P@10, ms per query,
 whether its network saw the held-out classes (never in this recipe) and a paired bootstrap interval of
-its AP against plain L7 over the same queries.
+its AP against plain L7 over the same queries. The representation that scores best on validation is
+then re-ranked by each step of ``QualityOptions.reranking`` (query expansion, DBA, diffusion,
+k-reciprocal: :mod:`neuralcodes.retrieval.rerank`, no labels read), its parameters chosen on validation;
+its row says ``uses_database`` where the step reads the unlabelled database's own structure.
 
     RUN/metrics.json["quality"]    validation choices (every candidate tried) and the held-out table
     RUN/codes/quality_ap.npz       per-query held-out AP of every row (for intervals between any two)
@@ -17,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,12 +30,26 @@ from neuralcodes.layers.whitening import pca_whitening, whiten
 from neuralcodes.progress import console
 from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.retrieval.codes import extract_codes
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
+from neuralcodes.retrieval.rerank import RERANKERS, parameters, rerank
 from neuralcodes.retrieval.statistics import paired_bootstrap
 from neuralcodes.runs import Run
 
 BASELINE = "L7"
 Transform = Callable[[np.ndarray], np.ndarray]
+Grid = Mapping[str, Sequence[Any]]  # parameter -> the values tried (every combination)
+
+# Each re-ranking step's candidates, around the published settings (cirtorch: k 1-10 for QE/DBA; Iscen
+# et al.: k 50, k_query 10, gamma 3, alpha 0.99; Zhong et al.: k1 20, k2 6, lambda 0.3), sized for
+# some thousands of validation queries on a CPU.
+DEFAULT_RERANKING: dict[str, Grid] = {
+    "aqe": {"k": [1, 2, 3, 5, 10]},
+    "alpha_qe": {"k": [5, 10, 20], "alpha": [1.0, 3.0]},
+    "dba": {"k": [2, 3, 5, 10]},
+    "dba+qe": {"k_dba": [2, 5, 10], "k_qe": [2, 5, 10]},
+    "diffusion": {"k": [10, 30, 50], "k_query": [5, 10]},
+    "k_reciprocal": {"k1": [10, 20], "k2": [3, 6], "lambda_": [0.3]},
+}
 
 
 @dataclass
@@ -47,7 +64,7 @@ class QualityOptions:
     max_whiten_dim: int = 4096  # the eigen-decomposition is (D, D) in float64: not for 16,384-d L5
     seed: int = 0
     device: str | None = None
-    reranking: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # method -> parameter grid
+    reranking: dict[str, Grid] = field(default_factory=lambda: dict(DEFAULT_RERANKING))  # step -> its grid
 
     def validate(self) -> "QualityOptions":
         if not self.layers or not set(self.layers) <= {"L5", "L6", "L7"}:
@@ -56,12 +73,27 @@ class QualityOptions:
             raise ValueError(f"fit_images must be at least 2 (a covariance), got {self.fit_images}")
         if any(d is not None and d < 1 for d in self.dims):
             raise ValueError(f"whitening dimensions must be at least 1 (or None for all), got {list(self.dims)}")
+        for method, grid in self.reranking.items():
+            for params in expand(grid):
+                parameters(method, **params)  # an unknown step or parameter: a clear error before any work
         return self
 
 
-def scores(codes: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Leave-one-out figures of some codes: mAP, mAP@R, P@1, P@10 and the per-query AP."""
-    m = retrieval_metrics(codes, labels, ks=tuple(k for k in (1, 10) if k < len(labels)))
+def expand(grid: Grid) -> list[dict[str, Any]]:
+    """Every combination of a grid's values, as parameter dicts (an empty grid: the step's defaults)."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in product(*(grid[n] for n in names))]
+
+
+def scores(codes: np.ndarray, labels: np.ndarray, reranking: str | None = None,
+           params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Leave-one-out figures of some codes, ranked by distance or re-ranked by the named step
+    (:mod:`neuralcodes.retrieval.rerank`): mAP, mAP@R, P@1, P@10 and the per-query AP."""
+    ks = tuple(k for k in (1, 10) if k < len(labels))
+    if reranking is None:
+        m = retrieval_metrics(codes, labels, ks=ks)
+    else:
+        m = retrieval_metrics(None, labels, ks=ks, scores=rerank(reranking, codes, codes, loo=True, **(params or {})))
     return {"mAP": m["mAP"], "mAP@R": m["mAP@R"], **{k: m[k] for k in ("P@1", "P@10") if k in m}, "AP": m["AP"]}
 
 
@@ -100,13 +132,11 @@ def _views(codes: dict[str, dict[str, np.ndarray]], chosen: dict[str, Any], name
     return lambda x: whiten(layer, x)
 
 
-def quality_study(run: Run | str | Path, dataset: Dataset | None = None, options: QualityOptions | None = None,
-                  rerankers: dict[str, Callable[..., np.ndarray]] | None = None) -> dict[str, Any]:  # fmt: skip
+def quality_study(run: Run | str | Path, dataset: Dataset | None = None,
+                  options: QualityOptions | None = None) -> dict[str, Any]:  # fmt: skip
     """Choose on the class-disjoint validation classes, then score on the held-out classes; see the module doc.
-
-    ``rerankers``: method name -> ``f(codes, **params) -> (Q,) per-query AP`` given labels through
-    ``labels=``, for the re-ranking steps (each tried over ``options.reranking[method]``).
-    """
+    Each re-ranking step of ``options.reranking`` (:mod:`neuralcodes.retrieval.rerank`) is tried over its grid
+    on the best representation's validation codes; the held-out row uses the parameters chosen there."""
     run = run if isinstance(run, Run) else Run(run)
     opt = (options or QualityOptions()).validate()
     p, cfg = open_trained(run, dataset, opt.device)
@@ -140,7 +170,7 @@ def quality_study(run: Run | str | Path, dataset: Dataset | None = None, options
     rerank_choice: dict[str, dict[str, Any]] = {}
     val_best = _views(codes, chosen, best_rep)(codes["val"][best_rep.split("+")[0]])
     for method, grid in opt.reranking.items():
-        results = [(float(np.mean(rerankers[method](val_best, labels=val_labels, **params))), params) for params in grid]
+        results = [(scores(val_best, val_labels, method, params)["mAP"], params) for params in expand(grid)]
         best_map, params = max(results, key=lambda r: r[0])
         rerank_choice[method] = {"params": params, "val_mAP": best_map,
                                  "tried": [{"params": q, "val_mAP": m} for m, q in results]}  # fmt: skip
@@ -159,16 +189,18 @@ def quality_study(run: Run | str | Path, dataset: Dataset | None = None, options
     x = _views(codes, chosen, best_rep)(ood[best_rep.split("+")[0]])
     for method, choice in rerank_choice.items():
         t = time.perf_counter()
-        ap = rerankers[method](x, labels=ood_labels, **choice["params"])
-        rows.append({"representation": best_rep, "reranking": method, "dim": int(x.shape[1]), "mAP": float(np.mean(ap)),
-                     "AP": ap, "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "params": choice["params"],
-                     "val_mAP": choice["val_mAP"], "saw_held_out": False})  # fmt: skip
+        s = scores(x, ood_labels, method, choice["params"])
+        rows.append({"representation": best_rep, "reranking": method, "dim": int(x.shape[1]), **s,
+                     "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "params": choice["params"],
+                     "uses_database": RERANKERS[method].uses_database, "val_mAP": choice["val_mAP"],
+                     "saw_held_out": False})  # fmt: skip
     per_query = {f"{r['representation']}__{r['reranking']}": r.pop("AP") for r in rows}
     baseline = per_query.get(f"{BASELINE}__none")
     for row, ap in zip(rows, per_query.values()):
         if baseline is not None:
             row["vs_L7"] = paired_bootstrap(ap, baseline, seed=opt.seed)
-    result = {"options": {**asdict(opt), "scales": list(opt.scales)}, "n_val_queries": len(val_labels),
+    grids = {m: {k: list(v) for k, v in g.items()} for m, g in opt.reranking.items()}
+    result = {"options": {**asdict(opt), "scales": list(opt.scales), "reranking": grids}, "n_val_queries": len(val_labels),
               "val_classes": list(split.val_classes), "n_queries": len(ood_labels), "chosen": chosen,
               "best_on_validation": best_rep, "validation": validation, "reranking": rerank_choice, "rows": rows}  # fmt: skip
     run.update_metrics("quality", result)

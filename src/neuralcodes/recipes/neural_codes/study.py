@@ -20,7 +20,7 @@ from neuralcodes.plots.retrieval import (
 from neuralcodes.progress import console
 from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.retrieval.codes import Codes, ZeroCodeWarning, extract_codes
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.pca import pca_study
 from neuralcodes.retrieval.search import search
 from neuralcodes.retrieval.statistics import paired_comparisons

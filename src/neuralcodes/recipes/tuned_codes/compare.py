@@ -39,7 +39,7 @@ from neuralcodes.recipes.tuned_codes.variants import (
     pooled_variants,
     whitened_variants,
 )
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.statistics import paired_bootstrap
 from neuralcodes.runs import Run
 

@@ -39,7 +39,7 @@ from neuralcodes.recipes.tuned_codes.network import RetrievalNet
 from neuralcodes.recipes.tuned_codes.sampling import m_per_class_order
 from neuralcodes.recipes.tuned_codes.variants import whitening_shrinkage
 from neuralcodes.retrieval.codes import extract_codes
-from neuralcodes.retrieval.metrics import retrieval_metrics
+from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.runs import TRAINS_ON, Run
 
 FIT_SEED_KEY, VAL_SEED_KEY = 1, 2
