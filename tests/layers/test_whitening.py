@@ -5,7 +5,7 @@ import scipy.linalg
 import torch
 from sklearn.decomposition import PCA
 
-from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whiten
+from neuralcodes.layers.whitening import eigenbasis, learned_whitening, pca_whitening, whiten
 
 
 def correlated_codes(n=400, d=12, n_classes=8, seed=0):
@@ -35,6 +35,16 @@ def test_pca_whitening_equals_sklearn_up_to_component_signs():
     reference = PCA(n_components=5, whiten=True, svd_solver="full").fit(x.astype(np.float64)).transform(x)
     signs = np.sign((ours * reference).sum(axis=0))
     np.testing.assert_allclose(ours * signs, reference, atol=2e-3)
+
+
+@pytest.mark.parametrize("dim,power,shrinkage", [(None, 0.5, 0.0), (5, 0.25, 0.1), (12, 0.5, 0.5)])
+def test_a_whitening_from_a_precomputed_eigenbasis_is_the_same_layer(dim, power, shrinkage):
+    x, _ = correlated_codes(seed=3)
+    basis = eigenbasis(x)
+    np.testing.assert_array_equal(apply(pca_whitening(basis, dim, power, shrinkage), x),
+                                  apply(pca_whitening(x, dim, power, shrinkage), x))
+    with pytest.raises(ValueError, match="span only"):
+        pca_whitening(eigenbasis(x[:6]), dim=8)  # 6 codes: rank 5, checked against the fitted shape
 
 
 def test_shrinkage_and_power_tame_the_smallest_eigenvalues():

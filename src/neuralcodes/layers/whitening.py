@@ -18,27 +18,46 @@ The eigen-decompositions run in float64 on the (D, D) covariance: fine for poole
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def pca_whitening(codes: np.ndarray | torch.Tensor, dim: int | None = None, power: float = 0.5,
+@dataclass(frozen=True)
+class Eigenbasis:
+    """The codes' mean and covariance eigen-decomposition (descending): what every PCA-whitening of
+    them is made from, so trying many dimensions / powers / shrinkages decomposes once."""
+
+    mean: torch.Tensor  # (D,) float64
+    values: torch.Tensor  # (D,) eigenvalues, descending
+    vectors: torch.Tensor  # (D, D) unit eigenvectors as columns, signs fixed
+    shape: tuple[int, int]  # (N, D) of the codes it was fitted on
+
+
+def eigenbasis(codes: np.ndarray | torch.Tensor) -> Eigenbasis:
+    """Mean and descending covariance eigen-decomposition of (N, D) codes, in float64."""
+    x = _as_codes(codes)
+    values, vectors = _descending_eigh(torch.cov(x.T, correction=1).reshape(x.shape[1], x.shape[1]))
+    return Eigenbasis(x.mean(dim=0), values, vectors, (int(x.shape[0]), int(x.shape[1])))
+
+
+def pca_whitening(codes: np.ndarray | torch.Tensor | Eigenbasis, dim: int | None = None, power: float = 0.5,
                   shrinkage: float = 0.0) -> nn.Linear:  # fmt: skip
-    """Linear layer ``x -> diag(lambda_reg^-power) U^T (x - mean)`` onto the first ``dim`` components."""
+    """Linear layer ``x -> diag(lambda_reg^-power) U^T (x - mean)`` onto the first ``dim`` components
+    (``codes`` may be their :func:`eigenbasis`, computed once for many settings)."""
     if not 0 <= shrinkage <= 1:
         raise ValueError(f"shrinkage must lie in [0, 1], got {shrinkage}")
     if not 0 <= power <= 1:
         raise ValueError(f"power must lie in [0, 1] (0.5 = full whitening), got {power}")
-    x = _as_codes(codes)
-    mean = x.mean(dim=0)
-    values, vectors = _descending_eigh(torch.cov(x.T, correction=1).reshape(x.shape[1], x.shape[1]))
-    dim = _check_dim(dim, values, x.shape, shrinkage)
-    values = values.clamp_min(0)
+    basis = codes if isinstance(codes, Eigenbasis) else eigenbasis(codes)
+    dim = _check_dim(dim, basis.values, basis.shape, shrinkage)
+    values = basis.values.clamp_min(0)
     regularised = (1 - shrinkage) * values + shrinkage * values.mean()
-    weight = vectors[:, :dim].T / regularised[:dim, None].pow(power)
-    return _linear(weight, mean)
+    weight = basis.vectors[:, :dim].T / regularised[:dim, None].pow(power)
+    return _linear(weight, basis.mean)
 
 
 def learned_whitening(

@@ -26,7 +26,7 @@ import numpy as np
 
 from neuralcodes import io
 from neuralcodes.data.imageset import Dataset
-from neuralcodes.layers.whitening import pca_whitening, whiten
+from neuralcodes.layers.whitening import eigenbasis, pca_whitening, whiten
 from neuralcodes.progress import console
 from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.retrieval.codes import extract_codes
@@ -112,9 +112,10 @@ def choose_whitening(val: np.ndarray, val_labels: np.ndarray, fit: np.ndarray,
     if val.shape[1] > options.max_whiten_dim:
         return None, tried
     best, best_map = None, plain
+    basis = eigenbasis(fit)  # once: every candidate is a cheap function of it
     for params in whitening_grid(options, val.shape[1]):
         try:
-            layer = pca_whitening(fit, **params)
+            layer = pca_whitening(basis, **params)
         except ValueError as err:  # more components than the fitted codes hold: recorded, not fatal
             tried.append({"whitening": params, "skipped": str(err)})
             continue
