@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from neuralcodes.cli import main
@@ -82,3 +83,40 @@ def test_index_add_without_a_folder_says_how_to_give_one(photos: Path, tmp_path:
         assert main(["index", "add", index, *extra]) == 2
         err = capsys.readouterr().err
         assert "index add" in err and "DIR" in err and "--images" not in err, err
+
+
+def test_search_reranks_from_the_shell_and_records_it(photos: Path, tmp_path: Path, capsys) -> None:
+    from neuralcodes.cli.index import RERANK_CHOICES
+    from neuralcodes.index import Index
+    from neuralcodes.retrieval.rerank import RERANKERS
+
+    assert RERANK_CHOICES == tuple(RERANKERS)  # the shell's choices are the library's steps
+    index = str(tmp_path / "idx")
+    assert main(["index", "build", index, "--model", "tiny", "--image-size", "32", "--images", str(photos)]) == 0
+    queries = sorted(photos.rglob("*.JPEG"))[1::6]
+    plain = _json(capsys, ["search", index, *map(str, queries), "-k", "4", "--json"])
+    assert (plain["rerank"], plain["shortlist"]) == (None, None)
+    found = _json(capsys, ["search", index, *map(str, queries), "-k", "4", "--rerank", "dba+qe", "--shortlist", "7",
+                           "--json"])  # fmt: skip
+    assert (found["rerank"], found["shortlist"]) == ("dba+qe", 7)
+    with Index.open(index) as opened:
+        want = opened.search(queries, k=4, rerank="dba+qe", shortlist=7)
+    got = [[r["id"] for r in q["results"]] for q in found["queries"]]
+    assert got == want.ids.tolist() != [[r["id"] for r in q["results"]] for q in plain["queries"]]
+    assert [r["rank"] for r in found["queries"][0]["results"]] == [1, 2, 3, 4]
+    assert main(["search", index, str(queries[0]), "--rerank", "aqe"]) == 0
+    captured = capsys.readouterr()
+    assert "re-ranked with aqe among the 24 nearest" in captured.err and "rank" in captured.out
+
+
+def test_bad_reranking_options_from_the_shell(photos: Path, tmp_path: Path, capsys) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", str(tmp_path / "idx"), "q.jpg", "--rerank", "nope"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "'k_reciprocal'" in err and "Traceback" not in err
+    # Refused before the index opens (there is none here) or the image is read (it does not exist).
+    assert main(["search", str(tmp_path / "idx"), "q.jpg", "--rerank", "aqe", "--shortlist", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "shortlist must be a positive integer" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

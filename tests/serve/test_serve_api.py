@@ -211,3 +211,103 @@ def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
     assert sixteen[:, :16].mean() < 8 and abs(sixteen[:, 24:].mean() - 100) < 8
     assert transparent[:, :16].mean() > 245 and transparent[:, 24:].mean() < 10
     assert rotated.shape == (40, 20)
+
+
+def test_both_searches_rerank_and_say_so(client: TestClient, index: Index, served_photos: Path) -> None:
+    file = sorted(served_photos.rglob("*.JPEG"))[2]  # one whose order the step changes
+    plain = _upload(client, file.read_bytes(), k=5).json()
+    assert (plain["rerank"], plain["shortlist"]) == (None, None)
+    response = client.post("/api/search", params={"k": 5, "rerank": "dba+qe", "shortlist": 8},
+                           files={"image": ("photo.jpg", file.read_bytes(), "image/jpeg")})  # fmt: skip
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["k"], body["rerank"], body["shortlist"]) == (5, "dba+qe", 8)
+    want = index.search([file], k=5, rerank="dba+qe", shortlist=8)
+    assert [r["id"] for r in body["results"]] == want.ids[0].tolist() != [r["id"] for r in plain["results"]]
+    assert [r["distance"] for r in body["results"]] == pytest.approx(want.distances[0].tolist())
+    assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
+
+    near = client.get("/api/images/5/neighbours", params={"k": 4, "rerank": "k_reciprocal", "shortlist": 6}).json()
+    assert (near["rerank"], near["shortlist"], near["query"]["id"]) == ("k_reciprocal", 6, 5)
+    want = index.search_ids([5], k=4, rerank="k_reciprocal", shortlist=6).ids[0].tolist()
+    assert [r["id"] for r in near["results"]] == want != index.search_ids([5], k=4).ids[0].tolist()
+    default = client.get("/api/images/5/neighbours?k=4&rerank=aqe").json()
+    assert (default["rerank"], default["shortlist"]) == ("aqe", 12)  # 100 by default, clamped to the collection
+    assert client.get("/api/images/5/neighbours?k=4&rerank=none").json()["rerank"] is None
+
+
+@pytest.mark.parametrize("query", ["rerank=nope", "rerank=dba qe", "rerank=aqe&shortlist=0", "rerank=aqe&shortlist=1001"])
+def test_bad_reranking_options_get_a_422(client: TestClient, served_photos: Path, query: str) -> None:
+    data = sorted(served_photos.rglob("*.JPEG"))[0].read_bytes()
+    for response in (client.post(f"/api/search?k=3&{query}", files={"image": ("photo.jpg", data, "image/jpeg")}),
+                     client.get(f"/api/images/2/neighbours?k=3&{query}")):  # fmt: skip
+        assert response.status_code == 422, response.text
+        detail = response.json()["detail"]
+        if "shortlist" in query:
+            assert detail[0]["loc"] == ["query", "shortlist"]
+        else:  # a sentence the page shows as it is, naming every step
+            assert detail.startswith("unknown re-ranking") and "aqe, alpha_qe, dba, dba+qe, diffusion, k_reciprocal" in detail
+    # Unknown steps are refused before the upload is looked at.
+    assert client.post("/api/search?rerank=nope", files={"image": ("e.jpg", b"", "image/jpeg")}).status_code == 422
+
+
+def test_the_rerankers_are_listed_and_offered_on_the_page(client: TestClient) -> None:
+    from neuralcodes.retrieval.rerank import RERANKERS
+
+    listed = client.get("/api/rerankers").json()["rerankers"]
+    assert [r["name"] for r in listed] == list(RERANKERS)
+    assert {r["name"]: (r["about"], r["uses_database"]) for r in listed} == {
+        name: (step.about, step.uses_database) for name, step in RERANKERS.items()}
+    page = client.get("/").text
+    assert '<select id="rerank"><option value="" selected>none</option>' in page
+    for name, step in RERANKERS.items():
+        assert f'<option value="{name}">{step.about}</option>' in page
+    assert "/api/rerankers" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_page_sends_the_chosen_reranking_with_both_searches(tmp_path: Path) -> None:
+    """The page's script run in Node against a stand-in DOM: which URLs it fetches."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the page's script cannot be run without a browser")
+    from neuralcodes.serve.page import SCRIPT
+
+    stand_in = r"""
+const made = {};
+const element = (id) => made[id] ??= { id, value: "", hidden: false, textContent: "", className: "", dataset: {},
+  classList: { add() {}, remove() {} }, addEventListener() {}, append() {}, replaceChildren() {} };
+let counter = 0;
+globalThis.document = { getElementById: element, body: { dataset: { maxUpload: "1000000" } },
+                        createElement: () => element("new" + counter++) };
+globalThis.window = { scrollTo() {} };
+URL.createObjectURL = () => "blob:query";
+globalThis.FormData = class { append() {} };
+const fetched = [];
+globalThis.fetch = async (url) => {
+  fetched.push(url);
+  const rerank = new URL(url, "http://page").searchParams.get("rerank");
+  return { ok: true, json: async () => ({ images: [], total: 0, results: [], rerank, query: { path: "a/b.jpg" } }) };
+};
+element("k").value = "6";
+"""
+    steps = r"""
+(async () => {
+  const titles = [];
+  for (const step of ["dba+qe", ""]) {
+    $("rerank").value = step;
+    await searchById(3);
+    titles.push($("results-title").textContent);
+    await searchFile({ size: 10, name: "q.jpg" });
+  }
+  console.log(JSON.stringify({ fetched, titles }));
+})();
+"""
+    script = tmp_path / "page.js"
+    script.write_text(stand_in + SCRIPT + steps)
+    import json
+    import subprocess
+
+    out = json.loads(subprocess.run([node, str(script)], capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert out["fetched"] == ["/api/images?limit=48&offset=0", "/api/images/3/neighbours?k=6&rerank=dba%2Bqe",
+                              "/api/search?k=6&rerank=dba%2Bqe", "/api/images/3/neighbours?k=6", "/api/search?k=6"]
+    assert out["titles"] == ["Nearest to a/b.jpg (re-ranked: dba+qe)", "Nearest to a/b.jpg"]

@@ -14,6 +14,8 @@ from neuralcodes.progress import console
 out = Console()  # results go to stdout (progress and messages to stderr), so they can be piped
 
 BACKEND_CHOICES = ("auto", "exact", "flat", "hnsw", "ivfpq")
+# The step names, without importing the library (and torch) before a command runs; a test keeps them equal.
+RERANK_CHOICES = ("aqe", "alpha_qe", "dba", "dba+qe", "diffusion", "k_reciprocal")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +74,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of tables")
     p.add_argument("--figure", default=None, metavar="PNG", help="also draw the results into this PNG")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    p.add_argument("--rerank", default=None, choices=RERANK_CHOICES, metavar="STEP",
+                   help="re-rank each query's shortlist with a step: " + ", ".join(RERANK_CHOICES) +
+                        " (distances stay the Euclidean ones, so they need not increase)")
+    p.add_argument("--shortlist", type=int, default=100, metavar="N",
+                   help="nearest images the re-ranking re-orders (default 100; at least -k)")
     p.set_defaults(func=_search)
 
 
@@ -163,10 +170,12 @@ def _search(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from neuralcodes.index.index import Index
+    from neuralcodes.index.reranked import check_rerank
 
+    check_rerank(args.rerank, args.shortlist, None)  # before the index opens and the model loads
     with Index.open(args.index, device=args.device) as index:
         pixels = [index.query_pixels(path) for path in args.images]
-        results = index.search(pixels, args.k)
+        results = index.search(pixels, args.k, rerank=args.rerank, shortlist=args.shortlist)
         if args.figure:
             from neuralcodes.index.figure import plot_search_results
 
@@ -177,9 +186,12 @@ def _search(args: argparse.Namespace) -> None:
     if args.json:
         queries = [{"query": q, "results": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, start=1)]}
                    for q, hits in zip(args.images, results.hits)]
-        json.dump({"index": args.index, "k": args.k, "queries": queries}, sys.stdout, indent=2)
+        json.dump({"index": args.index, "k": args.k, "rerank": results.rerank, "shortlist": results.shortlist,
+                   "queries": queries}, sys.stdout, indent=2)
         print()
         return
+    if results.rerank:
+        console.print(f"re-ranked with {results.rerank} among the {results.shortlist} nearest")
     for query, hits in zip(args.images, results.hits):
         table = Table(title=escape(query), title_justify="left")
         for column in ("rank", "distance", "path", "label"):

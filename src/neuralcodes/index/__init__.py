@@ -3,12 +3,13 @@
     neuralcodes index build INDEX --model RUN|imagenet --images DIR     (resumable; bad files skipped and listed)
     neuralcodes index build INDEX ... --shard K/N                        (one of N processes; the last merges)
     neuralcodes index add INDEX DIR / remove INDEX PATH... / info INDEX / backend INDEX NAME
-    neuralcodes search INDEX IMAGE... [-k 10] [--json] [--figure out.png]
+    neuralcodes search INDEX IMAGE... [-k 10] [--json] [--figure out.png] [--rerank STEP --shortlist 100]
 
 Modules: :mod:`.store` (the folder format and its checks), :mod:`.models` (the model registry),
 :mod:`.collection` (folders, data sources, safe decoding), :mod:`.ingest` (resumable build/add),
 :mod:`.backends` (exact and FAISS search), :mod:`.index` (:class:`Index`), :mod:`.figure`,
-:mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge).
+:mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge),
+:mod:`.reranked` (search results re-ranked on each query's shortlist).
 """
 from neuralcodes.index.index import Hit, Index, SearchResults
 from neuralcodes.index.ingest import IngestSummary, add_images, build_index

@@ -4,6 +4,7 @@
     results = index.search(["query.jpg"], k=10)
     results.ids, results.distances          # (Q, k) int64 and float32 (-1 / inf past the collection's end)
     results.hits[0][0].path, .label, .distance
+    index.search(["query.jpg"], k=10, rerank="aqe", shortlist=100)   # re-ranked (see :mod:`.reranked`)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from neuralcodes.index.collection import (
 )
 from neuralcodes.index.ingest import IngestSummary, add_images
 from neuralcodes.index.models import Embedder, ModelRef
+from neuralcodes.index.reranked import check_rerank, rerank_results
 from neuralcodes.index.store import VERSION, IndexDamagedError, Store, faiss_path
 
 Query = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
@@ -55,11 +57,17 @@ class Hit:
 
 @dataclass
 class SearchResults:
-    """What :meth:`Index.search` returns for Q queries and ``k`` (clamped to the images indexed)."""
+    """What :meth:`Index.search` returns for Q queries and ``k`` (clamped to the images indexed).
 
-    ids: np.ndarray  # (Q, k) int64, nearest first; -1 where the collection has fewer images
+    Re-ranked (``rerank``), the order is the step's and ``distances`` are still the true Euclidean code
+    distances, so they need not be increasing along a row.
+    """
+
+    ids: np.ndarray  # (Q, k) int64, nearest first (or in the re-ranked order); -1 where there are fewer images
     distances: np.ndarray  # (Q, k) float32 Euclidean distances between codes; inf where ids is -1
     hits: list[list[Hit]]  # per query, the images found (without the -1 padding)
+    rerank: str | None = None  # the re-ranking step used, if any
+    shortlist: int | None = None  # how many nearest images it re-ordered (max(k, shortlist), clamped)
 
 
 class Index:
@@ -172,21 +180,33 @@ class Index:
             return np.asarray(rgb, dtype=np.uint8)
         raise TypeError(f"cannot search with a {type(query).__name__}; give a path, bytes, a PIL image or an array")
 
-    def search(self, queries: Query | Sequence[Query], k: int = 10) -> SearchResults:
-        """The ``k`` nearest images of each query (files, bytes, PIL images, uint8 arrays, or codes)."""
-        return self.search_codes(self.embed(queries), k)
+    def search(self, queries: Query | Sequence[Query], k: int = 10, rerank: str | None = None, shortlist: int = 100,
+               rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+        """The ``k`` nearest images of each query (files, bytes, PIL images, uint8 arrays, or codes).
 
-    def search_ids(self, ids: Iterable[int], k: int = 10) -> SearchResults:
-        """Search with images of the index itself (each finds itself first)."""
+        ``rerank``: a step of :data:`~neuralcodes.retrieval.rerank.RERANKERS` (``rerank_params`` update its
+        defaults) re-orders each query's ``max(k, shortlist)`` nearest images among themselves, and the first
+        ``k`` of its order are returned; their distances stay the Euclidean ones, so they need not increase.
+        """
+        check_rerank(rerank, shortlist, rerank_params)  # before the model loads
+        return self.search_codes(self.embed(queries), k, rerank, shortlist, rerank_params)
+
+    def search_ids(self, ids: Iterable[int], k: int = 10, rerank: str | None = None, shortlist: int = 100,
+                   rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+        """Search with images of the index itself (each finds itself first, unless re-ranked; see :meth:`search`)."""
+        check_rerank(rerank, shortlist, rerank_params)
         ids = np.asarray(list(ids), dtype=np.int64)
         for i in ids:
             self.record(int(i))  # raises for an unknown id
-        return self.search_codes(np.asarray(self.codes[ids], dtype=np.float32), k)
+        return self.search_codes(np.asarray(self.codes[ids], dtype=np.float32), k, rerank, shortlist, rerank_params)
 
-    def search_codes(self, codes: np.ndarray, k: int = 10) -> SearchResults:
-        """Search with (Q, dim) or (dim,) codes of this index's model (finite; L2-normalised like the index's)."""
+    def search_codes(self, codes: np.ndarray, k: int = 10, rerank: str | None = None, shortlist: int = 100,
+                     rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+        """Search with (Q, dim) or (dim,) codes of this index's model (finite; L2-normalised like the index's);
+        ``rerank``, ``shortlist``, ``rerank_params``: see :meth:`search`."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
+        check_rerank(rerank, shortlist, rerank_params)
         codes = self.embed(np.asarray(codes, dtype=np.float32))
         if not np.isfinite(codes).all():
             raise ValueError("query codes contain NaN or inf")
@@ -194,13 +214,16 @@ class Index:
             if self.store.live == 0:
                 raise ValueError(f"{self.store.root} holds no images; add some with `neuralcodes index add`")
             k = min(int(k), self.store.live)
+            n = k if rerank is None else min(max(k, int(shortlist)), self.store.live)
             dead = self.store.rows - self.store.live
-            candidates = self.backend.candidates(self.codes, codes, k + dead)
-            ids, distances = rank_candidates(self.codes, codes, candidates, self.live, k)
+            candidates = self.backend.candidates(self.codes, codes, n + dead)
+            ids, distances = rank_candidates(self.codes, codes, candidates, self.live, n)
+            if rerank is not None:
+                ids, distances = rerank_results(rerank, codes, ids, distances, self.codes, k, rerank_params)
             records = self.records(ids[ids >= 0].tolist())
         hits = [[Hit(**{**asdict(records[i]), "distance": float(d)}) for i, d in zip(row, dist) if i >= 0]
                 for row, dist in zip(ids.tolist(), distances)]
-        return SearchResults(ids, distances, hits)
+        return SearchResults(ids, distances, hits, rerank, None if rerank is None else n)
 
     # --- the images ---------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
     GET  /api/images?offset=&limit=     the collection, a page at a time
     GET  /api/images/{id}               the image file          GET /api/images/{id}/thumbnail
     GET  /api/images/{id}/neighbours    search with an image of the collection
+    GET  /api/rerankers                 the re-ranking steps (both searches take &rerank=STEP&shortlist=N)
     GET  /api/health                    status, count, model;   GET /openapi.json, /docs: the schema
 
 Safe by default: uploads are size-limited before they are read; bad images get a 4xx that says why;
@@ -30,17 +31,22 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from neuralcodes.data.decode import viewed_rgb
 from neuralcodes.index.collection import Skipped, decode_bytes
 from neuralcodes.index.index import Hit, Index, SearchResults
+from neuralcodes.retrieval.rerank import RERANKERS
 from neuralcodes.serve.page import CSS, SCRIPT, page_html
 
 log = logging.getLogger("neuralcodes.serve")
 
 MAX_UPLOAD_BYTES = 20 << 20
 MAX_K = 100
+MAX_SHORTLIST = 1000  # k-reciprocal and diffusion cost grows with the square of the shortlist, per request
 THUMBNAIL_SIDES = (96, 160, 256)
 _MULTIPART_OVERHEAD = 64 << 10  # boundaries and part headers around the file itself
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
        "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 ImageId = Path(..., ge=0, le=2**62, description="an image id of this index")
+# A plain string checked by _step, not an enum: FastAPI's enum error is a list the page would show as raw JSON.
+Rerank = Query(None, description=f"re-rank the shortlist with a step: {', '.join(RERANKERS)} (none: plain order)")
+Shortlist = Query(100, ge=1, le=MAX_SHORTLIST, description="the nearest images a re-ranking re-orders (at least k)")
 
 
 def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: list[str] | None = None) -> FastAPI:
@@ -74,9 +80,16 @@ def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_h
         now = index.info()
         return {"status": "ok", "images": now["images"], "model": now["model"], "backend": now["backend"]}
 
+    @app.get("/api/rerankers", summary="The re-ranking steps that rerank= takes")
+    def rerankers() -> dict[str, Any]:
+        return {"rerankers": [{"name": name, "about": step.about, "uses_database": step.uses_database,
+                               "defaults": step.defaults} for name, step in RERANKERS.items()]}  # fmt: skip
+
     @app.post("/api/search", summary="The k nearest images to an uploaded image")
     async def search(image: UploadFile = File(..., description="an image file"),
-                     k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
+                     k: int = Query(10, ge=1, le=MAX_K), rerank: str | None = Rerank,
+                     shortlist: int = Shortlist) -> dict[str, Any]:
+        rerank = _step(rerank)  # before the upload is decoded
         data = await image.read()
         if not data:
             raise HTTPException(400, "the upload is empty: choose an image file")
@@ -87,7 +100,7 @@ def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_h
         except Skipped as skipped:
             status = 413 if skipped.kind == "too large" else 415
             raise HTTPException(status, f"the upload is not an image this server can read: {skipped.reason}") from None
-        results = await run_in_threadpool(lambda: index.search([pixels.pixels], k))
+        results = await run_in_threadpool(lambda: index.search([pixels.pixels], k, rerank, shortlist))
         return _results(results, k)
 
     @app.get("/api/images", summary="The collection's images in id order, a page at a time")
@@ -119,9 +132,11 @@ def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_h
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
 
     @app.get("/api/images/{image_id}/neighbours", summary="The k nearest images to an image of the collection")
-    def neighbours(image_id: int = ImageId, k: int = Query(10, ge=1, le=MAX_K)) -> dict[str, Any]:
+    def neighbours(image_id: int = ImageId, k: int = Query(10, ge=1, le=MAX_K), rerank: str | None = Rerank,
+                   shortlist: int = Shortlist) -> dict[str, Any]:
+        rerank = _step(rerank)
         try:
-            results = index.search_ids([image_id], k)
+            results = index.search_ids([image_id], k, rerank, shortlist)
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id} in this index") from None
         return {"query": _hit(index.record(image_id)), **_results(results, k)}
@@ -212,9 +227,20 @@ def _hit(hit: Hit) -> dict[str, Any]:
             "distance": hit.distance, "image": f"/api/images/{hit.id}", "thumbnail": f"/api/images/{hit.id}/thumbnail"}
 
 
+def _step(rerank: str | None) -> str | None:
+    """The re-ranking step asked for (None for none); 422 naming the steps for an unknown one."""
+    if rerank in (None, "", "none"):
+        return None
+    if rerank not in RERANKERS:
+        raise HTTPException(422, f"unknown re-ranking {rerank!r}; rerank must be none or one of {', '.join(RERANKERS)}")
+    return rerank
+
+
 def _results(results: SearchResults, k: int) -> dict[str, Any]:
     hits = results.hits[0]
-    return {"k": k, "results": [{"rank": rank, **_hit(h)} for rank, h in enumerate(hits, start=1)]}
+    # Re-ranked results are in the step's order: the distances need not increase, so say which order this is.
+    return {"k": k, "rerank": results.rerank, "shortlist": results.shortlist,
+            "results": [{"rank": rank, **_hit(h)} for rank, h in enumerate(hits, start=1)]}
 
 
 def _page_headers() -> dict[str, str]:

@@ -8,10 +8,14 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from neuralcodes.retrieval.rerank import RERANKERS
+
 
 def page_html(info: dict[str, Any], max_upload_bytes: int) -> str:
     model = html.escape(str(info.get("model", "")))
     count = int(info.get("images", 0))
+    steps = "".join(f'<option value="{html.escape(name)}">{html.escape(step.about or name)}</option>'
+                    for name, step in RERANKERS.items())
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -35,6 +39,7 @@ def page_html(info: dict[str, Any], max_upload_bytes: int) -> str:
     </label>
     <div class="controls">
       <label>results <select id="k"><option>6</option><option selected>12</option><option>24</option><option>48</option></select></label>
+      <label>re-ranking <select id="rerank"><option value="" selected>none</option>{steps}</select></label>
       <img id="query" alt="your query" hidden>
     </div>
     <p id="status" role="status" aria-live="polite"></p>
@@ -115,9 +120,15 @@ function figure(item) {
   return fig;
 }
 
+function rerankQuery() {
+  const step = $("rerank").value;
+  return step ? "&rerank=" + encodeURIComponent(step) : "";
+}
+
 function showResults(data, title) {
   $("results-title").hidden = false;
-  $("results-title").textContent = title;
+  // Re-ranked results are in the step's order, not by distance: say so next to the distances.
+  $("results-title").textContent = data.rerank ? title + " (re-ranked: " + data.rerank + ")" : title;
   $("results").replaceChildren(...data.results.map(figure));
   setStatus(data.results.length + " results");
 }
@@ -143,7 +154,7 @@ async function searchFile(file) {
   form.append("image", file);
   setStatus("Searching…");
   try {
-    const response = await fetch("/api/search?k=" + $("k").value, { method: "POST", body: form });
+    const response = await fetch("/api/search?k=" + $("k").value + rerankQuery(), { method: "POST", body: form });
     if (!response.ok) return fail(response);
     showResults(await response.json(), "Nearest to " + file.name);
   } catch (error) {
@@ -155,7 +166,7 @@ async function searchById(id) {
   $("query").src = "/api/images/" + encodeURIComponent(id) + "/thumbnail";
   $("query").hidden = false;
   setStatus("Searching…");
-  const response = await fetch("/api/images/" + encodeURIComponent(id) + "/neighbours?k=" + $("k").value);
+  const response = await fetch("/api/images/" + encodeURIComponent(id) + "/neighbours?k=" + $("k").value + rerankQuery());
   if (!response.ok) return fail(response);
   const data = await response.json();
   showResults(data, "Nearest to " + data.query.path);
