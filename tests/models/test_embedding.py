@@ -72,7 +72,10 @@ def test_gradient_is_the_sum_of_the_three_branch_contributions():
     total = _grads(net, q, p, n)
     only = {k: _grads(net, q, p, n, detach=[o for o in "qpn" if o != k]) for k in "qpn"}
     for g_all, gq, gp, gn in zip(total, only["q"], only["p"], only["n"]):
-        assert torch.allclose(g_all, gq + gp + gn, atol=1e-5)
+        # The branches' contributions are up to ~50x larger than their sum and cancel: float32 rounding
+        # is relative to them (observed 6e-5 with one thread), a missing branch is off by 100% of one.
+        scale = gq.abs() + gp.abs() + gn.abs()
+        assert ((g_all - (gq + gp + gn)).abs() <= 5e-4 * scale + 1e-7).all()
     # Every branch contributes: each one alone gives a non-zero gradient.
     for k in "qpn":
         assert sum(g.abs().sum() for g in only[k]) > 0
