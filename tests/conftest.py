@@ -3,14 +3,21 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import threading
 from pathlib import Path
 
 import pytest
+import torch
 from synthetic import tiny_imagenet_members, write_folder, write_zip  # noqa: F401  (re-exported for fixtures)
 
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.data.sources import find_tiny_imagenet, load_dataset
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # A worker per core (pytest -n auto): more compute threads would only make the workers wait on each other.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
