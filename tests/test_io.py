@@ -24,3 +24,9 @@ def test_round_trips(tmp_path):
     io.save_npz(tmp_path / "b.npz", a=a, b=a * 2)
     with np.load(tmp_path / "b.npz") as z:
         assert np.array_equal(z["b"], a * 2)
+
+
+def test_csv_columns_are_the_keys_of_every_row(tmp_path):
+    # A history's epoch 0 holds only validation scores: the training columns of later rows must stay.
+    io.write_csv(tmp_path / "h.csv", [{"epoch": 0, "val": 0.5}, {"epoch": 1, "loss": 0.25, "val": 0.625}])
+    assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,val,loss", "0,0.5,", "1,0.625,0.25"]

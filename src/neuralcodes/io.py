@@ -74,13 +74,15 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """Rows of equal keys as CSV (floats with 6 significant digits), atomically."""
-    keys = list(rows[0]) if rows else []
+    """Rows as CSV (floats with 6 significant digits), atomically. The columns are every row's keys in the
+    order they first appear, a missing one an empty cell: a history's epoch 0 (the starting weights' scores)
+    has no training figures, and taking its keys alone dropped them from every row."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
 
     def cell(value: Any) -> str:
         return f"{value:.6g}" if isinstance(value, float) else str(value)
 
-    lines = [",".join(keys)] + [",".join(cell(row[k]) for k in keys) for row in rows]
+    lines = [",".join(keys)] + [",".join(cell(row[k]) if k in row else "" for k in keys) for row in rows]
     write_text(path, "\n".join(lines) + "\n")
 
 

@@ -6,10 +6,12 @@ import torch.nn.functional as F
 from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.losses import TripletMarginLoss
 from pytorch_metric_learning.miners import EmbeddingsAlreadyPackagedAsTriplets
-from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.reducers import AvgNonZeroReducer, MeanReducer
 
 from neuralcodes.learning.losses import (
     ExactLpDistance,
+    contrastive_loss,
+    make_reducer,
     packed_triplets,
     triplet_distance,
     triplet_loss,
@@ -120,3 +122,81 @@ def test_shape_and_reduction_errors():
         triplet_ranking_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="reduction"):
         triplet_ranking_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), reduction="max")
+
+
+def _all_triplet_hinges(z, labels, gap):
+    """The hinge of every (a, p, n) of a labelled batch (p != a of a's class, n of another), by a loop."""
+    x, y, rows = z.tolist(), labels.tolist(), range(len(labels))
+    return [max(0.0, gap + math.dist(x[a], x[p]) - math.dist(x[a], x[n]))
+            for a in rows for p in rows for n in rows if p != a and y[p] == y[a] and y[n] != y[a]]
+
+
+def test_the_reducer_is_chosen_by_name_and_changes_the_value():
+    # Four points on a line, classes {0, 1} and {2, 3}: 8 triplets, hand-computed with gap 1.
+    z = torch.tensor([[0.0], [0.5], [1.0], [3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    hinges = _all_triplet_hinges(z, labels, 1.0)
+    # a=0,p=1: n=2 -> 0.5, n=3 -> 0; a=1,p=0: 1, 0; a=2,p=3: n=0 -> 2, n=1 -> 2.5; a=3,p=2: n=0 -> 0, n=1 -> 0.5
+    assert sorted(hinges) == pytest.approx([0, 0, 0, 0.5, 0.5, 1.0, 2.0, 2.5])
+    mean, active = triplet_loss(1.0)(z, labels).item(), triplet_loss(1.0, reducer="active")(z, labels).item()
+    assert mean == pytest.approx(6.5 / 8) == pytest.approx(sum(hinges) / len(hinges))
+    assert active == pytest.approx(6.5 / 5) == pytest.approx(sum(hinges) / sum(h > 0 for h in hinges))
+    assert isinstance(make_reducer("active"), AvgNonZeroReducer) and isinstance(make_reducer("mean"), MeanReducer)
+    given = MeanReducer()
+    assert make_reducer(given) is given
+    with pytest.raises(ValueError, match="unknown reducer 'avg'"):
+        triplet_loss(1.0, reducer="avg")
+
+
+@pytest.mark.parametrize("reducer", ["mean", "active"])
+def test_every_triplet_of_a_labelled_batch_against_a_naive_loop(reducer):
+    # Codes of length 2 to 5: the loss must take them as given (pml's default would L2-normalise them first).
+    g = torch.Generator().manual_seed(5)
+    z = F.normalize(torch.randn(30, 6, generator=g), dim=1) * (2 + 3 * torch.rand(30, 1, generator=g))
+    labels = torch.randint(0, 4, (30,), generator=g)
+    hinges = _all_triplet_hinges(z, labels, 2.0)
+    assert 0 < sum(h == 0 for h in hinges) < len(hinges)
+    expected = sum(hinges) / (len(hinges) if reducer == "mean" else sum(h > 0 for h in hinges))
+    assert triplet_loss(2.0, reducer=reducer)(z, labels).item() == pytest.approx(expected, rel=1e-5)
+    on_the_sphere = triplet_loss(2.0, reducer=reducer)(F.normalize(z, dim=1), labels).item()
+    assert on_the_sphere != pytest.approx(expected, rel=1e-2)  # so the check above can tell
+
+
+def _contrastive_naive(z, labels, pos_margin, neg_margin, reducer):
+    x, y, n = z.tolist(), labels.tolist(), len(labels)
+    pos = [max(0.0, math.dist(x[i], x[j]) - pos_margin) for i in range(n) for j in range(n) if i != j and y[i] == y[j]]
+    neg = [max(0.0, neg_margin - math.dist(x[i], x[j])) for i in range(n) for j in range(n) if y[i] != y[j]]
+
+    def reduce(v):
+        kept = v if reducer == "mean" else [t for t in v if t > 0]
+        return sum(kept) / len(kept) if kept else 0.0
+
+    return reduce(pos) + reduce(neg)  # pml reduces the two kinds of pairs apart and adds them
+
+
+@pytest.mark.parametrize("reducer", ["mean", "active"])
+def test_contrastive_loss_against_a_naive_loop(reducer):
+    g = torch.Generator().manual_seed(2)
+    z = F.normalize(torch.randn(20, 5, generator=g), dim=1)
+    labels = torch.randint(0, 3, (20,), generator=g)
+    expected = _contrastive_naive(z, labels, 0.3, 1.2, reducer)
+    assert contrastive_loss(0.3, 1.2, reducer=reducer)(z, labels).item() == pytest.approx(expected, rel=1e-5)
+    assert _contrastive_naive(z, labels, 0.3, 1.2, "mean") != pytest.approx(_contrastive_naive(z, labels, 0.3, 1.2, "active"))
+
+
+def test_contrastive_loss_measures_duplicates_at_distance_zero():
+    # 40 rows (cdist's matrix-product path) holding 20 pairs of identical codes, one class per pair, margins
+    # (0, 0.1): each positive pair costs exactly 0, and "active" counts no positive pair. pml's default
+    # distance finds about 1e-3 between the copies, every positive pair active: a loss of about 1e-3.
+    g = torch.Generator().manual_seed(0)
+    codes = F.normalize(torch.randn(20, 64, generator=g), dim=1)
+    z, labels = torch.cat([codes, codes.clone()]), torch.arange(20).repeat(2)
+    loss = contrastive_loss(0.0, 0.1, reducer="active")
+    assert isinstance(loss.distance, ExactLpDistance) and not loss.distance.normalize_embeddings
+    assert loss(z, labels).item() == 0.0  # negatives of random 64-d unit codes are ~1.4 apart: no term is active
+
+
+@pytest.mark.parametrize("margins", [(0.5, 0.5), (-0.1, 1.0), (0.0, float("nan"))])
+def test_contrastive_margins_must_be_ordered(margins):
+    with pytest.raises(ValueError, match="pos_margin < neg_margin"):
+        contrastive_loss(*margins)

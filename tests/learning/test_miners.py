@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from neuralcodes.learning.losses import triplet_loss
-from neuralcodes.learning.miners import MINERS, get_miner
+from neuralcodes.learning.miners import MINERS, get_batch_miner, get_miner
 
 
 def _batch(seed=0, n=14, d=3, classes=3, spread=0.0):
@@ -74,6 +74,23 @@ def test_semihard_band_is_bounded_by_the_gap():
 
 def test_random_is_no_miner():
     assert get_miner("random") is None
+
+
+@pytest.mark.parametrize("kind", ["semihard", "hard"])
+def test_a_labelled_batch_is_mined_with_the_losss_distance(kind):
+    # The tuned recipe's miners: D between the codes as given (these are not unit vectors); pml's default
+    # miner would L2-normalise them first and pick other triplets.
+    z, labels = _batch(seed=1, spread=1.0)
+    expected = _naive(kind, z, labels, 0.6)
+    assert _as_set(get_batch_miner(kind, 0.6)(z, labels)) == expected
+    normalised = _naive(kind, torch.nn.functional.normalize(z, dim=1), labels, 0.6)
+    assert normalised != expected  # so the check above can tell
+
+
+def test_all_leaves_every_triplet_of_the_batch_to_the_loss():
+    assert get_batch_miner("all") is None
+    with pytest.raises(ValueError, match="unknown mining 'hardest'"):
+        get_batch_miner("hardest")
 
 
 @pytest.mark.parametrize("kind", ["semihard", "batch_hard"])

@@ -7,6 +7,7 @@ from neuralcodes.learning.samplers import (
     TripletSampler,
     TripletStore,
     derive_seed,
+    m_per_class_order,
 )
 
 
@@ -122,3 +123,48 @@ def test_m_per_class_rejects_impossible_batches():
         MPerClassSampler(labels, m=2, batch_size=8, length_before_new_iter=4)
     with pytest.raises(ValueError, match="integer"):
         MPerClassSampler(labels.astype(float), m=2, batch_size=8)
+
+
+def test_an_epoch_of_m_per_class_batches_draws_only_the_given_images():
+    labels = np.repeat(np.arange(12), 9)
+    allowed = np.flatnonzero(labels < 10)  # two classes are held out: never drawn
+    order = m_per_class_order(labels, allowed, m=4, batch_size=20, n_batches=7, seed=3, epoch=1)
+    assert order.shape == (7 * 20,)
+    assert np.isin(order, allowed).all()
+    for batch in order.reshape(7, 20):
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert len(classes) == 5 and (counts == 4).all()
+        assert len(np.unique(batch)) == 20  # 9 images per class: no image twice within a class
+
+
+def test_the_epoch_order_is_a_function_of_seed_and_epoch_and_leaves_numpy_alone():
+    labels = np.repeat(np.arange(12), 9)
+    indices = np.random.default_rng(0).permutation(len(labels))
+    np.random.seed(123)
+    before = np.random.get_state()[1].copy()
+    a = m_per_class_order(labels, indices, 3, 12, 5, seed=1, epoch=0)
+    assert np.array_equal(np.random.get_state()[1], before)
+    assert np.array_equal(a, m_per_class_order(labels, indices, 3, 12, 5, seed=1, epoch=0))
+    assert not np.array_equal(a, m_per_class_order(labels, indices, 3, 12, 5, seed=1, epoch=1))
+    assert not np.array_equal(a, m_per_class_order(labels, indices, 3, 12, 5, seed=2, epoch=0))
+    # The sampler and the epoch order are one draw: the order is the sampler's epoch, mapped to the images.
+    sampler = MPerClassSampler(labels[indices], 3, 12, 60, seed=1)
+    assert np.array_equal(a, indices[list(sampler)])
+
+
+def test_the_epoch_order_is_the_one_the_tuned_recipe_always_drew():
+    # Pinned from the tuned recipe's own sampler before there was one sampler (recipes/tuned_codes/sampling.py,
+    # commit 3b33bee): fine-tuning runs draw the batches they drew then, a resumed old run included.
+    labels = _m_per_class_labels()
+    indices = np.flatnonzero(labels != 7)
+    order = m_per_class_order(labels, indices, 3, 12, 2, seed=5, epoch=2)
+    assert order.tolist() == [70, 13, 34, 4, 36, 6, 71, 69, 24, 32, 57, 43, 35, 31, 15, 25, 58, 72, 57, 32, 43, 71, 69, 50]
+
+
+def test_impossible_epoch_orders_say_what_to_change():
+    labels = np.repeat(np.arange(3), 9)
+    indices = np.arange(len(labels))
+    with pytest.raises(ValueError, match="batch_size to at most 12"):
+        m_per_class_order(labels, indices, 4, 16, 2, seed=0)
+    with pytest.raises(ValueError, match="multiple of m"):
+        m_per_class_order(labels, indices, 4, 10, 2, seed=0)

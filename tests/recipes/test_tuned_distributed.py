@@ -76,5 +76,7 @@ def test_fine_tuning_on_two_gloo_processes_compares_the_whole_batch(tmp_path, sy
     weights = load_checkpoint(base / "checkpoints" / "best.pt")["model"]
     start = {f"feature_map.{k.removeprefix('features.')}": v for k, v in weights.items() if k.startswith("features.")}
     start["pooling.p"] = torch.tensor([3.0])
-    assert_same_training(tmp_path / "one", tmp_path / "two", ("train_loss", "train_p", "val_mAP", "val_mAP@R"), start)
+    # The triplet figures too: each process measures the whole batch (gathered), not its own 8 codes.
+    figures = ("train_loss", "train_p", "train_active", "train_loss_all", "train_d_ap", "train_spread", "val_mAP", "val_mAP@R")
+    assert_same_training(tmp_path / "one", tmp_path / "two", figures, start)
     assert '"processes": 2' in (tmp_path / "two" / "metrics.json").read_text()

@@ -32,6 +32,25 @@ def test_a_short_fine_tuning_improves_in_domain_validation_map(sample_dataset, s
     assert base.split.sizes["ood"] == 1000
 
 
+def test_the_history_holds_the_batches_triplet_figures(sample_dataset, sample_base, tmp_path):
+    # One batch per epoch: the epoch's figures are that batch's. The recipe's loss is the mean over the
+    # violating triplets (the "active" reducer, chosen in train.py), so it must equal the mean over all
+    # triplets divided by the fraction active, both measured with the loss's own distance.
+    cfg = tuned_config(sample_base, batch_size=24, batches_per_epoch=1, epochs=2, val_images=40, mining="all")
+    run = train_tuned(cfg, tmp_path / "tuned", dataset=sample_dataset)
+    history = run.history()
+    for row in history[1:]:
+        for key in ("train_active", "train_loss_all", "train_d_ap", "train_d_an", "train_gap", "train_spread"):
+            assert key in row and np.isfinite(row[key]), key
+        assert 0 < row["train_active"] < 1  # so "active" and "mean" differ here and the next check can tell
+        assert row["train_loss"] == pytest.approx(row["train_loss_all"] / row["train_active"], rel=1e-5)
+        assert row["train_gap"] == pytest.approx(row["train_d_an"] - row["train_d_ap"])
+        assert row["train_spread"] > 0
+    assert "train_active" not in history[0]  # epoch 0 scores the starting weights: no batch yet
+    assert (run.figures / "tuning_curves.png").stat().st_size > 0
+    assert "train_active" in run.root.joinpath("history.csv").read_text().splitlines()[0]
+
+
 def garbled_held_out(dataset, seed: int = 1):
     """The same data with every held-out image's pixels replaced by noise and its label by a random
     held-out class: the split (which images are held out) is unchanged, the checksum kept."""

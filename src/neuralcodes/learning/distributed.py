@@ -89,6 +89,22 @@ def gather(world: World, obj: Any) -> list[Any]:
     return out
 
 
+@torch.no_grad()
+def gather_rows(world: World, rows: torch.Tensor) -> torch.Tensor:
+    """Every process's ``rows`` concatenated in rank order, without gradient (figures of a whole batch, e.g.
+    :func:`neuralcodes.learning.diagnostics.triplet_diagnostics`); shards may differ in length by some rows."""
+    if world.size == 1:
+        return rows.detach()
+    sizes = torch.zeros(world.size, dtype=torch.int64, device=rows.device)
+    sizes[world.rank] = len(rows)
+    dist.all_reduce(sizes)
+    padded = rows.detach().new_zeros((int(sizes.max()), *rows.shape[1:]))
+    padded[: len(rows)] = rows.detach()
+    out = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([part[: int(k)] for part, k in zip(out, sizes.tolist())])
+
+
 def barrier(world: World) -> None:
     if world.size > 1:
         dist.barrier()

@@ -1,14 +1,21 @@
-"""The triplet hinge loss  l(a, p, n) = max(0, g + D(a, p) - D(a, n)),  from pytorch-metric-learning.
+"""The triplet hinge loss  l(a, p, n) = max(0, g + D(a, p) - D(a, n))  and the contrastive loss, from
+pytorch-metric-learning: every recipe builds its loss here, never from pml directly.
 
 :func:`triplet_loss` is pml's ``TripletMarginLoss`` with three choices stated, not left to pml's defaults:
 
 - D is the Euclidean distance between the embeddings as given (``normalize_embeddings=False``: our
   networks end in an L2 normalisation already, and a loss that re-normalised would hide a network
   that does not); ``squared=True`` gives the paper's squared distance instead.
-- The reduction is the mean over *all* triplets (``MeanReducer``), the paper's objective. pml's default,
-  ``AvgNonZeroReducer``, divides by the number of triplets that still violate the gap, so the step size
-  grows as training satisfies triplets and the logged loss stops being comparable between epochs.
+- The reduction is the mean over *all* triplets (``"mean"``, ``MeanReducer``), the paper's objective, unless a
+  recipe names another. pml's default, ``"active"`` (``AvgNonZeroReducer``), divides by the number of triplets
+  that still violate the gap, so the step size grows as training satisfies triplets and the logged loss stops
+  being comparable between epochs (it tends to g whatever the network learns: "Why the loss sits at the
+  margin" in :mod:`neuralcodes.recipes.tuned_codes.train`); a recipe that wants it says so and logs
+  :func:`neuralcodes.learning.diagnostics.triplet_diagnostics` beside it.
 - D is computed exactly (:class:`ExactLpDistance`).
+
+:func:`contrastive_loss` is pml's ``ContrastiveLoss``  max(0, D(a, p) - m+)  +  max(0, m- - D(a, n))  over the
+same D, its reducer named too (pml reduces the positive and the negative pairs separately and adds the two).
 
 Calling convention (pml's): ``loss(embeddings, labels, indices_tuple)`` with ``indices_tuple`` the
 (anchor, positive, negative) rows of the triplets, from a miner or from :func:`packed_triplets`.
@@ -17,13 +24,19 @@ from __future__ import annotations
 
 import torch
 from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.losses import TripletMarginLoss
+from pytorch_metric_learning.losses import ContrastiveLoss, TripletMarginLoss
 from pytorch_metric_learning.reducers import (
+    AvgNonZeroReducer,
     BaseReducer,
     DoNothingReducer,
     MeanReducer,
     SumReducer,
 )
+
+# Reductions by name. "active": the mean over the terms with a positive loss only (pml's AvgNonZeroReducer).
+REDUCERS: dict[str, type[BaseReducer]] = {
+    "mean": MeanReducer, "active": AvgNonZeroReducer, "sum": SumReducer, "none": DoNothingReducer,
+}  # fmt: skip
 
 
 class ExactLpDistance(LpDistance):
@@ -56,20 +69,36 @@ def triplet_distance(squared: bool = False) -> ExactLpDistance:
     return ExactLpDistance(normalize_embeddings=False, p=2, power=2 if squared else 1)
 
 
-def triplet_loss(gap: float = 1.0, squared: bool = False, reducer: BaseReducer | None = None) -> TripletMarginLoss:
-    """pml's triplet margin loss with gap ``gap`` over D = :func:`triplet_distance`, mean over all triplets."""
-    return TripletMarginLoss(
-        margin=check_gap(gap), distance=triplet_distance(squared), reducer=reducer if reducer is not None else MeanReducer()
-    )
+def make_reducer(reducer: str | BaseReducer) -> BaseReducer:
+    """A pml reducer by name (:data:`REDUCERS`), or ``reducer`` itself when it already is one."""
+    if isinstance(reducer, BaseReducer):
+        return reducer
+    if reducer not in REDUCERS:
+        raise ValueError(f"unknown reducer {reducer!r}; choose one of {', '.join(REDUCERS)}")
+    return REDUCERS[reducer]()
+
+
+def triplet_loss(gap: float = 1.0, squared: bool = False, reducer: str | BaseReducer = "mean") -> TripletMarginLoss:
+    """pml's triplet margin loss with gap ``gap`` over D = :func:`triplet_distance`; by default the mean over
+    all triplets (``reducer``: a name of :data:`REDUCERS` or a pml reducer)."""
+    return TripletMarginLoss(margin=check_gap(gap), distance=triplet_distance(squared), reducer=make_reducer(reducer))
+
+
+def contrastive_loss(pos_margin: float = 0.0, neg_margin: float = 1.0, squared: bool = False,
+                     reducer: str | BaseReducer = "mean") -> ContrastiveLoss:  # fmt: skip
+    """pml's contrastive loss: positive pairs pay D beyond ``pos_margin``, negative pairs pay ``neg_margin`` - D;
+    D = :func:`triplet_distance` (the triplet loss's, so both losses compare the same figures)."""
+    pos_margin, neg_margin = float(pos_margin), float(neg_margin)
+    if not 0 <= pos_margin < neg_margin:  # also rejects NaN
+        raise ValueError(f"the contrastive margins need 0 <= pos_margin < neg_margin, got {pos_margin}, {neg_margin}")
+    return ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, distance=triplet_distance(squared),
+                           reducer=make_reducer(reducer))  # fmt: skip
 
 
 def packed_triplets(n: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The indices tuple of ``n`` triplets stacked as [anchors; positives; negatives] (3n rows)."""
     i = torch.arange(n, device=device)
     return i, i + n, i + 2 * n
-
-
-_REDUCERS = {"mean": MeanReducer, "sum": SumReducer, "none": DoNothingReducer}
 
 
 def triplet_ranking_loss(
@@ -82,9 +111,9 @@ def triplet_ranking_loss(
             f"query, positive and negative must be (B, d) of one shape, got "
             f"{tuple(query.shape)}, {tuple(positive.shape)}, {tuple(negative.shape)}"
         )
-    if reduction not in _REDUCERS:
+    if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
-    loss = triplet_loss(gap, squared, _REDUCERS[reduction]())
+    loss = triplet_loss(gap, squared, reduction)
     out = loss(torch.cat([query, positive, negative]), indices_tuple=packed_triplets(len(query), query.device))
     if reduction != "none":
         return out

@@ -8,6 +8,10 @@ batch of labelled embeddings the loss trains on. Every row of the batch is an an
 - ``hard``: every triplet with D(a, n) <= D(a, p).
 - ``batch_hard``: per anchor, its farthest positive and its closest negative (Hermans et al. 2017).
 
+:func:`get_batch_miner` is the same for batches of labelled images (m per class, the tuned recipe), where no
+miner means ``all``: the loss forms every (a, p, n) of the batch from the labels itself, and its reducer
+decides which of them count.
+
 The miners measure with the loss's D (:func:`neuralcodes.learning.losses.triplet_distance`), so the
 semi-hard band is the band of triplets that the loss with that gap and that D still penalises.
 Cost: ``semihard`` and ``hard`` enumerate all (a, p, n) of a batch of n rows, O(n^3) time and memory
@@ -38,3 +42,8 @@ def get_miner(name: str, gap: float = 1.0, squared: bool = False) -> BaseMiner |
     if name == "batch_hard":
         return BatchHardMiner(distance=distance)
     return None
+
+
+def get_batch_miner(name: str, gap: float = 1.0, squared: bool = False) -> BaseMiner | None:
+    """:func:`get_miner` for a labelled batch: ``all`` (None) leaves every triplet of the batch to the loss."""
+    return None if name == "all" else get_miner(name, gap, squared)

@@ -6,8 +6,9 @@ the query itself, and its negative uniformly from the images of all other classe
 (run seed, epoch) and are saved with the run (``RUN/triplets/epoch_003.npy``), so training only
 reads images and any epoch can be reproduced or inspected.
 
-m per class (:class:`MPerClassSampler`): pml's sampler, whose batches hold ``batch_size / m`` classes with
-``m`` images each, so every image of a batch has positives and negatives to mine in that batch.
+m per class (:class:`MPerClassSampler`, and :func:`m_per_class_order` for a whole epoch of image indices):
+pml's sampler, whose batches hold ``batch_size / m`` classes with ``m`` images each, so every image of a batch
+has positives and negatives to mine in that batch. The one m-per-class sampler of the package.
 """
 from __future__ import annotations
 
@@ -101,12 +102,18 @@ class TripletStore:
         return triplets
 
 
+def _epoch_random_state(seed: int, epoch: int) -> np.random.RandomState:
+    # The tuned recipe's seeding since its first run (SeedSequence([seed, epoch]), one 32-bit word): kept, so
+    # its batches, and the runs and the published figures made with them, stay those it always drew.
+    return np.random.RandomState(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+
+
 class MPerClassSampler(pml_samplers.MPerClassSampler):
     """pml's ``MPerClassSampler`` (indices for a DataLoader), made a pure function of (seed, epoch).
 
     pml draws from numpy's global random state and shuffles its class list in place, so a resumed run
     would not see the batches an uninterrupted one sees. Here each pass draws from its own generator,
-    seeded by (``seed``, epoch) as the triplets are; call :meth:`set_epoch` before each epoch.
+    seeded by (``seed``, epoch); call :meth:`set_epoch` before each epoch.
     A class with fewer than ``m`` images is drawn with replacement (pml's rule): its images repeat.
     """
 
@@ -122,7 +129,7 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
         if n_classes * m < batch_size:
             raise ValueError(
                 f"a batch of {batch_size} needs {batch_size // m} classes of {m} images, but the labels hold "
-                f"{n_classes} classes: lower batch_size or raise m"
+                f"{n_classes} classes: lower batch_size to at most {n_classes * m} or raise m"
             )
         if length_before_new_iter < batch_size:
             raise ValueError(f"length_before_new_iter ({length_before_new_iter}) must be at least batch_size ({batch_size})")
@@ -136,9 +143,21 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
     def __iter__(self) -> Iterator[int]:
         self.labels = list(self._classes)  # pml shuffles this list in place: start each pass from one order
         global_rng = pml_common.NUMPY_RANDOM
-        pml_common.NUMPY_RANDOM = np.random.RandomState(derive_seed(self.seed, self.epoch) % 2**32)
+        pml_common.NUMPY_RANDOM = _epoch_random_state(self.seed, self.epoch)
         try:
             indices = [int(i) for i in super().__iter__()]
         finally:
             pml_common.NUMPY_RANDOM = global_rng
         return iter(indices)
+
+
+def m_per_class_order(
+    labels: np.ndarray, indices: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int, epoch: int = 0
+) -> np.ndarray:
+    """``n_batches * batch_size`` image indices drawn from ``indices`` by :class:`MPerClassSampler`: each
+    consecutive block of ``batch_size`` holds ``m`` images of each of ``batch_size / m`` distinct classes
+    (``labels`` indexed by image); a pure function of (seed, epoch)."""
+    indices = np.asarray(indices)
+    sampler = MPerClassSampler(np.asarray(labels)[indices], m, batch_size, n_batches * batch_size, seed)
+    sampler.set_epoch(epoch)
+    return indices[np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))]

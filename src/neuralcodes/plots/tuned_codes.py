@@ -60,12 +60,41 @@ def _class_colours(n: int) -> list:
     return [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]
 
 
-def plot_tuning_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Validation mAP per epoch (epoch 0: the starting weights) and training loss."""
-    fig, (ax_map, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
+def plot_tuning_curves(history: Sequence[dict[str, Any]], path: str | Path, margin: float | None = None) -> Path:
+    """Validation mAP per epoch (epoch 0: the starting weights), the training loss, and what the batches'
+    triplets looked like (``train_active``, ``train_d_ap``, ... of the fine-tuning's triplet figures): the loss
+    averaged over the violating triplets alone tends to the margin whether the codes collapse or improve, and
+    these panels tell which. Panels whose figures the history lacks (an older run) are left empty."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    (ax_map, ax_loss, ax_active), (ax_dist, ax_gap, ax_p) = axes
     ax_map.plot([h["epoch"] for h in history], [h["val_mAP"] for h in history], "o-")
     ax_map.set(xlabel="epoch", ylabel="mAP", title="in-domain validation mAP")
     trained = [h for h in history if "train_loss" in h]
-    ax_loss.plot([h["epoch"] for h in trained], [h["train_loss"] for h in trained], "o-")
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss (mined triplets)")
+    epochs = [h["epoch"] for h in trained]
+
+    def curve(ax, key: str, label: str, style: str = "o-") -> None:
+        if any(key in h for h in trained):
+            ax.plot(epochs, [h.get(key, float("nan")) for h in trained], style, label=label)
+
+    curve(ax_loss, "train_loss", "optimised: mean over the violating triplets")
+    curve(ax_loss, "train_loss_all", "mean over all triplets of the batch", "s--")
+    if margin is not None:
+        ax_loss.axhline(margin, color="#7f7f7f", lw=0.8, ls=":", label=f"margin {margin:g}")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
+    curve(ax_active, "train_active", "violating the margin")
+    ax_active.set(xlabel="epoch", ylabel="fraction of the batch's triplets", title="active triplets", ylim=(0, 1.02))
+    curve(ax_dist, "train_d_ap", "D(anchor, positive)")
+    curve(ax_dist, "train_d_an", "D(anchor, negative)")
+    curve(ax_dist, "train_spread", "spread: D of any two codes", "s--")
+    ax_dist.set(xlabel="epoch", ylabel="distance", title="mean distances in the batch (0: collapse)")
+    curve(ax_gap, "train_gap", "D(a, n) - D(a, p)")
+    if margin is not None:
+        ax_gap.axhline(margin, color="#7f7f7f", lw=0.8, ls=":", label=f"margin {margin:g}")
+    ax_gap.axhline(0.0, color="black", lw=0.6)
+    ax_gap.set(xlabel="epoch", ylabel="distance", title="mean gap over all triplets")
+    curve(ax_p, "train_p", "GeM p")
+    ax_p.set(xlabel="epoch", ylabel="p", title="GeM power")
+    for ax in (ax_loss, ax_active, ax_dist, ax_gap):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return save_figure(fig, path)

@@ -73,10 +73,13 @@ def tuned_run_section(run: Run) -> str:
            f"images: {metrics['start_val_mAP']:.4f} at the start, {metrics['best_val_mAP']:.4f} at epoch "
            f"{metrics['best_epoch']}" + (f" (p = {metrics['p']:.3f})" if metrics.get("p") else "") + ".\n"]  # fmt: skip
     history = run.history()
-    keys = [k for k in ("train_loss", "train_p", "val_mAP", "val_mAP@R") if any(k in h for h in history)]
+    # train_active and train_gap: whether a loss near the margin means collapse or progress (learning/diagnostics.py)
+    keys = [k for k in ("train_loss", "train_loss_all", "train_active", "train_gap", "train_spread", "train_p",
+                        "val_mAP", "val_mAP@R") if any(k in h for h in history)]  # fmt: skip
     out.append(table(["epoch", *keys], [[h["epoch"], *[h.get(k) for k in keys]] for h in history]))
     if (run.figures / "tuning_curves.png").exists():
-        out.append(figure("figures/tuning_curves.png", "Validation mAP per epoch (0: the classifier) and training loss"))
+        out.append(figure("figures/tuning_curves.png", "Validation mAP per epoch (0: the classifier), training loss "
+                          "and the batches' triplets (active fraction, distances, gap)"))
     return "\n".join(out)
 
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import losses, miners
 from torch import nn
 
 from neuralcodes.layers.pooling import GeM, build_pooling
 from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whiten
+from neuralcodes.learning.losses import triplet_loss
+from neuralcodes.learning.miners import get_miner
+from neuralcodes.learning.samplers import m_per_class_order
 from neuralcodes.recipes.tuned_codes.base import Base
-from neuralcodes.recipes.tuned_codes.sampling import m_per_class_order
 from neuralcodes.retrieval.codes import extract_codes
 from neuralcodes.retrieval.pca import PCA
 
@@ -162,7 +163,8 @@ def learn_gem_power(maps: torch.Tensor, labels: np.ndarray, steps: int = 200, se
     batch_size = min(batch_size, n_classes * m) // m * m
     pool = GeM(3.0, learn_p=True)
     optimizer = torch.optim.Adam(pool.parameters(), lr=lr)
-    loss_fn, miner = losses.TripletMarginLoss(margin=margin), miners.TripletMarginMiner(margin, type_of_triplets="semihard")
+    # Every semi-hard triplet violates the margin, so "active" (the fine-tuning's reducer) is their plain mean.
+    loss_fn, miner = triplet_loss(margin, reducer="active"), get_miner("semihard", margin)
     everything = np.arange(len(labels))
     for step in range(steps):
         idx = m_per_class_order(labels, everything, m, batch_size, 1, seed, step)
