@@ -30,11 +30,19 @@ from neuralcodes.index.collection import (
 from neuralcodes.index.ingest import IngestSummary, add_images
 from neuralcodes.index.models import Embedder, ModelRef
 from neuralcodes.index.reranked import check_rerank, rerank_results
-from neuralcodes.index.store import VERSION, IndexDamagedError, Store, faiss_path
+from neuralcodes.index.store import VERSION, ImageRow, IndexDamagedError, Store, faiss_path
 
 Query = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
 
-_COLUMNS = "i.id, i.path, i.label, i.width, i.height, i.sha256, i.added, s.kind, s.location"
+
+class BadQueryImage(ValueError):
+    """A query image that cannot be used: its file or bytes do not decode. ``kind`` sorts it as the skipped
+    files of a build are sorted ("unreadable", "too large", "empty"), ``reason`` says why in words."""
+
+    def __init__(self, message: str, kind: str, reason: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,8 @@ class Index:
             queries = [queries]
         if not queries:
             raise ValueError("no queries given")
-        codes = self.embedder.embed(np.stack([self.query_pixels(q) for q in queries]))
+        pixels = np.stack([self.query_pixels(q) for q in queries])  # a bad image is refused before the model loads
+        codes = self.embedder.embed(pixels)
         if codes.shape[1] != self.store.meta.dim:
             raise IndexDamagedError(
                 f"the model {self.model.describe()} gives {codes.shape[1]}-dimensional codes but {self.store.root} "
@@ -149,7 +158,8 @@ class Index:
         return codes
 
     def query_pixels(self, query: Query) -> np.ndarray:
-        """uint8 (S, S, 3): a query image prepared exactly as the collection's images were."""
+        """uint8 (S, S, 3): a query image prepared exactly as the collection's images were;
+        :class:`BadQueryImage` when it does not decode."""
         size = self.model.image_size
         if isinstance(query, (str, os.PathLike)):
             path = Path(query)
@@ -158,12 +168,14 @@ class Index:
             except OSError as exc:
                 raise FileNotFoundError(f"query image {path}: {exc.strerror or exc}") from None
             except Skipped as skipped:
-                raise ValueError(f"query image {path} cannot be used: {skipped.reason}") from None
+                raise BadQueryImage(f"query image {path} cannot be used: {skipped.reason}", skipped.kind,
+                                    skipped.reason) from None
         if isinstance(query, bytes):
             try:
                 return decode_bytes(query, "query", size).pixels
             except Skipped as skipped:
-                raise ValueError(f"the query image cannot be used: {skipped.reason}") from None
+                raise BadQueryImage(f"the query image cannot be used: {skipped.reason}", skipped.kind,
+                                    skipped.reason) from None
         if isinstance(query, np.ndarray):
             if query.dtype != np.uint8 or query.ndim != 3 or query.shape[2] != 3:
                 raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}")
@@ -174,7 +186,8 @@ class Index:
             try:
                 rgb = Image.fromarray(viewed_rgb(query))
             except (OSError, ValueError, SyntaxError) as exc:  # a lazily loaded image whose file is damaged
-                raise ValueError(f"the query image cannot be used: {' '.join(str(exc).split()) or type(exc).__name__}") from None
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise BadQueryImage(f"the query image cannot be used: {reason}", "unreadable", reason) from None
             if rgb.size != (size, size):  # the same stretch as decode_image applies to files
                 rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
             return np.asarray(rgb, dtype=np.uint8)
@@ -235,42 +248,28 @@ class Index:
         return found[image_id]
 
     def records(self, ids: Sequence[int]) -> dict[int, Hit]:
-        ids = [int(i) for i in ids]
+        """The metadata of the images among ``ids``, by id (unknown ids are left out)."""
         with self._lock:
-            rows = []
-            for start in range(0, len(ids), 500):  # SQLite caps the parameters of one statement
-                part = ids[start : start + 500]
-                rows += self.store.db.execute(
-                    f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source "
-                    f"WHERE i.id IN ({','.join('?' * len(part))})", part
-                ).fetchall()
-        return {r[0]: _hit(r) for r in rows}
+            rows = self.store.records(ids)
+        return {r.id: _hit(r) for r in rows}
 
     def find_bytes(self, data: bytes) -> Hit | None:
         """The indexed image whose file has exactly these bytes (by sha256), if any."""
         sha = hashlib.sha256(data).hexdigest()
         with self._lock:
-            row = self.store.db.execute(
-                f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source WHERE i.sha256 = ?", (sha,)
-            ).fetchone()
+            row = self.store.find_sha256(sha)
         return None if row is None else _hit(row)
 
     def browse(self, offset: int = 0, limit: int = 50) -> list[Hit]:
         """Images in id order, a page at a time."""
         with self._lock:
-            rows = self.store.db.execute(
-                f"SELECT {_COLUMNS} FROM images i JOIN sources s ON s.id = i.source ORDER BY i.id LIMIT ? OFFSET ?",
-                (max(0, int(limit)), max(0, int(offset))),
-            ).fetchall()
+            rows = self.store.browse(offset, limit)
         return [_hit(r) for r in rows]
 
     def read_image(self, image_id: int) -> bytes:
         """The bytes of an indexed image, found by id only (no caller-given path reaches the file system)."""
         with self._lock:
-            row = self.store.db.execute(
-                "SELECT i.path, s.id, s.kind, s.location FROM images i JOIN sources s ON s.id = i.source WHERE i.id = ?",
-                (int(image_id),),
-            ).fetchone()
+            row = self.store.image_file(image_id)
             if row is None:
                 raise KeyError(f"no image with id {image_id} in this index")
             path, source, kind, location = row
@@ -288,8 +287,8 @@ class Index:
 
     def info(self) -> dict[str, Any]:
         store = self.store
-        sources = [f"{kind} {location}" for kind, location in store.db.execute("SELECT kind, location FROM sources")]
-        skipped = dict(store.db.execute("SELECT kind, count(*) FROM skipped GROUP BY kind"))
+        sources = [f"{kind} {location}" for kind, location in store.sources()]
+        skipped = store.skipped_counts()
         backend = store.meta.backend
         return {
             "path": str(store.root.resolve()), "format_version": VERSION, "images": store.live,
@@ -324,24 +323,22 @@ class Index:
                     "path as `neuralcodes search` shows it (nothing was removed)"
                 )
             ids = sorted(set(ids))
-            with self.store.lock(), self.store.transaction() as db:
-                db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
-                self.store.set_state("live", self.store.live - len(ids))
+            with self.store.lock():
+                self.store.remove_images(ids)
             self.live[ids] = False
         return ids
 
     def _find(self, path: str | os.PathLike) -> int | None:
         target = Path(path).expanduser().resolve()
-        for source, location in self.store.db.execute("SELECT id, location FROM sources WHERE kind = ?", (FOLDER,)):
+        for source, location in self.store.sources_of_kind(FOLDER):
             if target.is_relative_to(location):
-                row = self.store.db.execute("SELECT id FROM images WHERE source = ? AND path = ?",
-                                            (source, target.relative_to(location).as_posix())).fetchone()
-                if row:
-                    return row[0]
-        rows = self.store.db.execute("SELECT id FROM images WHERE path = ?", (Path(path).as_posix(),)).fetchall()
-        if len(rows) > 1:
-            raise ValueError(f"{path} names {len(rows)} images (one per source folder); give the file's full path")
-        return rows[0][0] if rows else None
+                found = self.store.image_id(source, target.relative_to(location).as_posix())
+                if found is not None:
+                    return found
+        ids = self.store.ids_with_path(Path(path).as_posix())
+        if len(ids) > 1:
+            raise ValueError(f"{path} names {len(ids)} images (one per source folder); give the file's full path")
+        return ids[0] if ids else None
 
     def _reopen(self) -> None:
         root = self.store.root
@@ -350,6 +347,5 @@ class Index:
         self._reload()
 
 
-def _hit(row: tuple) -> Hit:
-    image_id, path, label, width, height, sha, added, _kind, location = row
-    return Hit(image_id, path, label, width, height, sha, added, location)
+def _hit(row: ImageRow) -> Hit:
+    return Hit(row.id, row.path, row.label, row.width, row.height, row.sha256, row.added, row.location)

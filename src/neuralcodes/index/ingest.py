@@ -38,7 +38,7 @@ from neuralcodes.index.collection import (
     load_image,
 )
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
-from neuralcodes.index.store import DTYPES, META, SHARDS, Meta, Store, faiss_path
+from neuralcodes.index.store import DTYPES, META, SHARDS, Meta, NewImage, Store, faiss_path
 from neuralcodes.progress import ProgressBar, console
 
 
@@ -229,8 +229,8 @@ def collection_for(images: str | os.PathLike | None, data: str | None, labels: b
 
 
 def _source_location(store: Store, source: int) -> str:
-    row = store.db.execute("SELECT location FROM sources WHERE id = ?", (source,)).fetchone()
-    return row[0] if row else "?"
+    location = store.source_location(source)
+    return "?" if location is None else location
 
 
 def list_collection(collection: Collection) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
@@ -248,14 +248,12 @@ def _start_job(
     store: Store, op: str, listing: tuple[list[Entry], list[tuple[str, Skipped]]], collection: Collection, chunk: int
 ) -> None:
     entries, others = listing
-    with store.lock(), store.transaction() as db:
-        db.execute("INSERT OR IGNORE INTO sources (kind, location) VALUES (?, ?)", (collection.kind, collection.location))
-        source = db.execute("SELECT id FROM sources WHERE kind = ? AND location = ?",
-                            (collection.kind, collection.location)).fetchone()[0]
+    # One transaction: a job is recorded whole (its source, file list, non-image files, counters) or not at all.
+    with store.lock(), store.transaction():
+        source = store.source_id(collection.kind, collection.location)
         number = int(store.state("jobs", "0")) + 1
-        db.execute("DELETE FROM job_files")
-        db.executemany("INSERT INTO job_files VALUES (?, ?, ?)", [(i, e.path, e.label) for i, e in enumerate(entries)])
-        db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [(number, source, p, s.kind, s.reason) for p, s in others])
+        store.set_job_files([(e.path, e.label) for e in entries])
+        store.add_skipped(number, source, [(p, s.kind, s.reason) for p, s in others])
         store.set_state("jobs", number)
         store.set_state("job_done", 0)
         store.set_state("job", json.dumps({"op": op, "source": source, "total": len(entries), "chunk": chunk,
@@ -270,7 +268,7 @@ def _run_job(
     assert job is not None
     with store.lock():
         store.truncate_uncommitted()
-        entries = [Entry(p, label) for p, label in store.db.execute("SELECT path, label FROM job_files ORDER BY position")]
+        entries = [Entry(p, label) for p, label in store.job_files()]
         done = int(store.state("job_done", "0"))
         ref = ModelRef.from_dict(store.meta.model)
         if done:
@@ -292,11 +290,9 @@ def _run_job(
                     bar.advance(len(batch))
         backend = finish_backend(store)
         report = store.write_report()
-        counts = dict(store.db.execute("SELECT kind, count(*) FROM skipped WHERE job = ? GROUP BY kind", (job["number"],)))
+        counts = store.skipped_counts(job["number"])
         added = _job_added(store, job)
-        with store.transaction() as db:
-            db.execute("DELETE FROM job_files")
-            db.execute("DELETE FROM state WHERE key IN ('job', 'job_done', ?)", (f"job{job['number']}_added",))
+        store.end_job(job["number"])
     return IngestSummary(job["op"], len(entries) + job["non_images"], added, counts, done, backend, report,
                          time.perf_counter() - start_time)
 
@@ -337,13 +333,12 @@ def _dedupe(
             skips.append((item[0].path, item[1]))
             continue
         path = item.entry.path
-        if store.db.execute("SELECT 1 FROM images WHERE source = ? AND path = ?", (source, path)).fetchone():
+        if store.has_image(source, path):
             skips.append((path, Skipped("already indexed", "already in the index (remove it first to index it anew)")))
             continue
-        same = store.db.execute(
-            "SELECT s.location, i.path FROM images i JOIN sources s ON s.id = i.source WHERE i.sha256 = ?", (item.sha256,)
-        ).fetchone()
-        original = seen.get(item.sha256) or (same and (same[1] if same[0] == here else f"{same[0]}/{same[1]}"))
+        same = store.find_sha256(item.sha256)
+        original = seen.get(item.sha256) or (same and (same.path if same.location == here
+                                                       else f"{same.location}/{same.path}"))
         if original:
             skips.append((path, Skipped("duplicate", f"same bytes (sha256) as {original}, which is indexed")))
             continue
@@ -360,14 +355,10 @@ def _commit(
     if codes is not None:
         store.append_codes(codes)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with store.transaction() as db:
-        db.executemany(
-            "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(rows + i, job["source"], k.entry.path, k.entry.label, *k.image.original_size, k.sha256, now)
-             for i, k in enumerate(keep)],
-        )
-        db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)",
-                       [(job["number"], job["source"], p, s.kind, s.reason) for p, s in skips])
+    with store.transaction():
+        store.insert_images([NewImage(rows + i, job["source"], k.entry.path, k.entry.label, *k.image.original_size,
+                                      k.sha256, now) for i, k in enumerate(keep)])
+        store.add_skipped(job["number"], job["source"], [(p, s.kind, s.reason) for p, s in skips])
         store.set_state("rows", rows + len(keep))
         store.set_state("live", store.live + len(keep))
         store.set_state("job_done", done)

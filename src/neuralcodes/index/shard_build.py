@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,12 +35,10 @@ from neuralcodes.index.ingest import (
 )
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
 from neuralcodes.index.shards import (
-    FILES,
     MANIFEST,
     SHARD_CODES,
     SHARD_FORMAT,
     ShardsIncomplete,
-    connect,
     differences,
     fingerprint,
     merge_shards,
@@ -49,7 +47,7 @@ from neuralcodes.index.shards import (
     shard_folder,
     shard_slice,
 )
-from neuralcodes.index.store import META, SHARDS
+from neuralcodes.index.store import META, SHARD_FILES, SHARDS, ShardFile, ShardFiles
 from neuralcodes.progress import ProgressBar, console
 
 
@@ -155,7 +153,7 @@ def _check_siblings(root: Path, folder: Path, wanted: dict) -> None:
 
 def _start(folder: Path, wanted: dict, ref: ModelRef, device: str | None, others: list) -> Embedder:
     """Create the shard's codes and records, the manifest last (a start cut short is simply redone)."""
-    for leftover in (folder / SHARD_CODES, folder / FILES):
+    for leftover in (folder / SHARD_CODES, folder / SHARD_FILES):
         leftover.unlink(missing_ok=True)
     embedder = Embedder(ref, device)
     dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
@@ -164,9 +162,8 @@ def _start(folder: Path, wanted: dict, ref: ModelRef, device: str | None, others
                                           shape=(wanted["stop"] - wanted["start"], dim))
         codes.flush()
         del codes
-    with closing(connect(folder)) as db, db:
-        db.executemany("INSERT INTO others VALUES (?, ?, ?)", [(path, s.kind, s.reason) for path, s in others])
-        db.execute("INSERT OR REPLACE INTO state VALUES ('done', '0')")
+    with ShardFiles(folder) as files:
+        files.start([(path, s.kind, s.reason) for path, s in others])
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     io.write_json(folder / MANIFEST, {**wanted, "dim": dim, "created": created})
     return embedder
@@ -179,9 +176,8 @@ def _embed_slice(
     """Embed the uncommitted batches of the slice; the number of files that were done before."""
     start, stop, chunk = manifest["start"], manifest["stop"], manifest["options"]["chunk"]
     ref = ModelRef.from_dict(manifest["options"]["model"])
-    db = connect(folder)
-    try:
-        done = int(db.execute("SELECT value FROM state WHERE key = 'done'").fetchone()[0])
+    with ShardFiles(folder) as files:
+        done = files.done()
         if done:
             console.print(f"resuming shard {manifest['shard']}/{manifest['shards']}: {done:,} of "
                           f"{stop - start:,} files were done")
@@ -201,22 +197,19 @@ def _embed_slice(
                                                                                          for i in decoded]))
                     codes.flush()  # the codes are on disk before the transaction that makes them count
                 now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                with db:
-                    db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                   [_record(pos + i, item, now) for i, item in enumerate(loaded)])
-                    db.execute("UPDATE state SET value = ? WHERE key = 'done'", (str(pos + len(batch) - start),))
+                files.commit_batch([_record(pos + i, item, now) for i, item in enumerate(loaded)],
+                                   pos + len(batch) - start)
                 bar.advance(len(batch))
         del codes
         return done
-    finally:
-        db.close()
 
 
-def _record(position: int, item: LoadedImage | tuple, now: str) -> tuple:
+def _record(position: int, item: LoadedImage | tuple, now: str) -> ShardFile:
     if isinstance(item, LoadedImage):
-        return (position, item.entry.path, item.entry.label, item.sha256, *item.image.original_size, None, None, now)
+        return ShardFile(position, item.entry.path, item.entry.label, item.sha256, *item.image.original_size, None,
+                         None, now)
     entry, skipped = item
-    return (position, entry.path, entry.label, None, None, None, skipped.kind, skipped.reason, now)
+    return ShardFile(position, entry.path, entry.label, None, None, None, skipped.kind, skipped.reason, now)
 
 
 def _merge_if_last(root: Path, summary: ShardSummary) -> None:

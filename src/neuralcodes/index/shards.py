@@ -6,6 +6,7 @@
                                        row = position in the slice (rows of undecodable files stay zero)
     INDEX/shards/K-of-N/files.sqlite   one row per file of the slice (path, label, sha256, size, why skipped),
                                        the non-image files of the collection, and the committed count ``done``
+                                       (its statements: :mod:`neuralcodes.index.store.shard_files`)
 
 The manifest is written last when a shard starts, so a folder without one is a shard not yet started.
 A batch commits as in a build (:mod:`.store`): its code rows are written and flushed, then one SQLite
@@ -23,9 +24,8 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import time
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,9 +37,20 @@ from neuralcodes import io
 from neuralcodes.index.collection import Entry, Skipped
 from neuralcodes.index.ingest import IngestSummary, finish_backend
 from neuralcodes.index.models import ModelRef
-from neuralcodes.index.store import META, SHARDS, IndexDamagedError, Meta, Store
+from neuralcodes.index.store import (
+    META,
+    SHARD_FILES,
+    SHARDS,
+    IndexDamagedError,
+    Meta,
+    NewImage,
+    ShardFiles,
+    ShardFilesUnreadable,
+    Store,
+    committed_files,
+)
 
-MANIFEST, SHARD_CODES, FILES = "manifest.json", "codes.npy", "files.sqlite"
+MANIFEST, SHARD_CODES = "manifest.json", "codes.npy"
 SHARD_FORMAT = "neuralcodes-index-shard"
 _MERGING, _MERGE_LOCK = ".merging", ".merge.lock"
 _FOLDER = re.compile(r"(\d+)-of-(\d+)")
@@ -50,15 +61,6 @@ OPTION_NAMES = {"model": "--model/--layer/--image-size", "dtype": "--dtype", "ba
                 "chunk": "--chunk", "labels": "--no-labels", "source": "--images/--data"}
 
 _MANIFEST_KEYS = {"format", "shard", "shards", "start", "stop", "options", "files", "non_images", "fingerprint", "dim"}
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    position INTEGER PRIMARY KEY, path TEXT NOT NULL, label TEXT, sha256 TEXT, width INTEGER, height INTEGER,
-    kind TEXT, reason TEXT, added TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS others (path TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``--shard K/N`` -> (K, N), K counted from 1."""
@@ -91,13 +93,6 @@ def shard_folder(root: Path, shard: int, shards: int) -> Path:
 
 class ShardsIncomplete(ValueError):
     """Some shards are missing or unfinished: the merge waits for them (the message names them)."""
-
-
-def connect(folder: Path) -> sqlite3.Connection:
-    """The shard's records (created when new); close it after use."""
-    db = sqlite3.connect(folder / FILES)
-    db.executescript(SCHEMA)
-    return db
 
 
 @dataclass
@@ -136,9 +131,8 @@ def read_shards(root: Path) -> list[ShardInfo]:
                     "again")
             try:
                 info.manifest = io.read_json(folder / MANIFEST)
-                with closing(sqlite3.connect(folder / FILES)) as db:
-                    info.done = int(db.execute("SELECT value FROM state WHERE key = 'done'").fetchone()[0])
-            except (OSError, ValueError, TypeError, sqlite3.Error) as exc:
+                info.done = committed_files(folder)
+            except (OSError, ValueError, TypeError, ShardFilesUnreadable) as exc:
                 raise IndexDamagedError(f"{info.name} ({folder}) cannot be read ({exc}): {redo}") from None
             manifest = info.manifest if isinstance(info.manifest, dict) else {}
             options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
@@ -262,15 +256,16 @@ def merge_shards(root: str | Path) -> IngestSummary | None:
 def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]:
     """Fill the new index with the shards' files in order, as one build would have: (added, skipped by kind)."""
     options = shards[0].manifest["options"]
-    source, job = 1, 1
+    job = 1
     seen: dict[str, str] = {}  # sha256 -> the path indexed with those bytes
     skipped: dict[str, int] = {}
     added = 0
-    with store.transaction() as db, open(store.root / "codes.bin", "r+b") as out:
-        db.execute("INSERT INTO sources VALUES (?, ?, ?)", (source, options["source"]["kind"], options["source"]["location"]))
-        with closing(connect(shards[0].folder)) as first:
-            others = first.execute("SELECT path, kind, reason FROM others ORDER BY rowid").fetchall()
-        db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [(job, source, *o) for o in others])
+    # One transaction over the whole merge: the new index (inside shards/, moved into place after) is whole or absent.
+    with store.transaction(), open(store.root / "codes.bin", "r+b") as out:
+        source = store.source_id(options["source"]["kind"], options["source"]["location"])  # 1: the database is new
+        with ShardFiles(shards[0].folder) as first:
+            others = first.others()
+        store.add_skipped(job, source, others)
         for _, kind, _ in others:
             skipped[kind] = skipped.get(kind, 0) + 1
         for info in shards:
@@ -280,25 +275,25 @@ def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]
                                         f"{store.meta.dtype} ({info.size}, {store.meta.dim}); delete {info.folder} and "
                                         f"build {info.name} again")
             rows: list[int] = []
-            with closing(connect(info.folder)) as shard_db:
-                files = shard_db.execute("SELECT position, path, label, sha256, width, height, kind, reason, added "
-                                         "FROM files ORDER BY position").fetchall()
-            if [f[0] for f in files] != list(range(info.manifest["start"], info.manifest["stop"])):
-                raise IndexDamagedError(f"{info.folder / FILES} does not record every file of {info.name}; delete "
-                                        f"{info.folder} and build that shard again")
-            images, skips = [], []
+            with ShardFiles(info.folder) as shard_files:
+                files = shard_files.files()
+            if [f.position for f in files] != list(range(info.manifest["start"], info.manifest["stop"])):
+                raise IndexDamagedError(f"{info.folder / SHARD_FILES} does not record every file of {info.name}; "
+                                        f"delete {info.folder} and build that shard again")
+            images: list[NewImage] = []
+            skips: list[tuple[str, str, str]] = []
             for position, path, label, sha, width, height, kind, reason, when in files:
                 if kind is None and sha in seen:
                     kind, reason = "duplicate", f"same bytes (sha256) as {seen[sha]}, which is indexed"
                 if kind is not None:
-                    skips.append((job, source, path, kind, reason))
+                    skips.append((path, kind, reason))
                     skipped[kind] = skipped.get(kind, 0) + 1
                     continue
                 seen[sha] = path
-                images.append((added + len(images), source, path, label, width, height, sha, when))
+                images.append(NewImage(added + len(images), source, path, label, width, height, sha, when))
                 rows.append(position - info.manifest["start"])
-            db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", skips)
-            db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", images)
+            store.add_skipped(job, source, skips)
+            store.insert_images(images)
             for block in range(0, len(rows), _BLOCK_ROWS):
                 out.write(np.ascontiguousarray(codes[rows[block : block + _BLOCK_ROWS]]).tobytes())
             added += len(images)

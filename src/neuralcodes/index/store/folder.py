@@ -1,23 +1,8 @@
-"""The index folder on disk, and the checks that its parts agree.
-
-    INDEX/meta.json        format name and version, code dimension and dtype, model reference, backend
-    INDEX/codes.bin        the codes: raw C-order (rows, dim) float32 or float16, memory-mapped; row = image id
-    INDEX/metadata.sqlite  images (id, source, path, label, width, height, sha256, added), sources,
-                           skipped files, and the state: committed rows, live images, an unfinished job
-    INDEX/faiss-NAME.index the FAISS index of a FAISS backend (its ntotal equals the committed rows); one
-                           file per backend name, so switching backends never leaves a file meta.json misnames
-    INDEX/report.csv       skipped and duplicate files with the reason, rewritten after every build/add
-    INDEX/shards/          only while a sharded build runs: its parts, merged into the files above (:mod:`.shards`)
-
-SQLite is the commit point. A batch of images is committed by writing its codes past the committed
-rows of codes.bin (fsync'd), then one SQLite transaction that inserts the images and moves the row
-count. A process killed in between leaves bytes past the committed rows, which the next run of the
-job truncates away; nothing committed is ever rewritten. Removed images leave their row in
-codes.bin (ids stay stable for links and for the FAISS index); searches skip them.
+"""The index folder: meta.json, the codes file, the checks that its parts agree, and the writer's lock
+(the database's statements are :class:`~.database.Database`'s, which a :class:`Store` is).
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from contextlib import contextmanager
@@ -28,27 +13,14 @@ from typing import Any, Iterator
 import numpy as np
 
 from neuralcodes import io
+from neuralcodes.index.store.database import Database, connect
 
 FORMAT = "neuralcodes-index"
 VERSION = 1
 DTYPES = ("float32", "float16")
 
 META, CODES, DATABASE, REPORT, LOCK = "meta.json", "codes.bin", "metadata.sqlite", "report.csv", ".lock"
-SHARDS = "shards"  # the parts of a sharded build until they are merged (see :mod:`.shards`)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sources (
-    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, location TEXT NOT NULL, UNIQUE (kind, location));
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY, source INTEGER NOT NULL REFERENCES sources(id), path TEXT NOT NULL, label TEXT,
-    width INTEGER NOT NULL, height INTEGER NOT NULL, sha256 TEXT NOT NULL UNIQUE, added TEXT NOT NULL,
-    UNIQUE (source, path));
-CREATE TABLE IF NOT EXISTS skipped (
-    job INTEGER NOT NULL, source INTEGER NOT NULL, path TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS job_files (
-    position INTEGER PRIMARY KEY, path TEXT NOT NULL, label TEXT);
-CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+SHARDS = "shards"  # the parts of a sharded build until they are merged (see :mod:`neuralcodes.index.shards`)
 
 
 class IndexDamagedError(ValueError):
@@ -70,13 +42,13 @@ class Meta:
                 "backend": self.backend, "created": self.created}
 
 
-class Store:
-    """One open index folder: meta, the SQLite database and the codes file."""
+class Store(Database):
+    """One open index folder: meta, the SQLite database (its queries are :class:`Database`'s) and the codes file."""
 
     def __init__(self, root: Path, meta: Meta, db: sqlite3.Connection) -> None:
+        super().__init__(db)
         self.root = root
         self.meta = meta
-        self.db = db
 
     # --- creating and opening ------------------------------------------------------------------
 
@@ -90,14 +62,12 @@ class Store:
         if meta.dtype not in DTYPES:
             raise ValueError(f"codes dtype must be one of {', '.join(DTYPES)}, got {meta.dtype!r}")
         root.mkdir(parents=True, exist_ok=True)
-        db = _connect(root / DATABASE)
-        with db:
-            db.executescript(_SCHEMA)
-            db.executemany("INSERT INTO state VALUES (?, ?)", [("rows", "0"), ("live", "0"), ("jobs", "0")])
+        store = cls(root, meta, connect(root / DATABASE))
+        store.create_tables()
         (root / CODES).touch()
         # meta.json last: a folder without it is not an index yet, so a crash here leaves no half-index.
         io.write_json(root / META, meta.to_dict())
-        return cls(root, meta, db)
+        return store
 
     @classmethod
     def open(cls, root: str | os.PathLike, allow_job: bool = False) -> "Store":
@@ -116,8 +86,7 @@ class Store:
         if not (root / DATABASE).is_file():
             raise IndexDamagedError(f"{root / DATABASE} is missing: the index is incomplete; rebuild it")
         try:
-            db = _connect(root / DATABASE)
-            db.execute("SELECT count(*) FROM images").fetchone()
+            db = connect(root / DATABASE, existing=True)
         except sqlite3.DatabaseError as exc:
             raise IndexDamagedError(f"{root / DATABASE} is not a readable SQLite database ({exc}); rebuild the index") from None
         store = cls(root, meta, db)
@@ -138,7 +107,7 @@ class Store:
                 f"files done): run the same `neuralcodes index {job['op']}` command again to finish it"
             )
         rows, live = self.rows, self.live
-        count, top = self.db.execute("SELECT count(*), max(id) FROM images").fetchone()
+        count, top = self.image_count_and_top_id()
         if count != live:
             raise IndexDamagedError(
                 f"{self.root / DATABASE}: the images table holds {count} rows but the index recorded {live}; "
@@ -158,31 +127,7 @@ class Store:
                 "rebuild the index with `neuralcodes index build`"
             )
 
-    # --- state ---------------------------------------------------------------------------------
-
-    def state(self, key: str, default: str | None = None) -> str | None:
-        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
-
-    def set_state(self, key: str, value: Any) -> None:
-        """Within a transaction of the caller."""
-        self.db.execute("INSERT OR REPLACE INTO state VALUES (?, ?)", (key, str(value)))
-
-    @property
-    def rows(self) -> int:
-        return int(self.state("rows", "0"))
-
-    @property
-    def live(self) -> int:
-        return int(self.state("live", "0"))
-
-    @property
-    def row_bytes(self) -> int:
-        return self.meta.dim * np.dtype(self.meta.dtype).itemsize
-
-    def job(self) -> dict[str, Any] | None:
-        value = self.state("job")
-        return None if value is None else json.loads(value)
+    # --- the writer -----------------------------------------------------------------------------
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -201,12 +146,11 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self.db:
-            yield self.db
-
     # --- codes ---------------------------------------------------------------------------------
+
+    @property
+    def row_bytes(self) -> int:
+        return self.meta.dim * np.dtype(self.meta.dtype).itemsize
 
     def codes(self) -> np.ndarray:
         """The committed codes, (rows, dim), memory-mapped read-only (an empty array when there are none)."""
@@ -235,8 +179,7 @@ class Store:
     def live_mask(self) -> np.ndarray:
         """bool (rows,): True where the image still is in the index."""
         mask = np.zeros(self.rows, dtype=bool)
-        ids = np.fromiter((r[0] for r in self.db.execute("SELECT id FROM images")), dtype=np.int64)
-        mask[ids] = True
+        mask[self.image_ids()] = True
         return mask
 
     def size_on_disk(self) -> int:
@@ -254,21 +197,13 @@ class Store:
         buffer = _io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["job", "source", "path", "kind", "reason"])
-        query = ("SELECT s.job, src.location, s.path, s.kind, s.reason FROM skipped s "
-                 "JOIN sources src ON src.id = s.source ORDER BY s.rowid")
-        writer.writerows(self.db.execute(query))
+        writer.writerows(self.skipped_files())
         io.write_text(self.root / REPORT, buffer.getvalue())
         return self.root / REPORT
 
 
 def faiss_path(root: Path, backend: str) -> Path:
     return root / f"faiss-{backend}.index"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, check_same_thread=False)
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
 
 
 def _read_meta(path: Path) -> Meta:
