@@ -45,7 +45,7 @@ def spied_study(sample_dataset, monkeypatch, tmp_path):
         return real_fit(self, train_codes)
 
     prepared = SimpleNamespace(model=None, images=None, split=split, dataset=sample_dataset)
-    monkeypatch.setattr(study, "open_trained", lambda run, dataset, device: (prepared, SimpleNamespace(bf16=False, seed=3)))
+    monkeypatch.setattr(study, "open_trained", lambda run, dataset, device, split=None: (prepared, SimpleNamespace(bf16=False, seed=3)))
     monkeypatch.setattr(study, "extract_codes", fake_extract_codes)
     monkeypatch.setattr(PCA, "fit", spy_fit)
     options = study.StudyOptions(layers=("L6", "L7"), pca_dims=(4, 8, None), pca_fit_images=300, whiten=True, n_shown=2)

@@ -86,3 +86,23 @@ def test_pca_takes_tensors_that_require_grad_and_names_a_bad_n_components():
     for bad in (2.5, "all", True):  # were TypeErrors about slices or '<' between str and int
         with pytest.raises(ValueError, match=f"n_components must be a positive integer or None.*got {bad!r}"):
             PCA(n_components=bad)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(300, 20), (40, 100)])  # the same matrix, and the Gram route beside the covariance
+def test_pca_and_pca_whitening_share_one_decomposition(n, dim):
+    pytest.importorskip("torch")
+    from neuralcodes.layers.whitening import pca_whitening
+
+    rng = np.random.default_rng(7)
+    train = (rng.standard_normal((n, dim)) * np.linspace(2.0, 0.1, dim) + 1.0).astype(np.float32)
+    pca = PCA(n_components=8).fit(train)
+    rotation = pca_whitening(train, dim=8, power=0.0).weight.detach().numpy()  # power 0: the components themselves
+    whitening = pca_whitening(train, dim=8).weight.detach().double().numpy()
+    if n > dim:  # one covariance, one eigh: the very same numbers
+        np.testing.assert_array_equal(pca.components_, rotation)
+    else:  # N <= D: PCA goes through the Gram matrix; the same components, signs included, up to rounding
+        np.testing.assert_allclose(pca.components_, rotation, atol=1e-6)
+    expected = pca.components_.astype(np.float64) / np.sqrt(pca.eigenvalues_)[:, None]
+    np.testing.assert_allclose(whitening, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    bias = pca_whitening(train, dim=8, power=0.0).bias.detach().numpy()  # -(U^T mean): the same mean
+    np.testing.assert_allclose(bias, -(pca.components_ @ pca.mean_.astype(np.float32)), rtol=1e-5, atol=1e-5)

@@ -13,35 +13,33 @@ are read), and, placed after the pooling of a network, it fine-tunes end to end 
   differences come out with identity covariance: what the retrieval distance should ignore is
   damped, what separates classes is kept.
 
-The eigen-decompositions run in float64 on the (D, D) covariance: fine for pooled codes
-(256-2048 dimensions), not meant for 16,384-d L5 codes.
+The eigen-decompositions are :mod:`neuralcodes.layers.eigen`'s (the PCA of :mod:`neuralcodes.retrieval.pca`
+too): float64 on the (D, D) covariance, every direction kept (shrinkage reaches past the codes' rank), which
+is fine for pooled codes (256-2048 dimensions) and not meant for 16,384-d L5 codes.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Eigenbasis:
-    """The codes' mean and covariance eigen-decomposition (descending): what every PCA-whitening of
-    them is made from, so trying many dimensions / powers / shrinkages decomposes once."""
-
-    mean: torch.Tensor  # (D,) float64
-    values: torch.Tensor  # (D,) eigenvalues, descending
-    vectors: torch.Tensor  # (D, D) unit eigenvectors as columns, signs fixed
-    shape: tuple[int, int]  # (N, D) of the codes it was fitted on
+from neuralcodes.layers.eigen import Eigenbasis, descending_eigh, numerical_rank, principal_axes
 
 
 def eigenbasis(codes: np.ndarray | torch.Tensor) -> Eigenbasis:
-    """Mean and descending covariance eigen-decomposition of (N, D) codes, in float64."""
-    x = _as_codes(codes)
-    values, vectors = _descending_eigh(torch.cov(x.T, correction=1).reshape(x.shape[1], x.shape[1]))
-    return Eigenbasis(x.mean(dim=0), values, vectors, (int(x.shape[0]), int(x.shape[1])))
+    """Mean and descending covariance eigen-decomposition (all D directions) of (N, D) codes, in float64."""
+    return principal_axes(_as_codes(codes), complete=True)
+
+
+def whitening_shrinkage(n: int, d: int) -> tuple[float, float]:
+    """Eigenvalue shrinkage of (PCA, learned) whitening fitted on ``n`` codes of ``d`` dimensions.
+
+    Few codes per dimension: 0.1 for both. Otherwise PCA-whitening keeps only the directions the codes
+    span (no shrinkage), while learned whitening still needs 0.01: dead ReLU channels (always 0, as in
+    the sample ConvNet's conv5) make the matching-pair covariance singular.
+    """
+    return (0.1, 0.1) if n <= 2 * d else (0.0, 0.01)
 
 
 def pca_whitening(codes: np.ndarray | torch.Tensor | Eigenbasis, dim: int | None = None, power: float = 0.5,
@@ -53,7 +51,9 @@ def pca_whitening(codes: np.ndarray | torch.Tensor | Eigenbasis, dim: int | None
     if not 0 <= power <= 1:
         raise ValueError(f"power must lie in [0, 1] (0.5 = full whitening), got {power}")
     basis = codes if isinstance(codes, Eigenbasis) else eigenbasis(codes)
-    dim = _check_dim(dim, basis.values, basis.shape, shrinkage)
+    if basis.vectors.shape[1] != basis.shape[1]:  # shrinkage spreads over, and may reach, every direction
+        raise ValueError("PCA-whitening needs all the codes' directions: pass eigenbasis(codes), not a truncated basis")
+    dim = _check_dim(dim, basis.rank, basis.shape, shrinkage)
     values = basis.values.clamp_min(0)
     regularised = (1 - shrinkage) * values + shrinkage * values.mean()
     weight = basis.vectors[:, :dim].T / regularised[:dim, None].pow(power)
@@ -91,8 +91,9 @@ def learned_whitening(
     whiten_pairs = torch.linalg.inv(chol)  # P with P Cs P^T = I
     mean = x.mean(dim=0)
     y = (x - mean) @ whiten_pairs.T
-    values, vectors = _descending_eigh(y.T @ y / max(n - 1, 1))
-    dim = _check_dim(dim, values, x.shape, shrinkage=1.0)  # every direction is regular after the Cholesky step
+    values, vectors = descending_eigh(y.T @ y / max(n - 1, 1))
+    # shrinkage=1.0: every direction is regular after the Cholesky step.
+    dim = _check_dim(dim, numerical_rank(values, (n, d)), (n, d), shrinkage=1.0)
     weight = vectors[:, :dim].T @ whiten_pairs
     return _linear(weight, mean)
 
@@ -133,19 +134,8 @@ def _within_class_covariance(x: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return (centred * weights[:, None]).T @ centred / total_pairs
 
 
-def _descending_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    values, vectors = torch.linalg.eigh(matrix)
-    values, vectors = values.flip(0), vectors.flip(1)
-    # Signs fixed (largest coordinate positive) so a refit on the same codes gives the same layer.
-    largest = vectors.abs().argmax(dim=0)
-    vectors = vectors * torch.sign(vectors[largest, torch.arange(vectors.shape[1])])
-    return values, vectors
-
-
-def _check_dim(dim: int | None, values: torch.Tensor, shape: tuple[int, int], shrinkage: float) -> int:
+def _check_dim(dim: int | None, rank: int, shape: tuple[int, int], shrinkage: float) -> int:
     n, d = shape
-    tolerance = values[0].clamp_min(0) * (max(n, d) * float(np.finfo(np.float32).eps)) ** 2
-    rank = max(1, int((values > tolerance).sum()))
     if dim is None:
         return rank if shrinkage == 0 else d
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= d:

@@ -11,6 +11,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from neuralcodes.layers.eigen import principal_axes
 from neuralcodes.progress import track
 from neuralcodes.retrieval.codes import l2_normalize
 from neuralcodes.retrieval.evaluate import retrieval_metrics
@@ -24,9 +25,9 @@ class PCA:
     Fit it on in-domain *training* codes, never on the set being evaluated: learning the projection
     on the evaluation images would leak their distribution into the codes and flatter the mAP.
 
-    The decomposition runs in float64 on whichever of the (N, N) Gram matrix or the (D, D)
-    covariance is smaller, so 16384-d codes of a few thousand images stay cheap. Components are
-    signed so that each one's largest coordinate is positive.
+    The decomposition is :func:`neuralcodes.layers.eigen.principal_axes` (PCA-whitening's too): float64
+    on whichever of the (N, N) Gram matrix or the (D, D) covariance is smaller, so 16384-d codes of a
+    few thousand images stay cheap. Components are signed so that each one's largest coordinate is positive.
     """
 
     def __init__(self, n_components: int | None = None, eps: float = 1e-8) -> None:
@@ -51,29 +52,16 @@ class PCA:
         ``transform(d=...)`` above that is refused.
         """
         x = torch.from_numpy(_as_matrix(train_codes, "train_codes")).double()
-        n, d = x.shape
+        n = x.shape[0]
         if n < 2:
             raise ValueError(f"PCA needs at least 2 training codes, got {n}")
-        mean = x.mean(dim=0)
-        x -= mean
-        if n <= d:
-            # Economical route: eigenvectors u of X X^T give directions X^T u / sqrt(eigenvalue).
-            values, vectors = torch.linalg.eigh(x @ x.T)
-            values, vectors = values.flip(0), vectors.flip(1)
-            keep = _numerical_rank(values, max(n, d))
-            directions = (x.T @ vectors[:, :keep]) / values[:keep].sqrt()
-        else:
-            values, vectors = torch.linalg.eigh(x.T @ x)
-            values, vectors = values.flip(0), vectors.flip(1)
-            keep = _numerical_rank(values, max(n, d))
-            directions = vectors[:, :keep]
-        keep = keep if self.n_components is None else min(keep, self.n_components)
-        directions = directions[:, :keep]
-        largest = directions.abs().argmax(dim=0)
-        directions *= torch.sign(directions[largest, torch.arange(keep)])
-        self.mean_ = mean.numpy()
-        self.components_ = directions.T.contiguous().float().numpy()
-        self.eigenvalues_ = (values[:keep] / (n - 1)).numpy()
+        # Only the directions the codes resolve, through the Gram matrix when N <= D (layers/eigen.py):
+        # the same decomposition as PCA-whitening's, so both give the same components.
+        basis = principal_axes(x, complete=False)
+        keep = basis.rank if self.n_components is None else min(basis.rank, self.n_components)
+        self.mean_ = basis.mean.numpy()
+        self.components_ = basis.vectors[:, :keep].T.contiguous().float().numpy()
+        self.eigenvalues_ = basis.values[:keep].numpy()
         return self
 
     def project(self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False) -> np.ndarray:
@@ -105,14 +93,6 @@ class PCA:
                 "training codes, or n_components); choose a smaller d or fit on more training codes"
             )
         return int(d)
-
-
-def _numerical_rank(descending_values: torch.Tensor, size: int) -> int:
-    """Components the float32 codes resolve: singular values above size * float32 eps of the largest."""
-    # The eigenvalues are squared singular values, hence the squared tolerance.
-    relative = (size * float(np.finfo(np.float32).eps)) ** 2
-    tolerance = descending_values[0].clamp_min(0) * relative
-    return max(1, int((descending_values > tolerance).sum()))
 
 
 def _as_matrix(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:

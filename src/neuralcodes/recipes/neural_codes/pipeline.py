@@ -16,6 +16,7 @@ from typing import Sequence
 
 from neuralcodes import io
 from neuralcodes.data.imageset import Dataset
+from neuralcodes.data.splits import Split
 from neuralcodes.device import pick_device
 from neuralcodes.progress import console
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
@@ -50,24 +51,25 @@ def validate_study(options: StudyOptions) -> StudyOptions:
     return options
 
 
-def _train_and_evaluate(cfg: ClassifyConfig, run: Run, dataset: Dataset, resume: bool, minutes: float) -> dict:
+def _train_and_evaluate(cfg: ClassifyConfig, run: Run, dataset: Dataset, split: Split, resume: bool,
+                        minutes: float) -> dict:  # fmt: skip
     """Train (or continue training), then evaluate; with ``resume`` a finished stage is kept as it is."""
     metrics = run.metrics() if resume else {}
     if "training" not in metrics:
-        train_classifier(cfg, run.root, resume=resume, dataset=dataset, checkpoint_minutes=minutes)
+        train_classifier(cfg, run.root, resume=resume, dataset=dataset, checkpoint_minutes=minutes, split=split)
     if "classification" in metrics:
         return metrics["classification"]
     run.write_progress("evaluation")
-    return evaluate_run(run, dataset=dataset, device=cfg.device)
+    return evaluate_run(run, dataset=dataset, device=cfg.device, split=split)
 
 
-def _study(run: Run, dataset: Dataset, options: StudyOptions, resume: bool) -> dict:
+def _study(run: Run, dataset: Dataset, split: Split, options: StudyOptions, resume: bool) -> dict:
     metrics = run.metrics() if resume else {}
     if "retrieval" in metrics and "pca" in metrics:
         return {"retrieval": metrics["retrieval"], "pca": metrics["pca"]}
     run.write_progress("retrieval study")
     io.write_json(run.root / "study.json", asdict(options))
-    return retrieval_study(run, dataset, options)
+    return retrieval_study(run, dataset, options, split)
 
 
 def run_protocol(
@@ -95,16 +97,18 @@ def run_protocol(
     with run.lock():
         if run.exists():
             run.write_config(cfg)  # a resumed run: refuses other options, naming them, before any work
-        # Decoded once, shared by every stage; a held-out class too small to query fails now, not after hours.
+        # Decoded once and split once, shared by every stage, variant and seed run (VARIANTS and seeds leave
+        # the split options alone; each stage still checks it against its folder's split.json). A held-out
+        # class too small to query fails now, not after hours.
         dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, pin=False)
-        make_split(cfg, dataset)
+        split = make_split(cfg, dataset)
 
-        classification = _train_and_evaluate(cfg, run, dataset, resume, checkpoint_minutes)
-        results = _study(run, dataset, study, resume)
+        classification = _train_and_evaluate(cfg, run, dataset, split, resume, checkpoint_minutes)
+        results = _study(run, dataset, split, study, resume)
 
         if variants:
             extra = [s for s in seeds if s != cfg.seed]
-            table = {"baseline": _variant_row(run, classification, results, _seed_runs(run, "baseline", cfg, extra, dataset, resume, checkpoint_minutes))}
+            table = {"baseline": _variant_row(run, classification, results, _seed_runs(run, "baseline", cfg, extra, dataset, split, resume, checkpoint_minutes))}
             # Written after every variant: a variant takes hours on a CPU, so the report of a run still
             # training shows the finished ones and names those to come.
             run.update_metrics("variants_pending", list(variants))
@@ -114,26 +118,26 @@ def run_protocol(
                 vrun = Run(run.root / "variants" / name)
                 run.write_progress(f"variant {name}")
                 with vrun.lock():
-                    vcls = _train_and_evaluate(vcfg, vrun, dataset, resume, checkpoint_minutes)
-                    vres = _study(vrun, dataset, replace(study, pca_dims=(None,)), resume)
+                    vcls = _train_and_evaluate(vcfg, vrun, dataset, split, resume, checkpoint_minutes)
+                    vres = _study(vrun, dataset, split, replace(study, pca_dims=(None,)), resume)
                     vrun.finish()  # else `status` shows its last stage as if it stopped there
-                table[name] = _variant_row(vrun, vcls, vres, _seed_runs(run, name, vcfg, extra, dataset, resume, checkpoint_minutes))
+                table[name] = _variant_row(vrun, vcls, vres, _seed_runs(run, name, vcfg, extra, dataset, split, resume, checkpoint_minutes))
                 run.update_metrics("variants", table)
                 run.update_metrics("variants_pending", list(variants[i + 1:]))
         run.write_progress("done")
     return run
 
 
-def _seed_runs(
-    run: Run, name: str, cfg: ClassifyConfig, seeds: Sequence[int], dataset: Dataset, resume: bool, minutes: float
-) -> list[float]:
+def _seed_runs(run: Run, name: str, cfg: ClassifyConfig, seeds: Sequence[int], dataset: Dataset, split: Split,
+               resume: bool, minutes: float) -> list[float]:  # fmt: skip
     """Test accuracy of ``cfg`` trained once per extra seed (training and evaluation only)."""
     accuracies = []
     for seed in seeds:
         srun = Run(run.root / "seeds" / f"{name}-seed{seed}")
         run.write_progress(f"seed runs: {name}, seed {seed}")
         with srun.lock():
-            accuracies.append(_train_and_evaluate(replace(cfg, seed=seed), srun, dataset, resume, minutes)["test"]["accuracy"])
+            result = _train_and_evaluate(replace(cfg, seed=seed), srun, dataset, split, resume, minutes)
+            accuracies.append(result["test"]["accuracy"])
             srun.finish()
     return accuracies
 

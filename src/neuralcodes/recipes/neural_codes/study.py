@@ -11,6 +11,7 @@ import numpy as np
 
 from neuralcodes.data.batches import DeviceImages
 from neuralcodes.data.imageset import Dataset
+from neuralcodes.data.splits import Split
 from neuralcodes.plots.retrieval import (
     plot_bars,
     plot_map_vs_dimension,
@@ -21,20 +22,19 @@ from neuralcodes.progress import console
 from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.retrieval.codes import Codes, ZeroCodeWarning, extract_codes
 from neuralcodes.retrieval.evaluate import retrieval_metrics
-from neuralcodes.retrieval.pca import pca_study
+from neuralcodes.retrieval.pca import DEFAULT_PCA_DIMS, pca_study
 from neuralcodes.retrieval.search import search
 from neuralcodes.retrieval.statistics import paired_comparisons
 from neuralcodes.runs import Run
 
 CODE_LAYERS = ("L5", "L6", "L7")
-PCA_DIMS = (16, 32, 64, 128, 256, 512, None)
 KS = (1, 5, 10, 100)
 
 
 @dataclass
 class StudyOptions:
     layers: Sequence[str] = CODE_LAYERS
-    pca_dims: Sequence[int | None] = PCA_DIMS
+    pca_dims: Sequence[int | None] = DEFAULT_PCA_DIMS
     pca_fit_images: int = 10_000  # in-domain train images the PCA is learned on (memory: 16,384-d codes)
     whiten: bool = False
     n_shown: int = 10  # queries in the ranked-results figures
@@ -57,11 +57,13 @@ def _extract(model, images: DeviceImages, indices: np.ndarray, layers: Sequence[
     return codes, zero
 
 
-def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, options: StudyOptions | None = None) -> dict:
-    """Compute codes, mAP per layer, figures and the PCA table; store them in the run folder."""
+def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, options: StudyOptions | None = None,
+                    split: Split | None = None) -> dict:  # fmt: skip
+    """Compute codes, mAP per layer, figures and the PCA table; store them in the run folder.
+    ``split``: the run's split when the caller holds it already (``neuralcodes run`` draws it once)."""
     run = run if isinstance(run, Run) else Run(run)
     opt = options or StudyOptions()
-    p, cfg = open_trained(run, dataset, opt.device)
+    p, cfg = open_trained(run, dataset, opt.device, split=split)
     model, images, split, data = p.model, p.images, p.split, p.dataset.train
 
     ood_labels = np.asarray(data.labels)[split.ood]

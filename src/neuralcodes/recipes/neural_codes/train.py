@@ -61,6 +61,28 @@ def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     return split
 
 
+def _given_split(cfg: ClassifyConfig, dataset: Dataset, split: Split | None) -> Split:
+    """``split`` when a caller drew it already (the stages of one run share one split), else drawn now.
+
+    A given split must come from ``cfg``'s split options: it is recorded as such in a new run folder, where
+    no split.json is there yet to refuse another one.
+    """
+    if split is None:
+        return make_split(cfg, dataset)
+    data = dataset.train
+    chosen = tuple(class_indices(cfg.ood_classes, data.class_ids, data.class_names)) if cfg.ood_classes else None
+    drawn_with = (split.seed, split.num_classes, len(split.ood_classes), len(split.val_classes))
+    if drawn_with != (cfg.split_seed, data.num_classes, cfg.n_ood, cfg.n_val_classes) or (
+        chosen is not None and split.ood_classes != chosen
+    ):
+        raise ValueError(
+            f"the split passed in (seed {split.seed}, held-out classes {list(split.ood_classes)}, "
+            f"{len(split.val_classes)} validation classes) was not drawn with this run's split options "
+            f"(split_seed {cfg.split_seed}, n_ood {cfg.n_ood}, n_val_classes {cfg.n_val_classes})"
+        )
+    return split
+
+
 Network = Callable[[Any, int], torch.nn.Module]  # (config, number of in-domain classes) -> classifier
 
 
@@ -69,11 +91,12 @@ def course_convnet(cfg: ClassifyConfig, n_classes: int) -> NeuralCodesConvNet:
 
 
 def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, device: torch.device | None = None,
-            network: Network = course_convnet) -> Prepared:  # fmt: skip
-    """Load (and pin) data, draw (and check) the course split, build the model (CUDA when present, channels-last)."""
+            network: Network = course_convnet, split: Split | None = None) -> Prepared:  # fmt: skip
+    """Load (and pin) data, draw (or take ``split``) and check the course split, build the model (CUDA when
+    present, channels-last)."""
     device = device or pick_device(cfg.device)
     dataset = load_run_data(run, cfg.data, cfg.skip_corrupt, dataset, pin=False)
-    split = make_split(cfg, dataset)
+    split = _given_split(cfg, dataset, split)
     run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     check_split(run, split)
     torch.manual_seed(cfg.seed)
@@ -88,9 +111,11 @@ def train_classifier(
     dataset: Dataset | None = None,
     checkpoint_minutes: float = 5.0,
     network: Network = course_convnet,
+    split: Split | None = None,
 ) -> Run:
     """Train with early stopping into the run folder ``out``; the best epoch's weights end in best.pt.
-    ``network`` builds another classifier than the course ConvNet (the ResNet of the tuned recipe).
+    ``network`` builds another classifier than the course ConvNet (the ResNet of the tuned recipe);
+    ``split``: the course split when the caller drew it already (:func:`make_split`), checked like a drawn one.
 
     A checkpoint is written every ``checkpoint_minutes`` inside an epoch and when SIGINT/SIGTERM
     arrives (then :class:`TrainingInterrupted` is raised after the save).
@@ -102,13 +127,13 @@ def train_classifier(
     world, device = init_world(pick_device(cfg.device))
     if not world.is_main:  # the first process checks and records the data; the others then only verify
         barrier(world)
-        fit(run, cfg, prepare(run, cfg, dataset, device, network), resume, checkpoint_minutes, world)
+        fit(run, cfg, prepare(run, cfg, dataset, device, network, split), resume, checkpoint_minutes, world)
         return run
     with run.lock():
         if run.exists():
             _refuse_a_stretched_schedule(run, cfg)
             run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run: refuses other options (naming them) before any work
-        p = prepare(run, cfg, dataset, device, network)
+        p = prepare(run, cfg, dataset, device, network, split)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)
         fit(run, cfg, p, resume, checkpoint_minutes, world)
@@ -152,15 +177,17 @@ def load_trained(
 
 
 def open_trained(
-    run: Run, dataset: Dataset | None = None, device: str | None = None, data: str | None = None
+    run: Run, dataset: Dataset | None = None, device: str | None = None, data: str | None = None,
+    split: Split | None = None,
 ) -> tuple[Prepared, ClassifyConfig]:
     """A trained run ready to be measured: its best model, (pinned) data, course split and device-resident images.
 
-    ``data`` points the run at its data when it has moved (verified by checksum against the run's record).
+    ``data`` points the run at its data when it has moved (verified by checksum against the run's record);
+    ``split``: the run's split when the caller holds it already (checked against split.json like a drawn one).
     """
     model, cfg = load_trained(run, device)
     dataset = load_run_data(run, data_spec(run, cfg.data, data), cfg.skip_corrupt, dataset)
-    split = make_split(cfg, dataset)
+    split = _given_split(cfg, dataset, split)
     check_split(run, split)
     dev = next(model.parameters()).device
     return Prepared(dataset, split, DeviceImages(dataset.train.images, dev), model, dev), cfg

@@ -45,7 +45,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, Di
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.device import autocast, describe_machine, pick_device
 from neuralcodes.layers.pooling import build_pooling
-from neuralcodes.layers.whitening import learned_whitening, pca_whitening
+from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whitening_shrinkage
 from neuralcodes.learning.checkpoint import load_checkpoint
 from neuralcodes.learning.diagnostics import triplet_diagnostics
 from neuralcodes.learning.distributed import (
@@ -67,7 +67,6 @@ from neuralcodes.recipes.tuned_codes.augment import RetrievalAugment
 from neuralcodes.recipes.tuned_codes.base import Base, open_base
 from neuralcodes.recipes.tuned_codes.config import TunedConfig
 from neuralcodes.recipes.tuned_codes.network import RetrievalNet
-from neuralcodes.recipes.tuned_codes.variants import whitening_shrinkage
 from neuralcodes.retrieval.codes import extract_codes
 from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.runs import TRAINS_ON, Run

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralcodes.layers.pooling import GeM, build_pooling
-from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whiten
+from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whiten, whitening_shrinkage
 from neuralcodes.learning.losses import triplet_loss
 from neuralcodes.learning.miners import get_miner
 from neuralcodes.learning.samplers import m_per_class_order
@@ -95,16 +95,6 @@ def pooled_variants(base: Base, sets: ImageSets, learned_p: float | None, prefix
         names["gem_learned"] = f"{prefix} GeM learned p={learned_p:.2f}"
     heads = PooledHeads(base.feature_map, poolings).to(base.device)
     return network_variants(heads, names, family, base, sets, base.saw_held_out, bf16, batch_size)
-
-
-def whitening_shrinkage(n: int, d: int) -> tuple[float, float]:
-    """Eigenvalue shrinkage of (PCA, learned) whitening fitted on ``n`` codes of ``d`` dimensions.
-
-    Few codes per dimension: 0.1 for both. Otherwise PCA-whitening keeps only the directions the codes
-    span (no shrinkage), while learned whitening still needs 0.01: dead ReLU channels (always 0, as in
-    the sample ConvNet's conv5) make the matching-pair covariance singular.
-    """
-    return (0.1, 0.1) if n <= 2 * d else (0.0, 0.01)
 
 
 def whitened_variants(variant: Variant, fit_labels: np.ndarray) -> list[Variant]:
