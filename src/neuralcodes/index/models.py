@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from neuralcodes.device import pick_device
-from neuralcodes.layers.normalization import l2n
+from torch.nn.functional import normalize as l2n  # an all-zero code stays zero (divides by max(norm, eps))
 from neuralcodes.runs import Run
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # [0, 1] float (N, 3, S, S) -> (N, D)
