@@ -17,6 +17,7 @@ Prints a table (ratios beside absolute figures) and writes it as JSON (and Markd
 
 TensorFlow is a benchmark-only extra: pip install -e ".[bench]". Without it the Keras column is skipped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,25 +34,73 @@ SECTIONS = ("train", "loop", "epoch", "infer", "map")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
-    p.add_argument("--batch", type=int, default=100, help="training batch size (default 100, the course's)")
-    p.add_argument("--steps", type=int, default=8, help="timed training steps per measurement (after --warmup)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, allocator, kernel choice)")
-    p.add_argument("--epoch-images", type=int, default=1000, help="images of the synthetic set of the 'epoch' row")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
+    p.add_argument(
+        "--batch", type=int, default=100, help="training batch size (default 100, the course's)"
+    )
+    p.add_argument(
+        "--steps", type=int, default=8, help="timed training steps per measurement (after --warmup)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed steps first (tracing, allocator, kernel choice)",
+    )
+    p.add_argument(
+        "--epoch-images",
+        type=int,
+        default=1000,
+        help="images of the synthetic set of the 'epoch' row",
+    )
     p.add_argument("--infer-batch", type=int, default=500)
-    p.add_argument("--infer-batches", type=int, default=2, help="timed inference batches (after one warm-up batch)")
+    p.add_argument(
+        "--infer-batches",
+        type=int,
+        default=2,
+        help="timed inference batches (after one warm-up batch)",
+    )
     p.add_argument("--map-n", type=int, default=5000)
     p.add_argument("--map-dim", type=int, default=16384)
     p.add_argument("--map-classes", type=int, default=10)
-    p.add_argument("--repeat", type=int, default=2, help="runs per row, interleaved; the best counts")
-    p.add_argument("--threads", type=int, default=None, help="compute threads for both libraries (default: theirs)")
-    p.add_argument("--no-keras", action="store_true", help="skip the Keras column even when TensorFlow is installed")
-    p.add_argument("--quick", action="store_true", help="tiny sizes (1 step, batch 4, 60 codes): a smoke run")
-    p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # the smoke test: no subprocesses
-    p.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results (default bench.json)")
-    p.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown here")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="runs per row, interleaved; the best counts"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="compute threads for both libraries (default: theirs)",
+    )
+    p.add_argument(
+        "--no-keras",
+        action="store_true",
+        help="skip the Keras column even when TensorFlow is installed",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny sizes (1 step, batch 4, 60 codes): a smoke run"
+    )
+    p.add_argument(
+        "--in-process", action="store_true", help=argparse.SUPPRESS
+    )  # the smoke test: no subprocesses
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench.json"),
+        help="where to write the results (default bench.json)",
+    )
+    p.add_argument(
+        "--markdown", type=Path, default=None, help="also write the table as Markdown here"
+    )
     args = p.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -71,21 +120,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     missing = "--no-keras given" if args.no_keras else tensorflow_missing()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    result: dict[str, Any] = {"command": "python -m benchmarks", "settings": settings, "machine": harness.machine(),
-                              "keras_skipped": missing, "load_average": {"start": os.getloadavg()}}  # fmt: skip
+    result: dict[str, Any] = {
+        "command": "python -m benchmarks",
+        "settings": settings,
+        "machine": harness.machine(),
+        "keras_skipped": missing,
+        "load_average": {"start": os.getloadavg()},
+    }
     if not missing:
         from benchmarks.reference_keras import versions
 
         result["machine"].update(versions())
-    print(report.preamble({**result, "load_average": {**result["load_average"], "end": os.getloadavg()}}), flush=True)
+    print(
+        report.preamble(
+            {**result, "load_average": {**result["load_average"], "end": os.getloadavg()}}
+        ),
+        flush=True,
+    )
     start = time.perf_counter()
     rows = harness.plan(args, missing)
-    harness.measure(rows, args.repeat, args.threads, args.in_process, log=lambda line: print(line, flush=True))
+    harness.measure(
+        rows, args.repeat, args.threads, args.in_process, log=lambda line: print(line, flush=True)
+    )
     for section in ("train", "infer"):
         if any(r.section == section for r in rows):
             result[section] = [r.to_json() for r in rows if r.section == section]
     if "map" in args.sections:
-        result["map"] = harness.measure_map(args, args.in_process, log=lambda line: print(line, flush=True))
+        result["map"] = harness.measure_map(
+            args, args.in_process, log=lambda line: print(line, flush=True)
+        )
     result["load_average"]["end"] = os.getloadavg()
     result["seconds"] = time.perf_counter() - start
     result["ratios"] = report.ratios(result)
@@ -103,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"written: {args.json}")
     if args.markdown:
-        args.markdown.write_text(report.preamble(result) + "\n" + report.table(result, markdown=True))
+        args.markdown.write_text(
+            report.preamble(result) + "\n" + report.table(result, markdown=True)
+        )
         print(f"written: {args.markdown}")
     return 0
 

@@ -10,6 +10,7 @@ per second (batches of 100 queries) and the latency of one query, recall@10 agai
 peak memory of building and of searching, and the size of the saved FAISS file. Searches go through
 the same path as ``Index.search``: candidates from the backend, re-ranked with the exact codes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,11 @@ def make_codes(work: Path, n: int, dim: int, queries: int, kind: str, seed: int 
     rng = np.random.default_rng(seed)
     latent = 32 if kind == "latent" else dim
     centres = rng.standard_normal((2000, latent)).astype(np.float32)
-    mix = (rng.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32) if kind == "latent" else None
+    mix = (
+        (rng.standard_normal((latent, dim)) / np.sqrt(latent)).astype(np.float32)
+        if kind == "latent"
+        else None
+    )
     codes = np.memmap(work / "codes.bin", dtype=np.float32, mode="w+", shape=(n, dim))
     for start in range(0, n + queries, 100_000):
         stop = min(start + 100_000, n + queries)
@@ -108,11 +113,16 @@ class Memory:
         self._stop.set()
         self._thread.join()
         self.peak_anon = max(self.peak_anon, _status_mib("RssAnon"))
-        return {f"{prefix}_anon_mib": self.peak_anon - self.base_anon, f"{prefix}_rss_mib": _status_mib("VmHWM") - self.base_rss}
+        return {
+            f"{prefix}_anon_mib": self.peak_anon - self.base_anon,
+            f"{prefix}_rss_mib": _status_mib("VmHWM") - self.base_rss,
+        }
 
 
 def build_phase(work: Path, name: str, n: int, dim: int) -> dict:
-    memory = Memory()  # from here: the interpreter with numpy, torch and faiss loaded, before any codes
+    memory = (
+        Memory()
+    )  # from here: the interpreter with numpy, torch and faiss loaded, before any codes
     codes = _codes(work, n, dim)
     backend = new_backend(name, backend_params(name, n, dim))
     start = time.perf_counter()
@@ -120,8 +130,12 @@ def build_phase(work: Path, name: str, n: int, dim: int) -> dict:
     seconds = time.perf_counter() - start
     file = work / f"{name}.index"
     backend.save(file)
-    return {"build_s": seconds, **memory.result("build"), "params": backend.params,
-            "file_mib": file.stat().st_size / 2**20 if file.exists() else 0.0}
+    return {
+        "build_s": seconds,
+        **memory.result("build"),
+        "params": backend.params,
+        "file_mib": file.stat().st_size / 2**20 if file.exists() else 0.0,
+    }
 
 
 def search_phase(work: Path, name: str, n: int, dim: int) -> dict:
@@ -144,8 +158,11 @@ def search_phase(work: Path, name: str, n: int, dim: int) -> dict:
         run(q[None])
         singles.append(time.perf_counter() - start)
     np.save(work / f"{name}_ids.npy", ids)
-    return {"qps": len(queries) / batch_s, "latency_ms_p50": 1000 * float(np.median(singles)),
-            **memory.result("search")}
+    return {
+        "qps": len(queries) / batch_s,
+        "latency_ms_p50": 1000 * float(np.median(singles)),
+        **memory.result("search"),
+    }
 
 
 def main() -> None:
@@ -153,10 +170,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--work", default="/tmp/neuralcodes-bench-index", help="scratch folder (about n x dim x 4 bytes)")
+    parser.add_argument(
+        "--work",
+        default="/tmp/neuralcodes-bench-index",
+        help="scratch folder (about n x dim x 4 bytes)",
+    )
     parser.add_argument("--out", default="docs/results/bench_index.json")
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--codes", choices=["latent", "isotropic"], default="latent", help="synthetic code distribution")
+    parser.add_argument(
+        "--codes",
+        choices=["latent", "isotropic"],
+        default="latent",
+        help="synthetic code distribution",
+    )
     parser.add_argument("--phase", choices=["build", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,8 +200,20 @@ def main() -> None:
     for name in args.backends.split(","):
         row = {}
         for phase in ("build", "search"):
-            child = [sys.executable, __file__, "--phase", phase, "--backend", name, "--n", str(args.n),
-                     "--dim", str(args.dim), "--work", str(work)]
+            child = [
+                sys.executable,
+                __file__,
+                "--phase",
+                phase,
+                "--backend",
+                name,
+                "--n",
+                str(args.n),
+                "--dim",
+                str(args.dim),
+                "--work",
+                str(work),
+            ]
             done = subprocess.run(child, check=True, capture_output=True, text=True, env=CHILD_ENV)
             row.update(json.loads(done.stdout.splitlines()[-1]))
         rows[name] = row
@@ -184,21 +222,33 @@ def main() -> None:
     for name, row in rows.items():
         ids = np.load(work / f"{name}_ids.npy")
         row["recall_at_10"] = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, truth)]))
-    result = {"n": args.n, "dim": args.dim, "codes": args.codes, "queries": args.queries, "k": K, "machine": _machine(),
-              "environment": {k: CHILD_ENV[k] for k in ("OMP_WAIT_POLICY",)}, "backends": rows}
+    result = {
+        "n": args.n,
+        "dim": args.dim,
+        "codes": args.codes,
+        "queries": args.queries,
+        "k": K,
+        "machine": _machine(),
+        "environment": {k: CHILD_ENV[k] for k in ("OMP_WAIT_POLICY",)},
+        "backends": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
 
 
 def table(result: dict) -> str:
-    lines = ["| backend | build (s) | queries/s (batch 100) | latency 1 query (ms) | recall@10 "
-             "| memory build / search (MiB) | resident incl. mapped codes (MiB) | FAISS file (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| backend | build (s) | queries/s (batch 100) | latency 1 query (ms) | recall@10 "
+        "| memory build / search (MiB) | resident incl. mapped codes (MiB) | FAISS file (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in result["backends"].items():
-        lines.append(f"| {name} | {r['build_s']:.1f} | {r['qps']:,.0f} | {r['latency_ms_p50']:.1f} | {r['recall_at_10']:.3f} "
-                     f"| {r['build_anon_mib']:,.0f} / {r['search_anon_mib']:,.0f} "
-                     f"| {r['build_rss_mib']:,.0f} / {r['search_rss_mib']:,.0f} | {r['file_mib']:,.0f} |")
+        lines.append(
+            f"| {name} | {r['build_s']:.1f} | {r['qps']:,.0f} | {r['latency_ms_p50']:.1f} | {r['recall_at_10']:.3f} "
+            f"| {r['build_anon_mib']:,.0f} / {r['search_anon_mib']:,.0f} "
+            f"| {r['build_rss_mib']:,.0f} / {r['search_rss_mib']:,.0f} | {r['file_mib']:,.0f} |"
+        )
     return "\n".join(lines) + (
         "\n\nMemory: peak above the process's own (Python, torch, faiss). The first figure is memory the backend holds;"
         " the second adds the pages of the memory-mapped codes it read, which the kernel can drop again."

@@ -13,6 +13,7 @@ Peak memory is the process's resident high-water mark (Linux ``VmHWM``, reset th
 memory the method needed on top of the codes. Where the reset is unavailable it falls back to
 ``ru_maxrss`` deltas, which can under-report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-METHODS = {"a": "reference (sklearn + loop)", "b": "neuralcodes retrieval_metrics", "c": "floor (matmul + argsort)"}
+METHODS = {
+    "a": "reference (sklearn + loop)",
+    "b": "neuralcodes retrieval_metrics",
+    "c": "floor (matmul + argsort)",
+}
 
 
-def make_codes(n: int, dim: int, classes: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_codes(
+    n: int, dim: int, classes: int, spread: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit codes around ``classes`` random centres, built in chunks to keep the build's memory small."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim), dtype=np.float32)
@@ -38,7 +45,9 @@ def make_codes(n: int, dim: int, classes: int, spread: float, seed: int) -> tupl
     codes = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 500):
         block = slice(start, min(start + 500, n))
-        chunk = centres[labels[block]] + spread * rng.standard_normal((block.stop - start, dim), dtype=np.float32)
+        chunk = centres[labels[block]] + spread * rng.standard_normal(
+            (block.stop - start, dim), dtype=np.float32
+        )
         codes[block] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
     return codes, labels
 
@@ -60,13 +69,17 @@ def run_reference(codes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     _, neighbours = NearestNeighbors(n_neighbors=len(codes) - 1).fit(codes).kneighbors(codes)
     neighbours = neighbours[:, 1:]  # the notebook assumes the first result is the query itself
     neighbour_labels = labels[neighbours].tolist()
-    return np.array([notebook_average_precision(labels[q], neighbour_labels[q]) for q in range(len(codes))])
+    return np.array(
+        [notebook_average_precision(labels[q], neighbour_labels[q]) for q in range(len(codes))]
+    )
 
 
 def run_ours(codes: np.ndarray, labels: np.ndarray, block_size: int | None) -> np.ndarray:
     from neuralcodes.retrieval.evaluate import retrieval_metrics
 
-    ks = tuple(k for k in (1, 5, 10, 100) if k < len(codes))  # a tiny (smoke) run has fewer results per query
+    ks = tuple(
+        k for k in (1, 5, 10, 100) if k < len(codes)
+    )  # a tiny (smoke) run has fewer results per query
     return retrieval_metrics(codes, labels, ks=ks, block_size=block_size)["AP"]
 
 
@@ -107,7 +120,9 @@ def worker(args: argparse.Namespace) -> None:
     import neuralcodes.retrieval.metrics  # noqa: F401
 
     reset = _reset_peak()
-    rss_before = _status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = (
+        _status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    )
     start = time.perf_counter()
     if args.worker == "a":
         ap = run_reference(codes, labels)
@@ -118,14 +133,31 @@ def worker(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     np.save(args.ap_out, ap)
-    print(json.dumps({"seconds": seconds, "peak_mib": (peak - rss_before) / 1024, "peak_reset": reset}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "peak_mib": (peak - rss_before) / 1024, "peak_reset": reset}
+        )
+    )
 
 
 def run_in_subprocess(method: str, args: argparse.Namespace, ap_path: Path) -> dict:
     command = [
-        sys.executable, __file__, "--worker", method, "--ap-out", str(ap_path),
-        "--n", str(args.n), "--dim", str(args.dim), "--classes", str(args.classes),
-        "--spread", str(args.spread), "--seed", str(args.seed),
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--ap-out",
+        str(ap_path),
+        "--n",
+        str(args.n),
+        "--dim",
+        str(args.dim),
+        "--classes",
+        str(args.classes),
+        "--spread",
+        str(args.spread),
+        "--seed",
+        str(args.seed),
     ]
     if args.block_size:
         command += ["--block-size", str(args.block_size)]
@@ -138,15 +170,23 @@ def run_in_subprocess(method: str, args: argparse.Namespace, ap_path: Path) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=5000, help="number of codes (queries = database)")
     parser.add_argument("--dim", type=int, default=16384, help="code dimension")
-    parser.add_argument("--classes", type=int, default=10, help="number of classes (n / classes images each)")
-    parser.add_argument("--spread", type=float, default=8.0, help="per-dimension noise around class centres")
+    parser.add_argument(
+        "--classes", type=int, default=10, help="number of classes (n / classes images each)"
+    )
+    parser.add_argument(
+        "--spread", type=float, default=8.0, help="per-dimension noise around class centres"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--block-size", type=int, default=None, help="queries per block for (b)")
     parser.add_argument("--methods", default="abc", help="which of a, b, c to run (default: all)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per method, interleaved; the fastest counts")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per method, interleaved; the fastest counts"
+    )
     parser.add_argument("--worker", choices=sorted(METHODS), help=argparse.SUPPRESS)
     parser.add_argument("--ap-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,13 +196,18 @@ def main() -> None:
     if args.n < 2 * args.classes:
         parser.error("need at least two codes per class (--n >= 2 * --classes)")
 
-    print(f"leave-one-out mAP, {args.n} codes x {args.dim} dims, {args.classes} classes, "
-          f"torch threads: {__import__('torch').get_num_threads()}")
+    print(
+        f"leave-one-out mAP, {args.n} codes x {args.dim} dims, {args.classes} classes, "
+        f"torch threads: {__import__('torch').get_num_threads()}"
+    )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeat):
             for method in args.methods:
-                print(f"  run {repeat + 1}/{args.repeat}: ({method}) {METHODS[method]} ...", flush=True)
+                print(
+                    f"  run {repeat + 1}/{args.repeat}: ({method}) {METHODS[method]} ...",
+                    flush=True,
+                )
                 result = run_in_subprocess(method, args, Path(tmp) / f"{method}.npy")
                 print(f"    {result['seconds']:.2f} s", flush=True)
                 if method not in results or result["seconds"] < results[method]["seconds"]:
@@ -177,8 +222,12 @@ def main() -> None:
         vs_a = f"{base / seconds:.1f}x" if base else "-"
         vs_floor = f"{seconds / floor:.2f}x" if floor else "-"
         m_ap = "-" if np.isnan(result["ap"]).all() else f"{result['ap'].mean():.6f}"
-        print(f"({method}) {METHODS[method]:<30}{seconds:>9.2f}{vs_a:>9}{vs_floor:>10}{result['peak_mib']:>10.0f}{m_ap:>12}")
-    print("vs (a): how many times faster than (a); vs floor: time / floor time (1.00 = as fast as the floor)")
+        print(
+            f"({method}) {METHODS[method]:<30}{seconds:>9.2f}{vs_a:>9}{vs_floor:>10}{result['peak_mib']:>10.0f}{m_ap:>12}"
+        )
+    print(
+        "vs (a): how many times faster than (a); vs floor: time / floor time (1.00 = as fast as the floor)"
+    )
     if not all(r["peak_reset"] for r in results.values()):
         print("peak MiB from ru_maxrss deltas (VmHWM reset unavailable): may under-report")
 
@@ -190,21 +239,31 @@ def agreement(ap_reference: np.ndarray, ap_ours: np.ndarray, args: argparse.Name
     """How far (a) and (b) agree, and why they may differ per query."""
     from neuralcodes.retrieval.search import leave_one_out
 
-    print(f"\nmAP (a) = {ap_reference.mean():.9f}   mAP (b) = {ap_ours.mean():.9f}   "
-          f"|difference| = {abs(ap_reference.mean() - ap_ours.mean()):.2e}")
+    print(
+        f"\nmAP (a) = {ap_reference.mean():.9f}   mAP (b) = {ap_ours.mean():.9f}   "
+        f"|difference| = {abs(ap_reference.mean() - ap_ours.mean()):.2e}"
+    )
     diff = np.abs(ap_reference - ap_ours)
-    print(f"per-query |AP(a) - AP(b)|: median {np.median(diff):.1e}, max {diff.max():.1e}, "
-          f"{np.mean(diff <= 1e-6):.1%} of queries within 1e-6")
-    print("  (a) ranks by float64 distances (scikit-learn upcasts float32 codes), (b) by float32 inner\n"
-          "  products, whose rounding (~3e-7 over 16384 dims) reorders neighbours closer than that;\n"
-          "  (a) also drops its first column and never sees the farthest code.")
+    print(
+        f"per-query |AP(a) - AP(b)|: median {np.median(diff):.1e}, max {diff.max():.1e}, "
+        f"{np.mean(diff <= 1e-6):.1%} of queries within 1e-6"
+    )
+    print(
+        "  (a) ranks by float64 distances (scikit-learn upcasts float32 codes), (b) by float32 inner\n"
+        "  products, whose rounding (~3e-7 over 16384 dims) reorders neighbours closer than that;\n"
+        "  (a) also drops its first column and never sees the farthest code."
+    )
     # The AP arithmetic itself, checked on one ranking: the notebook's loop over (b)'s own ranking.
     codes, labels = make_codes(args.n, args.dim, args.classes, args.spread, args.seed)
     queries = min(args.n, 500)
     indices, _ = leave_one_out(codes)
-    loop = np.array([notebook_average_precision(labels[q], labels[indices[q]]) for q in range(queries)])
-    print(f"notebook AP loop on (b)'s ranking vs (b), first {queries} queries: "
-          f"max |difference| {np.abs(loop - ap_ours[:queries]).max():.1e} (target <= 1e-6)")
+    loop = np.array(
+        [notebook_average_precision(labels[q], labels[indices[q]]) for q in range(queries)]
+    )
+    print(
+        f"notebook AP loop on (b)'s ranking vs (b), first {queries} queries: "
+        f"max |difference| {np.abs(loop - ap_ours[:queries]).max():.1e} (target <= 1e-6)"
+    )
 
 
 if __name__ == "__main__":

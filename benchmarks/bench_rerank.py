@@ -13,6 +13,7 @@ The codes are synthetic and clustered (``--classes`` centres), so the mAP column
 step runs on structured data, not what it gives on real codes (see docs/results/quality for that).
 Run it on an idle machine: the ratios, not the absolute figures, carry over between machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,24 @@ def timed(fn, *args, **kwargs):  # noqa: ANN001, ANN201 - a stopwatch around any
 def held_out(args: argparse.Namespace) -> dict:
     codes, labels = clustered(args.n, args.dim, args.classes, 0)
     _, floor = timed(lambda: ranking(similarities(codes, codes, loo=True)))
-    rows = {"plain": {"ms_per_query": 1000 * floor / args.n, "ratio": 1.0,
-                      "mAP": retrieval_metrics(codes, labels, ks=())["mAP"]}}  # fmt: skip
+    rows = {
+        "plain": {
+            "ms_per_query": 1000 * floor / args.n,
+            "ratio": 1.0,
+            "mAP": retrieval_metrics(codes, labels, ks=())["mAP"],
+        }
+    }
     for name in RERANKERS:
         scores, seconds = timed(rerank, name, codes, codes, loo=True)
-        rows[name] = {"ms_per_query": 1000 * seconds / args.n, "ratio": seconds / floor,
-                      "mAP": retrieval_metrics(None, labels, ks=(), scores=scores)["mAP"]}  # fmt: skip
-        print(f"  (a) {name:13s} {rows[name]['ms_per_query']:9.3f} ms/query  x{rows[name]['ratio']:8.1f}", flush=True)
+        rows[name] = {
+            "ms_per_query": 1000 * seconds / args.n,
+            "ratio": seconds / floor,
+            "mAP": retrieval_metrics(None, labels, ks=(), scores=scores)["mAP"],
+        }
+        print(
+            f"  (a) {name:13s} {rows[name]['ms_per_query']:9.3f} ms/query  x{rows[name]['ratio']:8.1f}",
+            flush=True,
+        )
     return rows
 
 
@@ -62,25 +74,45 @@ def index(args: argparse.Namespace) -> dict:
     rows = {"search": {"ms_per_query": 1000 * floor / args.queries, "ratio": 1.0}}
     for name in RERANKERS:
         _, seconds = timed(rerank_shortlist, name, queries, ids, lambda i: database[i])
-        rows[name] = {"ms_per_query": 1000 * seconds / args.queries, "ratio": (floor + seconds) / floor}
-        print(f"  (b) {name:13s} {rows[name]['ms_per_query']:9.3f} ms/query on top of the search, "
-              f"x{rows[name]['ratio']:.2f} of it", flush=True)  # fmt: skip
+        rows[name] = {
+            "ms_per_query": 1000 * seconds / args.queries,
+            "ratio": (floor + seconds) / floor,
+        }
+        print(
+            f"  (b) {name:13s} {rows[name]['ms_per_query']:9.3f} ms/query on top of the search, "
+            f"x{rows[name]['ratio']:.2f} of it",
+            flush=True,
+        )
     return rows
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=5000, help="codes of the leave-one-out set (the held-out set: 5,000)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--n",
+        type=int,
+        default=5000,
+        help="codes of the leave-one-out set (the held-out set: 5,000)",
+    )
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--index-n", type=int, default=1_000_000)
     p.add_argument("--index-dim", type=int, default=256)
     p.add_argument("--queries", type=int, default=200, help="queries against the large database")
-    p.add_argument("--shortlist", type=int, default=100, help="results re-ranked per query (the index default)")
+    p.add_argument(
+        "--shortlist", type=int, default=100, help="results re-ranked per query (the index default)"
+    )
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
     print(f"machine: {describe_machine()}")
-    result = {"machine": describe_machine(), "settings": vars(args), "held_out": held_out(args), "index": index(args)}
+    result = {
+        "machine": describe_machine(),
+        "settings": vars(args),
+        "held_out": held_out(args),
+        "index": index(args),
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -5,6 +5,7 @@
 runs ``python -m benchmarks --sections train,loop`` (Keras reference, the bare step in bf16/fp32, the
 recipe's real loop), so the two never measure differently.
 """
+
 from __future__ import annotations
 
 import sys

@@ -6,6 +6,7 @@ as a ratio to the single view measured in the same run (the floor: one forward p
 
 Run it on an idle machine: the ratios, not the absolute figures, carry over between machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ VIEWS = {
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--repeats", type=int, default=3, help="best of this many passes")
@@ -46,18 +49,27 @@ def main() -> None:
         best = float("inf")
         for _ in range(args.repeats):
             t = time.perf_counter()
-            extract_codes(model, images, idx, ["L5", "L6", "L7"], args.batch, scales=scales, flip=flip)
+            extract_codes(
+                model, images, idx, ["L5", "L6", "L7"], args.batch, scales=scales, flip=flip
+            )
             best = min(best, time.perf_counter() - t)
-        rows[name] = {"views": len(scales) * (2 if flip else 1), "ms_per_image": 1000 * best / args.images}
+        rows[name] = {
+            "views": len(scales) * (2 if flip else 1),
+            "ms_per_image": 1000 * best / args.images,
+        }
     floor = rows["1 scale"]["ms_per_image"]
-    print(f"{platform.processor() or describe_machine().get('cpu', '')}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{platform.processor() or describe_machine().get('cpu', '')}, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'views':32s} {'ms/image':>9s} {'x 1 view':>9s}")
     for name, row in rows.items():
         row["ratio"] = row["ms_per_image"] / floor
         print(f"{name:32s} {row['ms_per_image']:9.2f} {row['ratio']:9.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": describe_machine(), "images": args.images, "rows": rows}, f, indent=2)
+            json.dump(
+                {"machine": describe_machine(), "images": args.images, "rows": rows}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

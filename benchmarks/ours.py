@@ -2,6 +2,7 @@
 
 Each function builds its model and data itself, so the harness can run it in a fresh process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,12 @@ NUM_CLASSES = 190
 
 
 def _settings(bf16: bool, channels_last: bool = True) -> dict[str, Any]:
-    return {"precision": "bf16 autocast" if bf16 else "fp32", "channels_last": channels_last,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+    return {
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "channels_last": channels_last,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _model(num_classes: int, channels_last: bool, seed: int) -> NeuralCodesConvNet:
@@ -60,8 +65,15 @@ def random_images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
 
 
-def train_step(steps: int, batch: int, bf16: bool = True, channels_last: bool = True, warmup: int = 2,
-               seed: int = 0, fused_adam: bool = False) -> dict[str, Any]:  # fmt: skip
+def train_step(
+    steps: int,
+    batch: int,
+    bf16: bool = True,
+    channels_last: bool = True,
+    warmup: int = 2,
+    seed: int = 0,
+    fused_adam: bool = False,
+) -> dict[str, Any]:
     """images/s of the bare step on one fixed batch: forward, cross-entropy, backward, Adam amsgrad.
 
     ``fused_adam``: PyTorch's fused Adam kernel instead of the recipe's optimiser (for comparison only).
@@ -90,12 +102,25 @@ def train_step(steps: int, batch: int, bf16: bool = True, channels_last: bool = 
     with Clock() as clock:
         for _ in range(steps):
             loss = step()
-    return {**clock.figures(steps * batch), "steps": steps, "batch": batch, "final_loss": loss.item(),
-            "fused_adam": fused_adam, **_settings(bf16, channels_last)}  # fmt: skip
+    return {
+        **clock.figures(steps * batch),
+        "steps": steps,
+        "batch": batch,
+        "final_loss": loss.item(),
+        "fused_adam": fused_adam,
+        **_settings(bf16, channels_last),
+    }
 
 
-def train_loop(steps: int, batch: int, bf16: bool = True, augment: bool = False, warmup: int = 2,
-               seed: int = 0, live_progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def train_loop(
+    steps: int,
+    batch: int,
+    bf16: bool = True,
+    augment: bool = False,
+    warmup: int = 2,
+    seed: int = 0,
+    live_progress: bool = False,
+) -> dict[str, Any]:
     """images/s of the real loop (the classification step through ``run_epoch``) over ``steps * batch`` in-memory uint8 images.
 
     Everything the loop does per batch is in: index + uint8 -> float, augmentation when asked, the
@@ -115,7 +140,10 @@ def _progress_drawn(live: bool) -> Iterator[None]:
         return
     import neuralcodes.progress
 
-    saved_env, saved_console = os.environ.pop("NEURALCODES_NO_PROGRESS", None), neuralcodes.progress.console
+    saved_env, saved_console = (
+        os.environ.pop("NEURALCODES_NO_PROGRESS", None),
+        neuralcodes.progress.console,
+    )
     with open(os.devnull, "w") as devnull:
         neuralcodes.progress.console = Console(file=devnull, force_terminal=True, width=120)
         try:
@@ -126,8 +154,9 @@ def _progress_drawn(live: bool) -> Iterator[None]:
                 os.environ["NEURALCODES_NO_PROGRESS"] = saved_env
 
 
-def _train_loop(steps: int, batch: int, bf16: bool, augment: bool, warmup: int, seed: int,
-                live_progress: bool) -> dict[str, Any]:  # fmt: skip
+def _train_loop(
+    steps: int, batch: int, bf16: bool, augment: bool, warmup: int, seed: int, live_progress: bool
+) -> dict[str, Any]:
     from neuralcodes.recipes.neural_codes.config import ClassifyConfig
 
     from neuralcodes.learning.loop import InEpoch as EpochState
@@ -141,13 +170,27 @@ def _train_loop(steps: int, batch: int, bf16: bool, augment: bool, warmup: int, 
     cfg = ClassifyConfig(batch_size=batch, epochs=1, bf16=bf16, augment=augment, device="cpu")
     generator = torch.Generator().manual_seed(seed)
     if warmup:
-        train_one_epoch(model, optimizer, images, labels, EpochState(0, np.arange(n, len(images))), cfg, generator)
+        train_one_epoch(
+            model,
+            optimizer,
+            images,
+            labels,
+            EpochState(0, np.arange(n, len(images))),
+            cfg,
+            generator,
+        )
     state = EpochState(0, np.arange(n))
     with Clock() as clock:
         train_one_epoch(model, optimizer, images, labels, state, cfg, generator)
-    return {**clock.figures(n), "steps": steps, "batch": batch, "augment": augment, "live_progress": live_progress,
-            "final_loss": state.sums["loss_sum"] / state.seen,
-            **_settings(bf16)}  # fmt: skip
+    return {
+        **clock.figures(n),
+        "steps": steps,
+        "batch": batch,
+        "augment": augment,
+        "live_progress": live_progress,
+        "final_loss": state.sums["loss_sum"] / state.seen,
+        **_settings(bf16),
+    }
 
 
 def synthetic_dataset(n_classes: int, per_class: int, seed: int = 0) -> Dataset:
@@ -158,8 +201,14 @@ def synthetic_dataset(n_classes: int, per_class: int, seed: int = 0) -> Dataset:
     return Dataset("synthetic", ImageSet(images, labels, ids, ids), None, "synthetic")
 
 
-def whole_epoch(images: int, batch: int, bf16: bool = True, epochs: int = 1, seed: int = 0,
-                profile_to: str | None = None) -> dict[str, Any]:  # fmt: skip
+def whole_epoch(
+    images: int,
+    batch: int,
+    bf16: bool = True,
+    epochs: int = 1,
+    seed: int = 0,
+    profile_to: str | None = None,
+) -> dict[str, Any]:
     """``train_classifier`` for ``epochs`` on a synthetic dataset: the rate the history reports (training loop
     only) beside training images / wall time (validation, checkpoints, history and figure writes included).
 
@@ -172,7 +221,15 @@ def whole_epoch(images: int, batch: int, bf16: bool = True, epochs: int = 1, see
 
     per_class = max(images // 200, 2)
     data = synthetic_dataset(200, per_class, seed)
-    cfg = ClassifyConfig(batch_size=batch, epochs=epochs, bf16=bf16, device="cpu", n_ood=10, patience=epochs, seed=seed)
+    cfg = ClassifyConfig(
+        batch_size=batch,
+        epochs=epochs,
+        bf16=bf16,
+        device="cpu",
+        n_ood=10,
+        patience=epochs,
+        seed=seed,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         profiler = None
         if profile_to:
@@ -187,23 +244,48 @@ def whole_epoch(images: int, batch: int, bf16: bool = True, epochs: int = 1, see
             profiler.dump_stats(profile_to)
         run = Run(Path(tmp) / "run")
         history = run.history()
-        checkpoint_mib = sum(p.stat().st_size for p in run.last_checkpoint.parent.glob("*.pt")) / 2**20
+        checkpoint_mib = (
+            sum(p.stat().st_size for p in run.last_checkpoint.parent.glob("*.pt")) / 2**20
+        )
     train_images = round(history[0]["images_per_s"] * history[0]["seconds"])
     loop_seconds = sum(h["seconds"] for h in history)
-    return {**clock.figures(train_images * epochs), "loop_images_per_s": train_images * epochs / loop_seconds,
-            "loop_seconds": loop_seconds, "train_images": train_images, "epochs": epochs,
-            "batch": batch, "checkpoint_mib": checkpoint_mib, **_settings(bf16)}  # fmt: skip
+    return {
+        **clock.figures(train_images * epochs),
+        "loop_images_per_s": train_images * epochs / loop_seconds,
+        "loop_seconds": loop_seconds,
+        "train_images": train_images,
+        "epochs": epochs,
+        "batch": batch,
+        "checkpoint_mib": checkpoint_mib,
+        **_settings(bf16),
+    }
 
 
-def infer(batches: int, batch: int, bf16: bool = True, warmup: int = 1, seed: int = 0) -> dict[str, Any]:
+def infer(
+    batches: int, batch: int, bf16: bool = True, warmup: int = 1, seed: int = 0
+) -> dict[str, Any]:
     """images/s of ``extract_codes`` (the study's path): L2-normalised L5/L6/L7 from one pass per batch."""
     from neuralcodes.retrieval.codes import extract_codes
 
     images = DeviceImages(random_images(batches * batch, seed), "cpu")
     model = _model(NUM_CLASSES, True, seed)
     if warmup:
-        extract_codes(model, images, np.arange(min(warmup * batch, len(images))), ("L5", "L6", "L7"), batch, autocast=bf16)
+        extract_codes(
+            model,
+            images,
+            np.arange(min(warmup * batch, len(images))),
+            ("L5", "L6", "L7"),
+            batch,
+            autocast=bf16,
+        )
     with Clock() as clock:
-        codes = extract_codes(model, images, np.arange(len(images)), ("L5", "L6", "L7"), batch, autocast=bf16)
-    return {**clock.figures(len(images)), "batches": batches, "batch": batch,
-            "dims": [int(c.shape[1]) for c in codes.values()], **_settings(bf16)}  # fmt: skip
+        codes = extract_codes(
+            model, images, np.arange(len(images)), ("L5", "L6", "L7"), batch, autocast=bf16
+        )
+    return {
+        **clock.figures(len(images)),
+        "batches": batches,
+        "batch": batch,
+        "dims": [int(c.shape[1]) for c in codes.values()],
+        **_settings(bf16),
+    }

@@ -8,6 +8,7 @@
 (2) cProfile of ``train_classifier`` for one epoch on a synthetic set: the loop beside validation,
     checkpoint writes, history/figure writes and preparation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PHASES = (r"neuralcodes/(recipes|learning/checkpoint|io|plots|data/batches|progress)|torch/serialization"
-          r"|torch/_tensor.py.*backward|torch/optim/optimizer.py.*wrapper|torch/nn/modules/module.py.*_call_impl")
+PHASES = (
+    r"neuralcodes/(recipes|learning/checkpoint|io|plots|data/batches|progress)|torch/serialization"
+    r"|torch/_tensor.py.*backward|torch/optim/optimizer.py.*wrapper|torch/nn/modules/module.py.*_call_impl"
+)
 
 
 def operator_profile(steps: int, batch: int, augment: bool, rows: int = 18) -> str:
@@ -41,12 +44,32 @@ def operator_profile(steps: int, batch: int, augment: bool, rows: int = 18) -> s
     optimizer = build_optimizer("adam_amsgrad", model.parameters(), 1e-4)
     cfg = ClassifyConfig(batch_size=batch, epochs=1, augment=augment, device="cpu")
     generator = torch.Generator().manual_seed(0)
-    train_one_epoch(model, optimizer, images, labels, EpochState(0, np.arange(steps * batch, len(images))), cfg, generator)
+    train_one_epoch(
+        model,
+        optimizer,
+        images,
+        labels,
+        EpochState(0, np.arange(steps * batch, len(images))),
+        cfg,
+        generator,
+    )
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_one_epoch(model, optimizer, images, labels, EpochState(0, np.arange(steps * batch)), cfg, generator)
-    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
-    return f"(1) operators of the real loop, {steps} batches of {batch}, augment={augment}, torch threads " \
-           f"{torch.get_num_threads()}:\n{table}"  # fmt: skip
+        train_one_epoch(
+            model,
+            optimizer,
+            images,
+            labels,
+            EpochState(0, np.arange(steps * batch)),
+            cfg,
+            generator,
+        )
+    table = prof.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48
+    )
+    return (
+        f"(1) operators of the real loop, {steps} batches of {batch}, augment={augment}, torch threads "
+        f"{torch.get_num_threads()}:\n{table}"
+    )
 
 
 def epoch_profile(epoch_images: int, batch: int, rows: int = 30) -> str:
@@ -61,14 +84,18 @@ def epoch_profile(epoch_images: int, batch: int, rows: int = 30) -> str:
         # progress bar, checkpoint writes, figure writes.
         stats.sort_stats("cumulative").print_stats(PHASES, rows)
     text = buffer.getvalue()
-    text = text[text.find("   ncalls"):] if "   ncalls" in text else text
-    return (f"(2) cProfile of train_classifier, 1 epoch, {figures['train_images']} training images of batch {batch}: "
-            f"{figures['seconds']:.1f} s in all, {figures['loop_seconds']:.1f} s in the training loop; "
-            f"checkpoints written: {figures['checkpoint_mib']:.0f} MiB\n{text}")  # fmt: skip
+    text = text[text.find("   ncalls") :] if "   ncalls" in text else text
+    return (
+        f"(2) cProfile of train_classifier, 1 epoch, {figures['train_images']} training images of batch {batch}: "
+        f"{figures['seconds']:.1f} s in all, {figures['loop_seconds']:.1f} s in the training loop; "
+        f"checkpoints written: {figures['checkpoint_mib']:.0f} MiB\n{text}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--epoch-images", type=int, default=1000)

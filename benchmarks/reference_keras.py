@@ -14,6 +14,7 @@ this module, and the harness skips the Keras column when TensorFlow is missing.
 padding after a ReLU): the only layer whose windows differ between the two implementations, so with it
 the PyTorch weights copied over must give the same outputs (tests/benchmarks/test_bench_smoke.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,9 +37,9 @@ def tensorflow_missing() -> str | None:
         import keras
         import tensorflow as tf
     except ImportError as exc:
-        return f"TensorFlow/Keras not installed ({exc.name or exc}): pip install -e \".[bench]\" for the Keras column"
+        return f'TensorFlow/Keras not installed ({exc.name or exc}): pip install -e ".[bench]" for the Keras column'
     if int(keras.__version__.split(".")[0]) < 3:
-        return f"Keras {keras.__version__} found; the reference needs Keras 3 (pip install -e \".[bench]\")"
+        return f'Keras {keras.__version__} found; the reference needs Keras 3 (pip install -e ".[bench]")'
     if keras.backend.backend() != "tensorflow":
         return f"Keras runs on {keras.backend.backend()}; set KERAS_BACKEND=tensorflow"
     del tf
@@ -52,7 +53,9 @@ def versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
-def build_reference_convnet(num_classes: int = 190, dropout: float = 0.5, torch_pooling: bool = False) -> Any:
+def build_reference_convnet(
+    num_classes: int = 190, dropout: float = 0.5, torch_pooling: bool = False
+) -> Any:
     """The course ConvNet as a Keras functional model whose outputs are logits; layers named conv1..fc8."""
     import keras
     from keras import layers
@@ -85,7 +88,9 @@ def code_extractor(model: Any) -> Any:
     """One model giving L5, L6 and L7 from one forward pass (the cheapest way Keras can extract all three)."""
     import keras
 
-    return keras.Model(model.inputs, [model.get_layer(name).output for name in LAYERS], name="codes")
+    return keras.Model(
+        model.inputs, [model.get_layer(name).output for name in LAYERS], name="codes"
+    )
 
 
 def compile_for_training(model: Any, lr: float = 1e-4) -> Any:
@@ -104,7 +109,9 @@ def _seeded(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def train_throughput(steps: int, batch: int, warmup: int = 2, num_classes: int = 190, seed: int = 0) -> dict[str, Any]:
+def train_throughput(
+    steps: int, batch: int, warmup: int = 2, num_classes: int = 190, seed: int = 0
+) -> dict[str, Any]:
     """images/s of ``train_on_batch`` (forward + backward + Adam amsgrad) on one fixed random batch."""
     _seeded(seed)
     model = compile_for_training(build_reference_convnet(num_classes))
@@ -116,12 +123,20 @@ def train_throughput(steps: int, batch: int, warmup: int = 2, num_classes: int =
     with Clock() as clock:
         for _ in range(steps):
             loss = model.train_on_batch(x, y)
-    return {**clock.figures(steps * batch), "steps": steps, "batch": batch,
-            "final_loss": float(np.asarray(loss).reshape(-1)[0]), "precision": "fp32", "jit_compile": bool(model.jit_compile),
-            **versions()}  # fmt: skip
+    return {
+        **clock.figures(steps * batch),
+        "steps": steps,
+        "batch": batch,
+        "final_loss": float(np.asarray(loss).reshape(-1)[0]),
+        "precision": "fp32",
+        "jit_compile": bool(model.jit_compile),
+        **versions(),
+    }
 
 
-def infer_throughput(batches: int, batch: int, warmup: int = 1, num_classes: int = 190, seed: int = 0) -> dict[str, Any]:
+def infer_throughput(
+    batches: int, batch: int, warmup: int = 1, num_classes: int = 190, seed: int = 0
+) -> dict[str, Any]:
     """images/s of L2-normalised L5/L6/L7 codes: one forward pass per batch (dropout off), numpy normalisation."""
     _seeded(seed)
     extractor = code_extractor(build_reference_convnet(num_classes))
@@ -133,8 +148,14 @@ def infer_throughput(batches: int, batch: int, warmup: int = 1, num_classes: int
         for _ in range(batches):
             codes = [np.asarray(c) for c in extractor.predict_on_batch(x)]
             codes = [c / np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12) for c in codes]
-    return {**clock.figures(batches * batch), "batches": batches, "batch": batch,
-            "dims": [int(c.shape[1]) for c in codes], "precision": "fp32", **versions()}  # fmt: skip
+    return {
+        **clock.figures(batches * batch),
+        "batches": batches,
+        "batch": batch,
+        "dims": [int(c.shape[1]) for c in codes],
+        "precision": "fp32",
+        **versions(),
+    }
 
 
 def copy_torch_weights(keras_model: Any, torch_model: Any) -> None:
@@ -143,9 +164,13 @@ def copy_torch_weights(keras_model: Any, torch_model: Any) -> None:
     fc6 also changes its input order: PyTorch flattens (C, H, W), Keras (H, W, C).
     """
     state = {k: v.detach().float().cpu().numpy() for k, v in torch_model.state_dict().items()}
-    convs = [k[: -len(".weight")] for k in state if k.startswith("features.") and k.endswith(".weight")]
+    convs = [
+        k[: -len(".weight")] for k in state if k.startswith("features.") and k.endswith(".weight")
+    ]
     for name, prefix in zip(("conv1", "conv2", "conv3", "conv4", "conv5"), convs, strict=True):
-        keras_model.get_layer(name).set_weights([state[f"{prefix}.weight"].transpose(2, 3, 1, 0), state[f"{prefix}.bias"]])
+        keras_model.get_layer(name).set_weights(
+            [state[f"{prefix}.weight"].transpose(2, 3, 1, 0), state[f"{prefix}.bias"]]
+        )
     fc6 = state["fc6.weight"].reshape(2048, 256, 8, 8).transpose(0, 2, 3, 1).reshape(2048, -1)
     keras_model.get_layer("L6").set_weights([fc6.T, state["fc6.bias"]])
     keras_model.get_layer("L7").set_weights([state["fc7.weight"].T, state["fc7.bias"]])
@@ -166,7 +191,9 @@ def compare_with_torch(seed: int = 0, batch: int = 4) -> dict[str, Any]:
     net = NeuralCodesConvNet(190).eval()
     x = np.random.default_rng(seed).random((batch, 64, 64, 3), dtype=np.float32)
     with torch.inference_mode():
-        ours = net.forward_features(torch.from_numpy(x).permute(0, 3, 1, 2), ("L5", "L6", "L7", "logits"))
+        ours = net.forward_features(
+            torch.from_numpy(x).permute(0, 3, 1, 2), ("L5", "L6", "L7", "logits")
+        )
     ours = {k: v.numpy() for k, v in ours.items()}
     # Ours flattens L5 in (C, H, W) order, Keras in (H, W, C): compare L5 in Keras' order.
     ours["L5"] = ours["L5"].reshape(batch, 256, 8, 8).transpose(0, 2, 3, 1).reshape(batch, -1)
@@ -176,14 +203,26 @@ def compare_with_torch(seed: int = 0, batch: int = 4) -> dict[str, Any]:
 
         model = build_reference_convnet(190, torch_pooling=pooling == "torch_pooling")
         copy_torch_weights(model, net)
-        probe = keras.Model(model.inputs, [model.get_layer(n).output for n in LAYERS] + [model.output])
-        theirs = dict(zip((*LAYERS, "logits"), (np.asarray(t) for t in probe([x], training=False)), strict=True))
+        probe = keras.Model(
+            model.inputs, [model.get_layer(n).output for n in LAYERS] + [model.output]
+        )
+        theirs = dict(
+            zip(
+                (*LAYERS, "logits"),
+                (np.asarray(t) for t in probe([x], training=False)),
+                strict=True,
+            )
+        )
         out[pooling] = {k: float(np.abs(theirs[k] - ours[k]).max()) for k in theirs}
         out["scale"] = {k: float(np.abs(v).max()) for k, v in ours.items()}
-    out["keras_parameters"] = {layer.name: int(layer.count_params()) for layer in model.layers if layer.count_params()}
-    out["torch_parameters"] = {name: int(sum(p.numel() for p in module.parameters()))
-                               for name, module in net.named_modules()
-                               if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)}  # fmt: skip
+    out["keras_parameters"] = {
+        layer.name: int(layer.count_params()) for layer in model.layers if layer.count_params()
+    }
+    out["torch_parameters"] = {
+        name: int(sum(p.numel() for p in module.parameters()))
+        for name, module in net.named_modules()
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Linear)
+    }
     return out
 
 

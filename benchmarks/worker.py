@@ -4,6 +4,7 @@ TensorFlow and PyTorch each start their own thread pools; running every measurem
 keeps one library's threads, allocator and warm caches out of the other's figures. The result is the
 last line of stdout, as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,28 @@ def task(name: str) -> Callable[..., dict[str, Any]]:
     if name.startswith("keras_"):
         from benchmarks import reference_keras
 
-        return {"keras_train": reference_keras.train_throughput, "keras_infer": reference_keras.infer_throughput}[name]
+        return {
+            "keras_train": reference_keras.train_throughput,
+            "keras_infer": reference_keras.infer_throughput,
+        }[name]
     from benchmarks import ours
 
-    return {"ours_train_step": ours.train_step, "ours_train_loop": ours.train_loop,
-            "ours_whole_epoch": ours.whole_epoch, "ours_infer": ours.infer}[name]  # fmt: skip
+    return {
+        "ours_train_step": ours.train_step,
+        "ours_train_loop": ours.train_loop,
+        "ours_whole_epoch": ours.whole_epoch,
+        "ours_infer": ours.infer,
+    }[name]
 
 
-TASKS = ("keras_train", "keras_infer", "ours_train_step", "ours_train_loop", "ours_whole_epoch", "ours_infer")
+TASKS = (
+    "keras_train",
+    "keras_infer",
+    "ours_train_step",
+    "ours_train_loop",
+    "ours_whole_epoch",
+    "ours_infer",
+)
 
 
 def set_threads(task: str, threads: int) -> None:
@@ -42,7 +57,9 @@ def set_threads(task: str, threads: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[0] not in TASKS:
-        raise SystemExit(f"usage: python -m benchmarks.worker {{{','.join(TASKS)}}} '{{json kwargs}}'")
+        raise SystemExit(
+            f"usage: python -m benchmarks.worker {{{','.join(TASKS)}}} '{{json kwargs}}'"
+        )
     os.environ["NEURALCODES_NO_PROGRESS"] = "1"
     kwargs = json.loads(argv[1])
     threads = kwargs.pop("threads", None)

@@ -9,6 +9,7 @@ Per class the first 100 train images in sorted file order and the first 20 offic
 the original JPEG bytes are copied, never re-encoded. The zip is byte-for-byte deterministic
 (sorted members, fixed timestamps and permissions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ def is_grayscale(data: bytes) -> bool:
         return im.mode == "L"
 
 
-def pick_train(z: zipfile.ZipFile, classes: list[str], by_class: dict[str, list[str]]) -> dict[str, list[str]]:
+def pick_train(
+    z: zipfile.ZipFile, classes: list[str], by_class: dict[str, list[str]]
+) -> dict[str, list[str]]:
     """The first 100 images per class; if none of them is grayscale, swap one grayscale image in."""
     picked = {wnid: sorted(by_class[wnid])[:TRAIN_PER_CLASS] for wnid in classes}
     if any(is_grayscale(z.read(m)) for files in picked.values() for m in files):
@@ -55,19 +58,30 @@ def build(source: Path) -> dict[str, bytes]:
     """Sample members (path inside the new zip -> bytes)."""
     z = zipfile.ZipFile(source)
     names = z.namelist()
-    root = next(n[: -len("wnids.txt")] for n in names if n.endswith("wnids.txt") and n.count("/") <= 1)
+    root = next(
+        n[: -len("wnids.txt")] for n in names if n.endswith("wnids.txt") and n.count("/") <= 1
+    )
     by_class: dict[str, list[str]] = {}
     for n in names:
-        parts = n[len(root):].split("/")
-        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images" and parts[3].endswith(".JPEG"):
+        parts = n[len(root) :].split("/")
+        if (
+            len(parts) == 4
+            and parts[0] == "train"
+            and parts[2] == "images"
+            and parts[3].endswith(".JPEG")
+        ):
             by_class.setdefault(parts[1], []).append(n)
     classes = pick_classes(sorted(by_class))
     chosen = set(classes)
     out: dict[str, bytes] = {}
 
-    wnids = [w for w in z.read(root + "wnids.txt").decode().split() if w in chosen]  # original (unsorted) order
+    wnids = [
+        w for w in z.read(root + "wnids.txt").decode().split() if w in chosen
+    ]  # original (unsorted) order
     out[f"{TOP}/wnids.txt"] = "".join(w + "\n" for w in wnids).encode()
-    words = [ln for ln in z.read(root + "words.txt").decode().splitlines() if ln.split("\t")[0] in chosen]
+    words = [
+        ln for ln in z.read(root + "words.txt").decode().splitlines() if ln.split("\t")[0] in chosen
+    ]
     out[f"{TOP}/words.txt"] = "".join(ln + "\n" for ln in words).encode()
 
     for wnid, files in pick_train(z, classes, by_class).items():
@@ -93,7 +107,9 @@ def write_zip(members: dict[str, bytes], path: Path) -> None:
                 info.external_attr = 0o644 << 16
                 info.create_system = 3  # unix, whatever machine builds it
                 # JPEGs barely compress; storing them keeps the zip simple and deterministic.
-                info.compress_type = zipfile.ZIP_STORED if name.endswith(".JPEG") else zipfile.ZIP_DEFLATED
+                info.compress_type = (
+                    zipfile.ZIP_STORED if name.endswith(".JPEG") else zipfile.ZIP_DEFLATED
+                )
                 zout.writestr(info, members[name])
 
 
@@ -108,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     write_zip(members, args.out)
     n_train = sum("/train/" in n for n in members)
     n_val = sum("/val/images/" in n for n in members)
-    print(f"wrote {args.out}: {args.out.stat().st_size / 1e6:.2f} MB, {n_train} train + {n_val} val images")
+    print(
+        f"wrote {args.out}: {args.out.stat().st_size / 1e6:.2f} MB, {n_train} train + {n_val} val images"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: a quiet, sandboxed environment and the datasets tests run on."""
+
 from __future__ import annotations
 
 import functools
@@ -49,6 +50,7 @@ def tiny_imagenet_zip() -> Path:
 
 # --- synthetic sources -------------------------------------------------------------------------
 
+
 @pytest.fixture
 def synthetic_tiny_imagenet(tmp_path: Path):
     """Factory: ``make(name="t.zip", as_folder=False, **tiny_imagenet_members kwargs) -> path``."""
@@ -83,7 +85,9 @@ def serve_directory():
 
         handler_class = handler or functools.partial(Quiet, directory=str(folder))
         server = _QuietServer(("127.0.0.1", 0), handler_class)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
 

@@ -1,4 +1,5 @@
 """Synthetic images and archives for tests (imported by name: tests/ is on sys.path as the rootdir of the conftest)."""
+
 from __future__ import annotations
 
 import io
@@ -20,10 +21,14 @@ def encode(image: Image.Image, fmt: str) -> bytes:
 
 def noise(size=(64, 64), seed=0) -> Image.Image:
     """A seeded RGB image of pixel noise."""
-    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    return Image.fromarray(
+        np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    )
 
 
-def random_jpeg(rng: np.random.Generator, size: tuple[int, int] = (64, 64), mode: str = "RGB") -> bytes:
+def random_jpeg(
+    rng: np.random.Generator, size: tuple[int, int] = (64, 64), mode: str = "RGB"
+) -> bytes:
     """A JPEG of random smooth-ish content (blocks of noise survive JPEG better than pixel noise)."""
     blocks = rng.integers(0, 256, size=(size[1] // 8 or 1, size[0] // 8 or 1, 3), dtype=np.uint8)
     image = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST).convert(mode)
@@ -88,8 +93,19 @@ def write_folder(root: Path, members: dict[str, bytes]) -> Path:
 
 def png_header(width: int, height: int) -> bytes:
     """A valid PNG declaring width x height pixels but holding almost no data (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )

@@ -16,7 +16,9 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path):
 
 
 def test_round_trips(tmp_path):
-    io.write_json(tmp_path / "x.json", {"n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(3)})
+    io.write_json(
+        tmp_path / "x.json", {"n": np.int64(3), "f": np.float32(0.5), "arr": np.arange(3)}
+    )
     assert io.read_json(tmp_path / "x.json") == {"n": 3, "f": 0.5, "arr": [0, 1, 2]}
     a = np.random.default_rng(0).random((4, 3))
     io.save_npy(tmp_path / "a.npy", a)
@@ -28,5 +30,11 @@ def test_round_trips(tmp_path):
 
 def test_csv_columns_are_the_keys_of_every_row(tmp_path):
     # A history's epoch 0 holds only validation scores: the training columns of later rows must stay.
-    io.write_csv(tmp_path / "h.csv", [{"epoch": 0, "val": 0.5}, {"epoch": 1, "loss": 0.25, "val": 0.625}])
-    assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,val,loss", "0,0.5,", "1,0.625,0.25"]
+    io.write_csv(
+        tmp_path / "h.csv", [{"epoch": 0, "val": 0.5}, {"epoch": 1, "loss": 0.25, "val": 0.625}]
+    )
+    assert (tmp_path / "h.csv").read_text().splitlines() == [
+        "epoch,val,loss",
+        "0,0.5,",
+        "1,0.625,0.25",
+    ]

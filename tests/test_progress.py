@@ -8,7 +8,11 @@ def test_without_a_terminal_progress_is_logged_as_plain_lines(monkeypatch, capsy
         for i in range(4):
             bar.advance(1, status=f"loss {i}")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch 1/2:")]
-    assert lines[0].startswith("epoch 1/2: 1/4 (25%)") and "img/s" in lines[0] and lines[0].endswith("loss 0")
+    assert (
+        lines[0].startswith("epoch 1/2: 1/4 (25%)")
+        and "img/s" in lines[0]
+        and lines[0].endswith("loss 0")
+    )
     assert lines[-1].startswith("epoch 1/2: 4/4 (100%)")
 
 
@@ -26,11 +30,16 @@ def test_without_a_terminal_no_bar_frame_reaches_the_log(monkeypatch, capsys):
         bar.advance(1000)
     err = capsys.readouterr().err
     assert "\u2501" not in err and "\x1b" not in err and "\r" not in err
-    assert err.splitlines() == [err.splitlines()[0]] and err.startswith("sha256 data.zip: 1,000/1,000 (100%)")
+    assert err.splitlines() == [err.splitlines()[0]] and err.startswith(
+        "sha256 data.zip: 1,000/1,000 (100%)"
+    )
 
 
 def test_a_long_message_stays_one_line_in_a_log(capsys):
     """Without a terminal rich assumes 80 columns; an epoch summary must not be broken inside a figure."""
-    line = "epoch 5: train loss 3.3612 acc 0.232 | val loss 3.3571 acc 0.237 top5 0.492 | 85 img/s " + "x" * 40
+    line = (
+        "epoch 5: train loss 3.3612 acc 0.232 | val loss 3.3571 acc 0.237 top5 0.492 | 85 img/s "
+        + "x" * 40
+    )
     progress.console.print(line)
     assert capsys.readouterr().err == line + "\n"

@@ -1,4 +1,5 @@
 """The README's library example runs as written (on the embedded sample)."""
+
 from __future__ import annotations
 
 import re

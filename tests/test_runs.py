@@ -1,4 +1,5 @@
 """Run folders: what a finished command leaves in progress.json."""
+
 from neuralcodes.runs import Run
 
 

@@ -3,6 +3,7 @@
 Every recipe's config subclasses :class:`RunConfig` and registers itself under its ``kind``, so a run
 folder can be read back without knowing in advance which recipe made it (``config_from_dict``).
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,9 @@ from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="RunConfig")
 MAX_IMAGE_SIZE = 1024  # a backbone's input side: 64x64 images upsampled further only exhaust memory
-MAX_SEED = 2**32 - 1  # numpy's seeds stop here; torch's overflow a little further with a message naming no option
+MAX_SEED = (
+    2**32 - 1
+)  # numpy's seeds stop here; torch's overflow a little further with a message naming no option
 CONFIGS: dict[str, type["RunConfig"]] = {}
 
 
@@ -29,8 +32,12 @@ class RunConfig:
 
     kind: ClassVar[str] = "run"
     aliases: ClassVar[tuple[str, ...]] = ()  # kinds written by earlier versions
-    made_by: ClassVar[str] = ""  # the command that makes such runs, for messages about the wrong kind of folder
-    seeds: ClassVar[tuple[str, ...]] = ("seed",)  # integer fields that seed a generator: at most MAX_SEED
+    made_by: ClassVar[str] = (
+        ""  # the command that makes such runs, for messages about the wrong kind of folder
+    )
+    seeds: ClassVar[tuple[str, ...]] = (
+        "seed",
+    )  # integer fields that seed a generator: at most MAX_SEED
     at_least_one: ClassVar[tuple[str, ...]] = ()  # integer fields that must be >= 1
     positive: ClassVar[tuple[str, ...]] = ()  # float fields that must be > 0
 
@@ -45,7 +52,9 @@ class RunConfig:
         """Build from plain data; unknown keys and a foreign ``kind`` are errors that name them (and the run
         folder ``source`` they came from, when given)."""
         values = dict(values)
-        values.pop("changed_on_resume", None)  # the run's record of options raised on resume (Run.write_config)
+        values.pop(
+            "changed_on_resume", None
+        )  # the run's record of options raised on resume (Run.write_config)
         kind = values.pop("kind", cls.kind)
         if kind not in (cls.kind, *cls.aliases):
             # A folder of another recipe (`rank evaluate` on a `train` run): say which, and which command fits.
@@ -57,7 +66,9 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown configuration key(s) {sorted(unknown)} for a {cls.kind!r} run; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown configuration key(s) {sorted(unknown)} for a {cls.kind!r} run; known: {sorted(known)}"
+            )
         return cls(**values)
 
     def validate(self: C) -> C:
@@ -65,21 +76,31 @@ class RunConfig:
         for name in self.at_least_one:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer of at least 1, got {value!r} ({option(name)})")
+                raise ValueError(
+                    f"{name} must be an integer of at least 1, got {value!r} ({option(name)})"
+                )
         for name in self.positive:
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r} ({option(name)})")
+                raise ValueError(
+                    f"{name} must be positive, got {getattr(self, name)!r} ({option(name)})"
+                )
         for f in fields(self):
             value = getattr(self, f.name)
             # nan passes every `> 0` / `< 0` check, and nan or inf as a learning rate or decay makes nan weights.
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{f.name} must be a finite number, got {value} ({option(f.name)})")
+                raise ValueError(
+                    f"{f.name} must be a finite number, got {value} ({option(f.name)})"
+                )
         if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed} (option --seed)")
+            raise ValueError(
+                f"seed must be a non-negative integer, got {self.seed} (option --seed)"
+            )
         for name in self.seeds:
             value = getattr(self, name)
             if value > MAX_SEED:
-                raise ValueError(f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value} ({option(name)})")
+                raise ValueError(
+                    f"{name} must be at most {MAX_SEED} (2**32 - 1), got {value} ({option(name)})"
+                )
         return self
 
 
@@ -92,5 +113,7 @@ def config_from_dict(values: dict[str, Any]) -> RunConfig:
     """The config of whichever recipe wrote ``values`` (a run's config.json)."""
     kind = values.get("kind")
     if kind not in CONFIGS:
-        raise ValueError(f"unknown run kind {kind!r}; known: {sorted(CONFIGS)} (is the recipe imported?)")
+        raise ValueError(
+            f"unknown run kind {kind!r}; known: {sorted(CONFIGS)} (is the recipe imported?)"
+        )
     return CONFIGS[kind].from_dict(values)

@@ -1,4 +1,5 @@
 """Where tensors live and how fast they are computed: CUDA when present, else CPU (bf16 on both)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,14 +14,20 @@ def pick_device(name: str | None = None) -> torch.device:
         try:
             device = torch.device(name)
         except RuntimeError:
-            raise ValueError(f"--device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+            raise ValueError(
+                f"--device {name!r} is not a device name; use cpu, cuda or cuda:N"
+            ) from None
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"--device {name!r}: only cpu and cuda are supported")
         if device.type == "cuda":
             if not torch.cuda.is_available():
-                raise ValueError(f"--device {name!r} was asked for but CUDA is not available here; use --device cpu")
+                raise ValueError(
+                    f"--device {name!r} was asked for but CUDA is not available here; use --device cpu"
+                )
             if device.index is not None and device.index >= torch.cuda.device_count():
-                raise ValueError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+                raise ValueError(
+                    f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+                )
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -40,7 +47,9 @@ def describe_machine() -> dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
     except OSError:  # not Linux: platform's answer stands
         pass
     try:
@@ -49,7 +58,9 @@ def describe_machine() -> dict[str, object]:
         memory_gib = None
     info: dict[str, object] = {
         "cpu": cpu,
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "memory_gib": memory_gib,
         "torch_threads": torch.get_num_threads(),
         "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

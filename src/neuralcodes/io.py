@@ -4,6 +4,7 @@ Every artefact (checkpoint, cache, index, JSON result) is written to a temporary
 target's folder and renamed over the target only once complete, so a reader sees either the old
 file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,7 +83,9 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     def cell(value: Any) -> str:
         return f"{value:.6g}" if isinstance(value, float) else str(value)
 
-    lines = [",".join(keys)] + [",".join(cell(row[k]) if k in row else "" for k in keys) for row in rows]
+    lines = [",".join(keys)] + [
+        ",".join(cell(row[k]) if k in row else "" for k in keys) for row in rows
+    ]
     write_text(path, "\n".join(lines) + "\n")
 
 

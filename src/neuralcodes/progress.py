@@ -2,6 +2,7 @@
 
 Set ``NEURALCODES_NO_PROGRESS=1`` to silence them (tests do).
 """
+
 from __future__ import annotations
 
 import os
@@ -27,12 +28,16 @@ console = Console(stderr=True, soft_wrap=True)
 class ProgressBar:
     """A bar counting ``unit``s (images, queries, bytes) with rate, elapsed time, ETA and a status text."""
 
-    LOG_EVERY_S = 30.0  # without a terminal (nohup, CI logs) a plain line this often instead of a live bar
+    LOG_EVERY_S = (
+        30.0  # without a terminal (nohup, CI logs) a plain line this often instead of a live bar
+    )
     # Redrawn from advance() at most this often, never from a thread of its own: rich's refresh thread
     # (10 redraws a second) cost the training loop 8-35% on a busy 2-core machine (benchmarks/, bench.md).
     REDRAW_EVERY_S = 0.5
 
-    def __init__(self, total: float | None, description: str = "", unit: str = "it", initial: float = 0) -> None:
+    def __init__(
+        self, total: float | None, description: str = "", unit: str = "it", initial: float = 0
+    ) -> None:
         """``initial``: units already done before this bar started (a resumed epoch): shown, not counted in the rate."""
         self.unit = unit
         self.total = total
@@ -56,7 +61,9 @@ class ProgressBar:
             auto_refresh=False,
         )
         self._last_draw = 0.0
-        self._task = self._progress.add_task(description, total=total, completed=initial, rate="", status="")
+        self._task = self._progress.add_task(
+            description, total=total, completed=initial, rate="", status=""
+        )
 
     def __enter__(self) -> "ProgressBar":
         self._progress.start()
@@ -98,7 +105,9 @@ class ProgressBar:
         console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
-def track(iterable: Iterable[T], total: int | None = None, description: str = "", unit: str = "it") -> Iterator[T]:
+def track(
+    iterable: Iterable[T], total: int | None = None, description: str = "", unit: str = "it"
+) -> Iterator[T]:
     """Iterate with a progress bar."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]

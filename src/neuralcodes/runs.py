@@ -1,16 +1,17 @@
 """The run folder: the unit of reproducibility. Every artefact of a run has one place here.
 
-    RUN/config.json        the configuration, seeds included (plain data, with the recipe's ``kind``)
-    RUN/data.json          the data it was made from: checksum, name, absolute location (pinned)
-    RUN/split.json         the split's parameters, sizes and fingerprint
-    RUN/progress.json      where a running command is: stage, epoch, batch, rate, ETA, pid (``neuralcodes status``)
-    RUN/history.json/.csv  per-epoch metrics of training
-    RUN/metrics.json       evaluation results (classification, retrieval, PCA, ranking)
-    RUN/checkpoints/       last.pt (resume: weights + optimiser + RNG) and best.pt (weights only)
-    RUN/codes/             extracted neural codes
-    RUN/figures/           PNGs
-    RUN/report.md/.html    the report, built only from the JSON above
+RUN/config.json        the configuration, seeds included (plain data, with the recipe's ``kind``)
+RUN/data.json          the data it was made from: checksum, name, absolute location (pinned)
+RUN/split.json         the split's parameters, sizes and fingerprint
+RUN/progress.json      where a running command is: stage, epoch, batch, rate, ETA, pid (``neuralcodes status``)
+RUN/history.json/.csv  per-epoch metrics of training
+RUN/metrics.json       evaluation results (classification, retrieval, PCA, ranking)
+RUN/checkpoints/       last.pt (resume: weights + optimiser + RNG) and best.pt (weights only)
+RUN/codes/             extracted neural codes
+RUN/figures/           PNGs
+RUN/report.md/.html    the report, built only from the JSON above
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -99,7 +100,9 @@ class Run:
     def config(self, expect: str | None = None) -> dict[str, Any]:
         """config.json as plain data; ``expect`` names the command that makes such runs, for the message."""
         if not self.config_path.exists():
-            if (self.root / "comparison.json").exists():  # the folder a user most often mistakes for a run
+            if (
+                self.root / "comparison.json"
+            ).exists():  # the folder a user most often mistakes for a run
                 raise FileNotFoundError(
                     f"{self.root} is a `neuralcodes tuned compare` folder, not a run folder: nothing trains there. "
                     f"Its results are in comparison.json and report.md; `neuralcodes tuned report {self.root} --tuned "
@@ -121,20 +124,29 @@ class Run:
             stored = self.config()
             old = type(config).from_dict(stored, source=self.root)
             if old != config:
-                changed = sorted(k for k, v in old.to_dict().items() if k != "kind" and getattr(config, k) != v)
+                changed = sorted(
+                    k for k, v in old.to_dict().items() if k != "kind" and getattr(config, k) != v
+                )
                 if not set(changed) <= set(may_change):
                     raise ValueError(
                         f"{self.config_path} holds a different configuration (differs in: "
                         f"{', '.join(c for c in changed if c not in may_change)}); "
                         "resume with the same options or choose a new run folder"
                     )
-                log = [*stored.get("changed_on_resume", []), *({"option": k, "from": getattr(old, k),
-                                                                 "to": getattr(config, k)} for k in changed)]  # fmt: skip
+                log = [
+                    *stored.get("changed_on_resume", []),
+                    *(
+                        {"option": k, "from": getattr(old, k), "to": getattr(config, k)}
+                        for k in changed
+                    ),
+                ]
                 io.write_json(self.config_path, {**config.to_dict(), "changed_on_resume": log})
             return
         io.write_json(self.config_path, config.to_dict())
 
-    def pin_data(self, name: str, checksum: str, location: str, skipped: list | None = None) -> None:
+    def pin_data(
+        self, name: str, checksum: str, location: str, skipped: list | None = None
+    ) -> None:
         """Record the run's data the first time; afterwards refuse any other data (by checksum).
 
         A run folder's numbers are only meaningful with the data they came from: evaluating or
@@ -153,7 +165,12 @@ class Run:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         # Files left out by --skip-corrupt belong to the run's record (its report lists them), not only to a log.
-        record = {"name": name, "checksum": checksum, "location": location, "skipped": [list(s) for s in skipped or []]}
+        record = {
+            "name": name,
+            "checksum": checksum,
+            "location": location,
+            "skipped": [list(s) for s in skipped or []],
+        }
         io.write_json(self.data_path, record)
 
     def pinned_location(self) -> str | None:
@@ -181,16 +198,27 @@ class Run:
 
     def write_progress(self, stage: str, **fields: Any) -> None:
         """Say where the running command is (read by ``neuralcodes status`` from any other shell)."""
-        io.write_json(self.progress_path, {
-            "stage": stage, **fields, "updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(),
-        })  # fmt: skip
+        io.write_json(
+            self.progress_path,
+            {
+                "stage": stage,
+                **fields,
+                "updated": time.time(),
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            },
+        )
 
     def finish(self) -> None:
         """The command that owns the folder has ended normally: ``status`` stops suggesting ``--resume``.
         Figures the last stage recorded (epochs run, best epoch) are kept."""
-        if os.environ.get("RANK", "0") != "0":  # under torchrun the first process speaks for the run
+        if (
+            os.environ.get("RANK", "0") != "0"
+        ):  # under torchrun the first process speaks for the run
             return
-        kept = {k: v for k, v in self.progress().items() if k not in ("stage", "updated", "pid", "host")}
+        kept = {
+            k: v for k, v in self.progress().items() if k not in ("stage", "updated", "pid", "host")
+        }
         self.write_progress("done", **kept)
 
     @contextlib.contextmanager

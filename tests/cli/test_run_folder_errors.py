@@ -1,5 +1,6 @@
 """A run folder under bad input and faults (the review's probes, as tests): pinned data, damaged files,
 early validation, leftovers, clear one-line errors instead of tracebacks."""
+
 from __future__ import annotations
 
 import json
@@ -95,13 +96,21 @@ def test_resume_on_changed_data_is_refused_before_training(trained, tmp_path, ca
     run = copy_run(run, tmp_path / "run")
     changed = tmp_path / "data.zip"
     shutil.copy(data, changed)
-    for path, key in ((run.config_path, "data"), (run.data_path, "location")):  # as if trained from this copy
+    for path, key in (
+        (run.config_path, "data"),
+        (run.data_path, "location"),
+    ):  # as if trained from this copy
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, key: str(changed)}))
     with zipfile.ZipFile(changed, "a") as z:  # one more image in a class: the split would shift
-        z.writestr("tiny-imagenet-200/train/n01/images/n01_99.JPEG", z.read("tiny-imagenet-200/train/n01/images/n01_0.JPEG"))
+        z.writestr(
+            "tiny-imagenet-200/train/n01/images/n01_99.JPEG",
+            z.read("tiny-imagenet-200/train/n01/images/n01_0.JPEG"),
+        )
     split_before = (run.root / "split.json").read_text()
-    err = error_of(capsys, ["train", "--out", str(run.root), "--data", str(changed), *OPTIONS, "--resume"])
+    err = error_of(
+        capsys, ["train", "--out", str(run.root), "--data", str(changed), *OPTIONS, "--resume"]
+    )
     assert "holds other data" in err
     assert (run.root / "split.json").read_text() == split_before
 
@@ -125,7 +134,9 @@ def test_damaged_json_names_the_file(trained, tmp_path, capsys):
 )
 def test_bad_options_fail_before_any_work(trained, tmp_path, capsys, options, expected):
     out = tmp_path / "run"
-    err = error_of(capsys, ["run", "--out", str(out), "--data", str(trained[1]), *OPTIONS, *options])
+    err = error_of(
+        capsys, ["run", "--out", str(out), "--data", str(trained[1]), *OPTIONS, *options]
+    )
     assert expected in err
     assert not (out / "config.json").exists()
 
@@ -143,7 +154,10 @@ def test_a_tiny_held_out_class_fails_before_training_and_leaves_no_folder(tmp_pa
     assert "held-out class 'n05'" in err and "1 image(s)" in err
     assert not out.exists()  # the folder the failed command made is not left behind, empty
     # The corrected data into the same folder is not refused because of the failed start.
-    assert main(["train", "--out", str(out), "--data", str(make_zip(tmp_path / "full.zip")), *OPTIONS]) == 0
+    assert (
+        main(["train", "--out", str(out), "--data", str(make_zip(tmp_path / "full.zip")), *OPTIONS])
+        == 0
+    )
 
 
 def test_stale_temporaries_are_removed_by_the_next_command(trained, tmp_path):
@@ -162,7 +176,10 @@ def test_a_comparison_folder_is_named_as_one_not_as_a_missing_run(tmp_path, caps
     folder.mkdir()
     (folder / "comparison.json").write_text("{}")
     error = error_of(capsys, [command, str(folder)])
-    assert "is a `neuralcodes tuned compare` folder, not a run folder" in error and "neuralcodes tuned report" in error
+    assert (
+        "is a `neuralcodes tuned compare` folder, not a run folder" in error
+        and "neuralcodes tuned report" in error
+    )
 
 
 def test_report_on_a_run_that_never_trained_says_what_is_missing(tmp_path, capsys):
@@ -174,7 +191,9 @@ def test_report_on_a_run_that_never_trained_says_what_is_missing(tmp_path, capsy
 def test_an_unwritable_run_folder_fails_before_the_work(trained, tmp_path, capsys, monkeypatch):
     run = copy_run(trained[0], tmp_path / "run")
     real = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == run.root else real(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == run.root else real(p, mode)
+    )
     before = run.metrics_path.read_text()
     assert "cannot write to the run folder" in error_of(capsys, ["evaluate", str(run.root)])
     assert run.metrics_path.read_text() == before
@@ -183,13 +202,21 @@ def test_an_unwritable_run_folder_fails_before_the_work(trained, tmp_path, capsy
 def test_a_busy_run_folder_is_refused(trained, tmp_path, capsys):
     run = copy_run(trained[0], tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from neuralcodes.runs import Run\n"
-         "with Run(sys.argv[1]).lock():\n    print('locked', flush=True); time.sleep(60)", str(run.root)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from neuralcodes.runs import Run\n"
+            "with Run(sys.argv[1]).lock():\n    print('locked', flush=True); time.sleep(60)",
+            str(run.root),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert "in use by another neuralcodes process" in error_of(capsys, ["evaluate", str(run.root)])
+        assert "in use by another neuralcodes process" in error_of(
+            capsys, ["evaluate", str(run.root)]
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -237,18 +264,36 @@ def test_data_command_verifies_and_lists(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", str(data), "--verify"]) == 0
     err = capsys.readouterr().err
-    assert "verified byte for byte" in err and "sha256" in err and "72 labelled images of 6 classes" in err
+    assert (
+        "verified byte for byte" in err
+        and "sha256" in err
+        and "72 labelled images of 6 classes" in err
+    )
 
 
 def test_resume_keeps_the_runs_epochs_and_trains_on_when_asked_for_more(trained, tmp_path, capsys):
     run, data = trained
     run = copy_run(run, tmp_path / "run")
-    options = ["train", "--out", str(run.root), "--data", str(data), "--batch-size", "16", "--n-ood", "2",
-               "--device", "cpu", "--resume"]  # fmt: skip
+    options = [
+        "train",
+        "--out",
+        str(run.root),
+        "--data",
+        str(data),
+        "--batch-size",
+        "16",
+        "--n-ood",
+        "2",
+        "--device",
+        "cpu",
+        "--resume",
+    ]
     assert main(options) == 0  # no --epochs: the run's own 1, not the default 100
     assert run.config()["epochs"] == 1 and len(run.history()) == 1
     assert main([*options, "--epochs", "2"]) == 0
     assert run.config()["epochs"] == 2 and [h["epoch"] for h in run.history()] == [1, 2]
     assert run.config()["changed_on_resume"] == [{"option": "epochs", "from": 1, "to": 2}]
-    err = error_of(capsys, [*options, "--epochs", "3", "--lr", "0.5"])  # anything else must still match
+    err = error_of(
+        capsys, [*options, "--epochs", "3", "--lr", "0.5"]
+    )  # anything else must still match
     assert "differs in: lr" in err and run.config()["epochs"] == 2

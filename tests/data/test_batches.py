@@ -26,7 +26,9 @@ def test_iterate_batches_covers_indices_once_and_is_seeded():
 
     def order(seed):
         g = torch.Generator().manual_seed(seed)
-        return [x.sum().item() for x, _ in iterate_batches(DeviceImages(imgs), labels, idx, 1, True, g)]
+        return [
+            x.sum().item() for x, _ in iterate_batches(DeviceImages(imgs), labels, idx, 1, True, g)
+        ]
 
     assert order(5) == order(5)
     assert sorted(order(5)) == sorted(order(6))
@@ -44,7 +46,7 @@ def test_augment_matches_a_naive_per_image_crop_and_flip():
     for i in range(16):
         img = x[i].flip(2) if flip[i] else x[i]
         padded = F.pad(img, (2, 2, 2, 2))
-        expected = padded[:, dy[i]: dy[i] + 8, dx[i]: dx[i] + 8]
+        expected = padded[:, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
         assert torch.equal(out[i], expected)
     assert flip.any() and not flip.all()  # both branches exercised with this seed
 
@@ -55,7 +57,10 @@ def test_shards_of_each_batch_are_disjoint_and_cover_it():
     labels = np.arange(23)
     order = np.random.default_rng(0).permutation(23)
     whole = [y.tolist() for _, y in iterate_batches(images, labels, order, 8)]
-    parts = [[y.tolist() for _, y in iterate_batches(images, labels, order, 8, shard=(r, 3))] for r in range(3)]
+    parts = [
+        [y.tolist() for _, y in iterate_batches(images, labels, order, 8, shard=(r, 3))]
+        for r in range(3)
+    ]
     for i, batch in enumerate(whole):
         assert sum((p[i] for p in parts), []) == batch
         assert max(len(p[i]) for p in parts) - min(len(p[i]) for p in parts) <= 1
@@ -64,17 +69,27 @@ def test_shards_of_each_batch_are_disjoint_and_cover_it():
 def test_device_images_refuse_what_would_become_wrong_pixels():
     imgs = images()
     # Each of these used to be accepted (cast or permuted into nonsense) or to fail inside torch.permute.
-    with pytest.raises(TypeError, match=r"images must be uint8 RGB in \[0, 255\], got dtype float64; convert floats"):
+    with pytest.raises(
+        TypeError,
+        match=r"images must be uint8 RGB in \[0, 255\], got dtype float64; convert floats",
+    ):
         DeviceImages(imgs / 255.0)  # cast to uint8: every pixel 0 or 1, a black image set
     with pytest.raises(TypeError, match="got dtype int64"):
         DeviceImages(imgs.astype(np.int64) * 2)  # values above 255 would wrap
-    with pytest.raises(ValueError, match=r"look channels-first \(N, 3, H, W\): pass images.transpose\(0, 2, 3, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"look channels-first \(N, 3, H, W\): pass images.transpose\(0, 2, 3, 1\)"
+    ):
         DeviceImages(imgs.transpose(0, 3, 1, 2))
-    with pytest.raises(ValueError, match=r"images must have shape \(N, H, W, 3\).*for one image pass images\[None\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"images must have shape \(N, H, W, 3\).*for one image pass images\[None\]",
+    ):
         DeviceImages(imgs[..., 0])  # grayscale (N, H, W)
     with pytest.raises(ValueError, match="convert grayscale or RGBA images to RGB"):
         DeviceImages(np.concatenate([imgs, imgs[..., :1]], axis=3))
     with pytest.raises(TypeError, match="got list"):
         DeviceImages([imgs[0]])
-    uint8_tensor = DeviceImages(torch.from_numpy(imgs))  # a CPU uint8 tensor, channels last, is fine
+    uint8_tensor = DeviceImages(
+        torch.from_numpy(imgs)
+    )  # a CPU uint8 tensor, channels last, is fine
     assert torch.equal(uint8_tensor.batch([2]), DeviceImages(imgs).batch([2]))

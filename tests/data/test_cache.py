@@ -1,4 +1,5 @@
 """The decoded-image cache: decoding, reuse, rebuilds, corrupt images, parallel workers, checksums."""
+
 from __future__ import annotations
 
 import errno
@@ -42,7 +43,10 @@ def count_decodes(monkeypatch):
 
 # --- reuse and rebuilds ------------------------------------------------------------------------
 
-def test_second_load_reuses_the_cache_without_decoding(synthetic_tiny_imagenet, tmp_path, count_decodes) -> None:
+
+def test_second_load_reuses_the_cache_without_decoding(
+    synthetic_tiny_imagenet, tmp_path, count_decodes
+) -> None:
     path = synthetic_tiny_imagenet()
     first = load_dataset(path, cache_dir=tmp_path / "c", workers=1)
     assert len(count_decodes) == 9 + 6
@@ -65,8 +69,12 @@ def test_changed_source_is_decoded_again(synthetic_tiny_imagenet, tmp_path, coun
     assert len(cache_folders(tmp_path / "c")) == 2
 
 
-@pytest.mark.parametrize("damage", ["delete meta", "old format", "truncate labels", "delete images"])
-def test_partial_or_stale_cache_is_rebuilt(synthetic_tiny_imagenet, tmp_path, count_decodes, damage) -> None:
+@pytest.mark.parametrize(
+    "damage", ["delete meta", "old format", "truncate labels", "delete images"]
+)
+def test_partial_or_stale_cache_is_rebuilt(
+    synthetic_tiny_imagenet, tmp_path, count_decodes, damage
+) -> None:
     path = synthetic_tiny_imagenet()
     expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
     (folder,) = cache_folders(tmp_path / "c")
@@ -85,7 +93,9 @@ def test_partial_or_stale_cache_is_rebuilt(synthetic_tiny_imagenet, tmp_path, co
     assert [p.name for p in cache_folders(tmp_path / "c")] == [folder.name]
 
 
-def test_leftover_temporary_folders_are_ignored_and_cleaned(synthetic_tiny_imagenet, tmp_path) -> None:
+def test_leftover_temporary_folders_are_ignored_and_cleaned(
+    synthetic_tiny_imagenet, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet()
     cache_dir = tmp_path / "c"
     folder_name = f"tiny-{hashlib.sha256(path.read_bytes()).hexdigest()[:16]}-64px"
@@ -101,8 +111,11 @@ def test_leftover_temporary_folders_are_ignored_and_cleaned(synthetic_tiny_image
 
 # --- corrupt images ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_corrupt_image_error_names_the_member_and_leaves_no_cache(synthetic_tiny_imagenet, tmp_path, workers) -> None:
+def test_corrupt_image_error_names_the_member_and_leaves_no_cache(
+    synthetic_tiny_imagenet, tmp_path, workers
+) -> None:
     path = synthetic_tiny_imagenet(corrupt=("n02_1.JPEG",), train_per_class=8)
     source = ZipSource(path)
     member = r"tiny-imagenet-200/train/n02/images/n02_1\.JPEG"
@@ -114,26 +127,42 @@ def test_corrupt_image_error_names_the_member_and_leaves_no_cache(synthetic_tiny
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_skip_corrupt_skips_counts_and_lists(synthetic_tiny_imagenet, tmp_path, workers) -> None:
-    path = synthetic_tiny_imagenet(corrupt=("n02_1.JPEG", "val_4.JPEG"), grayscale=("n03_0.JPEG",), train_per_class=8)
-    clean = load_dataset(synthetic_tiny_imagenet(name="clean.zip", train_per_class=8), cache_dir=tmp_path / "c0")
-    dataset = cache.load_or_build(ZipSource(path), tmp_path / "c", skip_corrupt=True, workers=workers, chunk_size=3)
+    path = synthetic_tiny_imagenet(
+        corrupt=("n02_1.JPEG", "val_4.JPEG"), grayscale=("n03_0.JPEG",), train_per_class=8
+    )
+    clean = load_dataset(
+        synthetic_tiny_imagenet(name="clean.zip", train_per_class=8), cache_dir=tmp_path / "c0"
+    )
+    dataset = cache.load_or_build(
+        ZipSource(path), tmp_path / "c", skip_corrupt=True, workers=workers, chunk_size=3
+    )
     assert len(dataset.train) == 23 and len(dataset.val) == 5
     assert "tiny-imagenet-200/train/n02/images/n02_1.JPEG" not in dataset.train.files
     assert [file for file, _ in dataset.skipped] == [
-        "tiny-imagenet-200/train/n02/images/n02_1.JPEG", "tiny-imagenet-200/val/images/val_4.JPEG"
+        "tiny-imagenet-200/train/n02/images/n02_1.JPEG",
+        "tiny-imagenet-200/val/images/val_4.JPEG",
     ]
-    assert all(reason.startswith("not an image") and "skip_corrupt" not in reason for _, reason in dataset.skipped)
+    assert all(
+        reason.startswith("not an image") and "skip_corrupt" not in reason
+        for _, reason in dataset.skipped
+    )
     # Labels and files stay aligned with the kept images.
     kept = [clean.train.files.index(f) for f in dataset.train.files]
     np.testing.assert_array_equal(dataset.train.labels, clean.train.labels[kept])
     np.testing.assert_array_equal(np.bincount(dataset.train.labels), [8, 7, 8])
     meta = read_meta(tmp_path / "c")
     assert meta["skipped_count"] == 2
-    assert [s["file"] for s in meta["splits"]["train"]["skipped"]] == ["tiny-imagenet-200/train/n02/images/n02_1.JPEG"]
-    assert [s["file"] for s in meta["splits"]["val"]["skipped"]] == ["tiny-imagenet-200/val/images/val_4.JPEG"]
+    assert [s["file"] for s in meta["splits"]["train"]["skipped"]] == [
+        "tiny-imagenet-200/train/n02/images/n02_1.JPEG"
+    ]
+    assert [s["file"] for s in meta["splits"]["val"]["skipped"]] == [
+        "tiny-imagenet-200/val/images/val_4.JPEG"
+    ]
     assert meta["splits"]["train"]["grayscale"] == 1 and meta["grayscale_count"] == 1
     # The cache now lacks images: opening it without skip_corrupt says so instead of shrinking silently.
-    with pytest.raises(CorruptImageError, match=r"leaves out 2 unreadable image\(s\) .*n02_1\.JPEG"):
+    with pytest.raises(
+        CorruptImageError, match=r"leaves out 2 unreadable image\(s\) .*n02_1\.JPEG"
+    ):
         cache.load_or_build(ZipSource(path), tmp_path / "c")
 
 
@@ -150,6 +179,7 @@ def test_parallel_build_equals_serial_build(synthetic_tiny_imagenet, tmp_path) -
 
 
 # --- checksums and locations -------------------------------------------------------------------
+
 
 def test_file_sha256_is_remembered_by_path_size_and_mtime(tmp_path) -> None:
     target = tmp_path / "archive.zip"
@@ -175,7 +205,9 @@ def test_default_cache_dir(monkeypatch, tmp_path) -> None:
     assert default_cache_dir() == tmp_path / ".cache" / "neuralcodes"
 
 
-def test_load_uses_the_default_cache_dir_from_the_environment(synthetic_tiny_imagenet, tmp_path, monkeypatch) -> None:
+def test_load_uses_the_default_cache_dir_from_the_environment(
+    synthetic_tiny_imagenet, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setenv("NEURALCODES_CACHE", str(tmp_path / "env-cache"))
     load_dataset(synthetic_tiny_imagenet())
     assert len(cache_folders(tmp_path / "env-cache")) == 1
@@ -183,8 +215,17 @@ def test_load_uses_the_default_cache_dir_from_the_environment(synthetic_tiny_ima
 
 # --- damaged caches are detected and rebuilt -----------------------------------------------------
 
+
 @pytest.mark.parametrize(
-    "part", ["train_images.npy", "train_labels.npy", "train_files.txt", "train_rows.npy", "val_images.npy", "meta.json"]
+    "part",
+    [
+        "train_images.npy",
+        "train_labels.npy",
+        "train_files.txt",
+        "train_rows.npy",
+        "val_images.npy",
+        "meta.json",
+    ],
 )
 def test_zero_byte_part_is_rebuilt_with_a_reason(
     synthetic_tiny_imagenet, tmp_path, count_decodes, caplog, part
@@ -203,7 +244,9 @@ def test_zero_byte_part_is_rebuilt_with_a_reason(
     assert len(count_decodes) == 2 * 15  # the rebuilt cache is used as is
 
 
-def test_pixel_array_overwritten_in_place_is_detected(synthetic_tiny_imagenet, tmp_path, count_decodes, caplog) -> None:
+def test_pixel_array_overwritten_in_place_is_detected(
+    synthetic_tiny_imagenet, tmp_path, count_decodes, caplog
+) -> None:
     path = synthetic_tiny_imagenet()
     expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
     (folder,) = cache_folders(tmp_path / "c")
@@ -218,7 +261,9 @@ def test_pixel_array_overwritten_in_place_is_detected(synthetic_tiny_imagenet, t
     assert "train_images.npy" in caplog.text and "do not match their checksums" in caplog.text
 
 
-def test_verify_hashes_the_whole_array(synthetic_tiny_imagenet, tmp_path, count_decodes, caplog, monkeypatch) -> None:
+def test_verify_hashes_the_whole_array(
+    synthetic_tiny_imagenet, tmp_path, count_decodes, caplog, monkeypatch
+) -> None:
     path = synthetic_tiny_imagenet()
     expected = load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images.copy()
     (folder,) = cache_folders(tmp_path / "c")
@@ -227,7 +272,9 @@ def test_verify_hashes_the_whole_array(synthetic_tiny_imagenet, tmp_path, count_
     images.flush()
     del images
     monkeypatch.setattr(cache_integrity, "SAMPLE_ROWS", 0)  # so that only the full hash can notice
-    assert not np.array_equal(load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images, expected)
+    assert not np.array_equal(
+        load_dataset(path, cache_dir=tmp_path / "c", workers=1).train.images, expected
+    )
     assert len(count_decodes) == 15  # a sample of rows can miss a single changed row...
     with caplog.at_level("WARNING", logger="neuralcodes.data.cache"):
         verified = load_dataset(path, cache_dir=tmp_path / "c", workers=1, verify=True)
@@ -243,14 +290,22 @@ def test_checksums_in_meta_match_an_independent_hash(synthetic_tiny_imagenet, tm
     for split, images in (("train", dataset.train.images), ("val", dataset.val.images)):
         sums = meta["splits"][split]["checksums"]
         assert sums["images"] == hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
-        assert sums["labels.npy"] == hashlib.sha256((folder / f"{split}_labels.npy").read_bytes()).hexdigest()
+        assert (
+            sums["labels.npy"]
+            == hashlib.sha256((folder / f"{split}_labels.npy").read_bytes()).hexdigest()
+        )
         rows = np.load(folder / f"{split}_rows.npy")
-        assert [int(r) for r in rows] == [zlib.crc32(np.ascontiguousarray(row).tobytes()) for row in images]
+        assert [int(r) for r in rows] == [
+            zlib.crc32(np.ascontiguousarray(row).tobytes()) for row in images
+        ]
 
 
 # --- a cache folder that cannot be written ----------------------------------------------------------
 
-def test_unwritable_cache_folder_is_a_clear_error(synthetic_tiny_imagenet, tmp_path, monkeypatch) -> None:
+
+def test_unwritable_cache_folder_is_a_clear_error(
+    synthetic_tiny_imagenet, tmp_path, monkeypatch
+) -> None:
     path = synthetic_tiny_imagenet()
     cache_dir = tmp_path / "c"
     real_mkdir = Path.mkdir
@@ -261,13 +316,18 @@ def test_unwritable_cache_folder_is_a_clear_error(synthetic_tiny_imagenet, tmp_p
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", refusing_mkdir)
-    with pytest.raises(CacheError, match=rf"cannot write the decoded-image cache in {cache_dir}: Permission denied"
-                                         rf".*NEURALCODES_CACHE") as caught:
+    with pytest.raises(
+        CacheError,
+        match=rf"cannot write the decoded-image cache in {cache_dir}: Permission denied"
+        rf".*NEURALCODES_CACHE",
+    ) as caught:
         load_dataset(path, cache_dir=cache_dir)
     assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders"
+)
 def test_read_only_cache_folder_is_a_clear_error(synthetic_tiny_imagenet, tmp_path) -> None:
     cache_dir = tmp_path / "c"
     cache_dir.mkdir()

@@ -1,4 +1,5 @@
 """Decoding one image file: every mode to RGB (checked against hand-made arrays), sizes, bad bytes named."""
+
 from __future__ import annotations
 
 import io
@@ -16,7 +17,15 @@ from neuralcodes.data.sources import is_image_name
 
 @pytest.mark.parametrize(
     "mode, fmt",
-    [("RGB", "PNG"), ("L", "PNG"), ("LA", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("CMYK", "JPEG"), ("1", "BMP")],
+    [
+        ("RGB", "PNG"),
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "PNG"),
+        ("CMYK", "JPEG"),
+        ("1", "BMP"),
+    ],
 )
 def test_opaque_images_of_8_bit_modes_become_rgb_like_pil(mode, fmt) -> None:
     image = noise().quantize(32) if mode == "P" else noise().convert(mode)
@@ -24,7 +33,9 @@ def test_opaque_images_of_8_bit_modes_become_rgb_like_pil(mode, fmt) -> None:
     decoded = decode_image(data, f"x.{fmt.lower()}")
     assert decoded.pixels.dtype == np.uint8 and decoded.pixels.shape == (64, 64, 3)
     assert decoded.mode == Image.open(io.BytesIO(data)).mode
-    np.testing.assert_array_equal(decoded.pixels, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    np.testing.assert_array_equal(
+        decoded.pixels, np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    )
 
 
 def test_grayscale_pixels_repeat_the_gray_value() -> None:
@@ -36,7 +47,9 @@ def test_grayscale_pixels_repeat_the_gray_value() -> None:
 
 def test_wrong_size_is_an_error_naming_the_file_unless_resizing() -> None:
     data = encode(noise((80, 60)), "PNG")
-    with pytest.raises(ImageSizeError, match=r"image a/b\.png in src\.zip is 80x60 but .* must be 64x64"):
+    with pytest.raises(
+        ImageSizeError, match=r"image a/b\.png in src\.zip is 80x60 but .* must be 64x64"
+    ):
         decode_image(data, "a/b.png", where="src.zip")
     decoded = decode_image(data, "a/b.png", size=32, resize=True)
     assert decoded.original_size == (80, 60)
@@ -47,15 +60,18 @@ def test_wrong_size_is_an_error_naming_the_file_unless_resizing() -> None:
 def test_corrupt_bytes_name_the_file_and_the_way_out() -> None:
     truncated = encode(noise(), "JPEG")[:300]
     for data in (b"garbage", truncated):
-        with pytest.raises(CorruptImageError, match=r"cannot decode image t/x\.JPEG in arch\.zip: .*skip_corrupt=True"):
+        with pytest.raises(
+            CorruptImageError,
+            match=r"cannot decode image t/x\.JPEG in arch\.zip: .*skip_corrupt=True",
+        ):
             decode_image(data, "t/x.JPEG", where="arch.zip")
 
 
 def test_misnamed_file_still_decodes() -> None:
     data = encode(noise(), "PNG")
-    np.testing.assert_array_equal(decode_image(data, "really_a_png.JPEG").pixels, np.asarray(noise()))
-
-
+    np.testing.assert_array_equal(
+        decode_image(data, "really_a_png.JPEG").pixels, np.asarray(noise())
+    )
 
 
 def decode_array(image: Image.Image, fmt: str, **save) -> np.ndarray:
@@ -73,6 +89,7 @@ def gray_rgb(values) -> np.ndarray:
 
 # --- modes beyond 8 bits: scaled by hand-computed rules ------------------------------------------
 
+
 def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
     # round(v * 255 / 65535) by hand: PIL's own conversion clips every value above 255 to white.
     values = np.array([[0, 257, 1000], [30000, 65279, 65535], [128, 129, 12850]], dtype=np.uint16)
@@ -82,51 +99,75 @@ def test_16_bit_grayscale_is_scaled_not_clipped() -> None:
     for fmt in ("PNG", "TIFF"):
         np.testing.assert_array_equal(decode_array(image, fmt), expected)
     # The same samples stored as 32-bit integers (mode I, as older Pillows open 16-bit PNGs).
-    np.testing.assert_array_equal(decode_array(Image.fromarray(values.astype(np.int32)), "TIFF"), expected)
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(values.astype(np.int32)), "TIFF"), expected
+    )
 
 
 def test_32_bit_integers_outside_the_16_bit_range_are_stretched() -> None:
     values = np.array([[-1000, 0], [2000, 3000]], dtype=np.int32)  # (v + 1000) * 255 / 4000
-    np.testing.assert_array_equal(decode_array(Image.fromarray(values), "TIFF"), gray_rgb([[0, 64], [191, 255]]))
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(values), "TIFF"), gray_rgb([[0, 64], [191, 255]])
+    )
 
 
 def test_float_images_are_scaled() -> None:
-    unit = np.array([[np.nan, 0.2], [0.6, 1.0]], dtype=np.float32)  # within [0, 1]: times 255; NaN -> 0
-    np.testing.assert_array_equal(decode_array(Image.fromarray(unit), "TIFF"), gray_rgb([[0, 51], [153, 255]]))
+    unit = np.array(
+        [[np.nan, 0.2], [0.6, 1.0]], dtype=np.float32
+    )  # within [0, 1]: times 255; NaN -> 0
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(unit), "TIFF"), gray_rgb([[0, 51], [153, 255]])
+    )
     wide = np.array([[-1.0, 0.0], [2.0, 3.0]], dtype=np.float32)  # stretched: (v + 1) * 255 / 4
-    np.testing.assert_array_equal(decode_array(Image.fromarray(wide), "TIFF"), gray_rgb([[0, 64], [191, 255]]))
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(wide), "TIFF"), gray_rgb([[0, 64], [191, 255]])
+    )
 
 
 # --- transparency: composited over white ---------------------------------------------------------
 
+
 def test_rgba_is_composited_over_white() -> None:
-    rgba = np.array([[[200, 100, 0, 128], [10, 20, 30, 255]], [[50, 60, 70, 0], [0, 0, 0, 64]]], dtype=np.uint8)
+    rgba = np.array(
+        [[[200, 100, 0, 128], [10, 20, 30, 255]], [[50, 60, 70, 0], [0, 0, 0, 64]]], dtype=np.uint8
+    )
     # c * a / 255 + 255 * (1 - a / 255), rounded: 200 -> 100.39 + 127 = 227, ...
-    expected = np.array([[[227, 177, 127], [10, 20, 30]], [[255, 255, 255], [191, 191, 191]]], dtype=np.uint8)
+    expected = np.array(
+        [[[227, 177, 127], [10, 20, 30]], [[255, 255, 255], [191, 191, 191]]], dtype=np.uint8
+    )
     np.testing.assert_array_equal(decode_array(Image.fromarray(rgba, mode="RGBA"), "PNG"), expected)
 
 
 def test_gray_with_alpha_is_composited_over_white() -> None:
     la = np.array([[[100, 128], [100, 0]], [[100, 255], [0, 191]]], dtype=np.uint8)
-    expected = gray_rgb([[177, 255], [100, 64]])  # 100 * 128/255 + 127 = 177.2; 0 + 255 * 64/255 = 64
+    expected = gray_rgb(
+        [[177, 255], [100, 64]]
+    )  # 100 * 128/255 + 127 = 177.2; 0 + 255 * 64/255 = 64
     np.testing.assert_array_equal(decode_array(Image.fromarray(la, mode="LA"), "PNG"), expected)
 
 
 def test_transparent_colour_of_an_rgb_png_becomes_white() -> None:
     rgb = np.array([[[0, 255, 0], [1, 255, 0]], [[9, 9, 9], [0, 255, 0]]], dtype=np.uint8)
-    expected = np.array([[[255, 255, 255], [1, 255, 0]], [[9, 9, 9], [255, 255, 255]]], dtype=np.uint8)
-    np.testing.assert_array_equal(decode_array(Image.fromarray(rgb), "PNG", transparency=(0, 255, 0)), expected)
+    expected = np.array(
+        [[[255, 255, 255], [1, 255, 0]], [[9, 9, 9], [255, 255, 255]]], dtype=np.uint8
+    )
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(rgb), "PNG", transparency=(0, 255, 0)), expected
+    )
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "GIF"])
 def test_transparent_palette_entry_becomes_white(fmt) -> None:
     image = Image.fromarray(np.array([[0, 1], [1, 2]], dtype=np.uint8), mode="P")
     image.putpalette([255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * (253 * 3))
-    expected = np.array([[[255, 0, 0], [255, 255, 255]], [[255, 255, 255], [0, 0, 255]]], dtype=np.uint8)
+    expected = np.array(
+        [[[255, 0, 0], [255, 255, 255]], [[255, 255, 255], [0, 0, 255]]], dtype=np.uint8
+    )
     np.testing.assert_array_equal(decode_array(image, fmt, transparency=1), expected)
 
 
 # --- CMYK: the embedded ICC profile when there is one ---------------------------------------------
+
 
 def _s15(x: float) -> bytes:
     return struct.pack(">i", round(x * 65536))
@@ -135,10 +176,23 @@ def _s15(x: float) -> bytes:
 def cmyk_profile_where_cyan_alone_darkens() -> bytes:
     """A minimal ICC v2 CMYK printer profile (one mft2 A2B0 table to Lab): lightness 100 at C=0 down
     to 0 at C=255, neutral; M, Y and K are ignored. Under it (0, 0, 0, 255) is white, not black."""
-    clut = b"".join(struct.pack(">3H", 0xFF00 if c == 0 else 0, 0x8000, 0x8000) for c in (0, 1) for _ in range(8))
+    clut = b"".join(
+        struct.pack(">3H", 0xFF00 if c == 0 else 0, 0x8000, 0x8000)
+        for c in (0, 1)
+        for _ in range(8)
+    )
     identity = b"".join(_s15(float(i == j)) for i in range(3) for j in range(3))
     ramp = struct.pack(">2H", 0, 0xFFFF)
-    mft2 = b"mft2" + bytes(4) + bytes([4, 3, 2, 0]) + identity + struct.pack(">2H", 2, 2) + ramp * 4 + clut + ramp * 3
+    mft2 = (
+        b"mft2"
+        + bytes(4)
+        + bytes([4, 3, 2, 0])
+        + identity
+        + struct.pack(">2H", 2, 2)
+        + ramp * 4
+        + clut
+        + ramp * 3
+    )
     d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
     tags = [(b"A2B0", mft2), (b"wtpt", b"XYZ " + bytes(4) + d50)]
     offset = 128 + 4 + 12 * len(tags)
@@ -147,8 +201,18 @@ def cmyk_profile_where_cyan_alone_darkens() -> bytes:
         data += bytes(-len(data) % 4)
         table += signature + struct.pack(">2I", offset + len(body), len(data))
         body += data
-    header = (struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"prtrCMYKLab "
-              + bytes(12) + b"acsp" + bytes(24) + bytes(4) + d50 + bytes(48))
+    header = (
+        struct.pack(">I", offset + len(body))
+        + bytes(4)
+        + struct.pack(">I", 0x02100000)
+        + b"prtrCMYKLab "
+        + bytes(12)
+        + b"acsp"
+        + bytes(24)
+        + bytes(4)
+        + d50
+        + bytes(48)
+    )
     assert len(header) == 128
     return header + table + body
 
@@ -160,19 +224,27 @@ def srgb_of_lightness(lightness: float) -> int:
     return round(255 * v)
 
 
-CMYK_PIXELS = np.array([[[0, 0, 0, 255], [255, 0, 0, 0]], [[128, 0, 0, 0], [100, 0, 0, 50]]], dtype=np.uint8)
+CMYK_PIXELS = np.array(
+    [[[0, 0, 0, 255], [255, 0, 0, 0]], [[128, 0, 0, 0], [100, 0, 0, 50]]], dtype=np.uint8
+)
 
 
 def test_cmyk_without_a_profile_uses_the_plain_formula() -> None:
     # (255 - C) * (255 - K) / 255 per channel: (100, 0, 0, 50) -> 155 * 205 / 255 = 124.6 -> 125
-    expected = np.array([[[0, 0, 0], [0, 255, 255]], [[127, 255, 255], [125, 205, 205]]], dtype=np.uint8)
-    np.testing.assert_array_equal(decode_array(Image.fromarray(CMYK_PIXELS, mode="CMYK"), "TIFF"), expected)
+    expected = np.array(
+        [[[0, 0, 0], [0, 255, 255]], [[127, 255, 255], [125, 205, 205]]], dtype=np.uint8
+    )
+    np.testing.assert_array_equal(
+        decode_array(Image.fromarray(CMYK_PIXELS, mode="CMYK"), "TIFF"), expected
+    )
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
 def test_cmyk_goes_through_its_icc_profile(fmt) -> None:
     image = Image.fromarray(CMYK_PIXELS, mode="CMYK")
-    pixels = decode_array(image, fmt, icc_profile=cmyk_profile_where_cyan_alone_darkens(), quality=100)
+    pixels = decode_array(
+        image, fmt, icc_profile=cmyk_profile_where_cyan_alone_darkens(), quality=100
+    )
     mid = srgb_of_lightness(100 * (1 - 128 / 255))
     expected = gray_rgb([[255, 0], [mid, srgb_of_lightness(100 * (1 - 100 / 255))]])
     tolerance = 1 if fmt == "TIFF" else 4  # JPEG is lossy even at quality 100
@@ -187,6 +259,7 @@ def test_damaged_icc_profile_falls_back_to_the_plain_formula() -> None:
 
 # --- EXIF orientation ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "orientation, expected",
     [
@@ -200,13 +273,18 @@ def test_exif_orientation_is_applied(orientation, expected) -> None:
     image = Image.fromarray(np.arange(1, 10, dtype=np.uint8).reshape(3, 3) * 20).convert("RGB")
     exif = Image.Exif()
     exif[0x0112] = orientation
-    np.testing.assert_array_equal(decode_array(image, "PNG", exif=exif), gray_rgb(np.array(expected) * 20))
+    np.testing.assert_array_equal(
+        decode_array(image, "PNG", exif=exif), gray_rgb(np.array(expected) * 20)
+    )
     # TIFF keeps the orientation among its own tags, not in an EXIF block.
-    np.testing.assert_array_equal(decode_array(image, "TIFF", tiffinfo={0x0112: orientation}),
-                                  gray_rgb(np.array(expected) * 20))
+    np.testing.assert_array_equal(
+        decode_array(image, "TIFF", tiffinfo={0x0112: orientation}),
+        gray_rgb(np.array(expected) * 20),
+    )
 
 
 # --- errors name the file -----------------------------------------------------------------------
+
 
 def test_unidentifiable_bytes_name_the_file_not_a_buffer() -> None:
     with pytest.raises(CorruptImageError) as caught:
@@ -224,11 +302,18 @@ def png_header_only(width: int, height: int) -> bytes:
     """A PNG declaring width x height RGB pixels but holding only a few rows of them."""
     rows = zlib.compress(bytes(min(height, 4) * (1 + 3 * min(width, 1000))))
     ihdr = struct.pack(">2I5B", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def test_huge_declared_size_is_refused_before_decoding() -> None:
-    with pytest.raises(CorruptImageError, match=r"bomb\.png: .*400,?000,?000 pixels.*decompression bomb"):
+    with pytest.raises(
+        CorruptImageError, match=r"bomb\.png: .*400,?000,?000 pixels.*decompression bomb"
+    ):
         decode_image(png_header_only(20000, 20000), "bomb.png")
     with pytest.raises(CorruptImageError, match=r"5,000 pixels, more than the limit of 4,096"):
         decode_image(png_header_only(100, 50), "b.png", max_pixels=4096)

@@ -7,6 +7,7 @@ signatures, truncated and bit-flipped real JPEGs (the embedded sample) and their
 re-encodings, valid images of odd modes and sizes (which must decode), and headers declaring huge
 sizes (decompression bombs).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,9 +36,15 @@ FUZZ = settings(
     derandomize=True,
     database=None,
     deadline=timedelta(seconds=5),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
 )
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning"
+)
 
 
 class BytesSource:
@@ -60,6 +67,7 @@ class Hang(Exception):
 @contextlib.contextmanager
 def time_limit(seconds: float):
     """Interrupt a decode stuck in Python code; faulthandler (below) ends one stuck in C."""
+
     def interrupt(signum, frame):
         raise Hang(f"decoding took more than {seconds} s")
 
@@ -74,7 +82,9 @@ def time_limit(seconds: float):
 
 @pytest.fixture(autouse=True, scope="module")
 def _kill_if_stuck_in_c():
-    faulthandler.dump_traceback_later(10 * 60, exit=True)  # a whole-module bound: CI then fails, not hangs
+    faulthandler.dump_traceback_later(
+        10 * 60, exit=True
+    )  # a whole-module bound: CI then fails, not hangs
     yield
     faulthandler.cancel_dump_traceback_later()
 
@@ -100,6 +110,7 @@ def check(data: bytes, name: str, resize: bool, must_decode: bool = False) -> No
 
 # --- the corpus: real files of the embedded sample, re-encoded in several formats -----------------
 
+
 def _encode(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
@@ -114,7 +125,10 @@ def _corpus() -> list[tuple[str, bytes]]:
         rgb = Image.open(io.BytesIO(data)).convert("RGB")
         files += [
             (f"re/{i}.png", _encode(rgb, "PNG")),
-            (f"re/{i}_gray16.png", _encode(Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG")),
+            (
+                f"re/{i}_gray16.png",
+                _encode(Image.fromarray(np.asarray(rgb.convert("L"), np.uint16) * 257), "PNG"),
+            ),
             (f"re/{i}.gif", _encode(rgb.quantize(64), "GIF", transparency=0)),
             (f"re/{i}.bmp", _encode(rgb, "BMP")),
             (f"re/{i}.tif", _encode(rgb.convert("CMYK"), "TIFF", compression="tiff_lzw")),
@@ -125,14 +139,39 @@ def _corpus() -> list[tuple[str, bytes]]:
 
 CORPUS = _corpus()
 SIGNATURES = [
-    b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"BM", b"II*\x00",
-    b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n", b"P5\n", b"8BPS", b"\x00\x00\x01\x00", b"qoif", b"DDS ",
-    b"\x01\xda", b"\x0a\x05\x01\x08", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"%!PS-Adobe-3.0 EPSF-3.0\n",
+    b"\xff\xd8\xff\xe0",
+    b"\xff\xd8\xff\xdb",
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"II*\x00",
+    b"MM\x00*",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"P6\n",
+    b"P5\n",
+    b"8BPS",
+    b"\x00\x00\x01\x00",
+    b"qoif",
+    b"DDS ",
+    b"\x01\xda",
+    b"\x0a\x05\x01\x08",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"%!PS-Adobe-3.0 EPSF-3.0\n",
 ]
-NAMES = st.sampled_from([
-    "train/n01/images/n01_0.JPEG", "x.png", "x.gif", "x.bmp", "x.tif", "x.webp", "x.eps", "no_extension",
-    "class/ü photo.jpg",
-])
+NAMES = st.sampled_from(
+    [
+        "train/n01/images/n01_0.JPEG",
+        "x.png",
+        "x.gif",
+        "x.bmp",
+        "x.tif",
+        "x.webp",
+        "x.eps",
+        "no_extension",
+        "class/ü photo.jpg",
+    ]
+)
 
 
 @pytest.mark.parametrize("name", ["a\nb.png", "caf\udce9.jpg"])
@@ -149,7 +188,12 @@ def test_random_bytes(data, name, resize) -> None:
 
 
 @settings(FUZZ, max_examples=600)
-@given(signature=st.sampled_from(SIGNATURES), tail=st.binary(max_size=2000), name=NAMES, resize=st.booleans())
+@given(
+    signature=st.sampled_from(SIGNATURES),
+    tail=st.binary(max_size=2000),
+    name=NAMES,
+    resize=st.booleans(),
+)
 def test_random_bytes_behind_real_signatures(signature, tail, name, resize) -> None:
     check(signature + tail, name, resize)
 
@@ -157,11 +201,13 @@ def test_random_bytes_behind_real_signatures(signature, tail, name, resize) -> N
 @st.composite
 def mutated_real_files(draw) -> tuple[str, bytes]:
     name, original = draw(st.sampled_from(CORPUS))
-    rnd = draw(st.randoms(use_true_random=False))  # uniform positions (hypothesis favours small integers)
+    rnd = draw(
+        st.randoms(use_true_random=False)
+    )  # uniform positions (hypothesis favours small integers)
     data = bytearray(original)
     truncate = draw(st.booleans())
     if truncate:
-        data = data[:rnd.randrange(len(data))]
+        data = data[: rnd.randrange(len(data))]
     for _ in range(draw(st.integers(0 if truncate else 1, 8))):
         if not data:
             break
@@ -180,11 +226,30 @@ def test_truncated_and_bit_flipped_real_images(case, resize) -> None:
 
 # (mode, format, save options): every one a valid file, which must decode.
 ODD = [
-    ("1", "PNG", {}), ("1", "BMP", {}), ("L", "PNG", {}), ("LA", "PNG", {}), ("P", "PNG", {}), ("P", "GIF", {}),
-    ("P", "PNG", {"transparency": 3}), ("RGBA", "PNG", {}), ("RGBA", "WEBP", {"lossless": True}),
-    ("RGBA", "TGA", {}), ("RGB", "PPM", {}), ("RGB", "SGI", {}), ("L", "PCX", {}), ("RGB", "JPEG", {}),
-    ("L", "JPEG", {}), ("CMYK", "JPEG", {}), ("CMYK", "TIFF", {}), ("I;16", "PNG", {}), ("I;16", "TIFF", {}),
-    ("I", "TIFF", {}), ("F", "TIFF", {}), ("LAB", "TIFF", {}), ("YCbCr", "TIFF", {}), ("RGB", "TIFF", {}),
+    ("1", "PNG", {}),
+    ("1", "BMP", {}),
+    ("L", "PNG", {}),
+    ("LA", "PNG", {}),
+    ("P", "PNG", {}),
+    ("P", "GIF", {}),
+    ("P", "PNG", {"transparency": 3}),
+    ("RGBA", "PNG", {}),
+    ("RGBA", "WEBP", {"lossless": True}),
+    ("RGBA", "TGA", {}),
+    ("RGB", "PPM", {}),
+    ("RGB", "SGI", {}),
+    ("L", "PCX", {}),
+    ("RGB", "JPEG", {}),
+    ("L", "JPEG", {}),
+    ("CMYK", "JPEG", {}),
+    ("CMYK", "TIFF", {}),
+    ("I;16", "PNG", {}),
+    ("I;16", "TIFF", {}),
+    ("I", "TIFF", {}),
+    ("F", "TIFF", {}),
+    ("LAB", "TIFF", {}),
+    ("YCbCr", "TIFF", {}),
+    ("RGB", "TIFF", {}),
 ]
 
 
@@ -201,7 +266,9 @@ def test_valid_images_of_odd_modes_and_sizes_decode(kind, width, height, seed, r
     rng = np.random.default_rng(seed)
     if mode in ("I;16", "I", "F"):
         dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
-        values = rng.integers(-(2**20) if mode != "I;16" else 0, 65536, (height, width)).astype(dtype)
+        values = rng.integers(-(2**20) if mode != "I;16" else 0, 65536, (height, width)).astype(
+            dtype
+        )
         image = Image.fromarray(values)
     else:
         rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -211,15 +278,24 @@ def test_valid_images_of_odd_modes_and_sizes_decode(kind, width, height, seed, r
 
 def _png(width: int, height: int, mode_byte: int, idat: bytes) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">2I5B", width, height, 8, mode_byte, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def _gif(width: int, height: int) -> bytes:
-    return b"GIF89a" + struct.pack("<2H", width, height) + b"\x00\x00\x00,\x00\x00\x00\x00" + struct.pack(
-        "<2H", width, height) + b"\x00\x02\x02\x44\x01\x00;"
+    return (
+        b"GIF89a"
+        + struct.pack("<2H", width, height)
+        + b"\x00\x00\x00,\x00\x00\x00\x00"
+        + struct.pack("<2H", width, height)
+        + b"\x00\x02\x02\x44\x01\x00;"
+    )
 
 
 def _bmp(width: int, height: int) -> bytes:

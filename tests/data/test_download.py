@@ -1,4 +1,5 @@
 """download(): verified, atomic, against a local HTTP server started by the test."""
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,9 @@ def served(tmp_path: Path, serve_directory):
 def test_download_verifies_and_writes_the_file(served, tmp_path: Path) -> None:
     url, payload = served
     dest = tmp_path / "dest"
-    path = download(f"{url}/archive.zip", dest, md5=hashlib.md5(payload).hexdigest(), size=len(payload))
+    path = download(
+        f"{url}/archive.zip", dest, md5=hashlib.md5(payload).hexdigest(), size=len(payload)
+    )
     assert path == dest / "archive.zip"
     assert path.read_bytes() == payload
     assert sorted(os.listdir(dest)) == ["archive.zip"]
@@ -69,7 +72,9 @@ def test_size_mismatch_without_content_length_is_caught_after_streaming(
 
     url = serve_directory(tmp_path, handler=NoLength)
     dest = tmp_path / "dest"
-    with pytest.raises(DownloadError, match=rf"received {len(payload):,} bytes but expected {len(payload) + 7:,}"):
+    with pytest.raises(
+        DownloadError, match=rf"received {len(payload):,} bytes but expected {len(payload) + 7:,}"
+    ):
         download(f"{url}/archive.zip", dest, size=len(payload) + 7)
     assert os.listdir(dest) == []
 
@@ -98,7 +103,9 @@ def test_missing_file_on_server_gives_a_clear_error(served, tmp_path: Path) -> N
         download(f"{url}/nothing.zip", tmp_path / "dest")
 
 
-def test_an_existing_verified_download_is_not_fetched_again(served, tmp_path: Path, serve_directory) -> None:
+def test_an_existing_verified_download_is_not_fetched_again(
+    served, tmp_path: Path, serve_directory
+) -> None:
     url, payload = served
     dest = tmp_path / "dest"
     md5 = hashlib.md5(payload).hexdigest()
@@ -145,8 +152,11 @@ def test_unwritable_download_folder_is_named(served, tmp_path: Path) -> None:
     url, _ = served
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the downloads folder should be")
-    with pytest.raises(DownloadError, match=rf"could not download {url}/archive\.zip: cannot create "
-                                            rf"{blocker}/downloads: .*NEURALCODES_CACHE.*pass the local zip"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"could not download {url}/archive\.zip: cannot create "
+        rf"{blocker}/downloads: .*NEURALCODES_CACHE.*pass the local zip",
+    ):
         download(f"{url}/archive.zip", blocker / "downloads")
 
 

@@ -1,4 +1,5 @@
 """Sources: Tiny ImageNet layout (zip, folder, URL), generic image folders, the embedded sample."""
+
 from __future__ import annotations
 
 import io
@@ -24,7 +25,18 @@ from neuralcodes.data.sources import (
 from neuralcodes.data.splits import course_split
 
 REPO = Path(__file__).resolve().parents[2]
-OOD_NAMES = ["meat loaf", "pizza", "potpie", "espresso", "alp", "cliff", "coral reef", "lakeside", "seashore", "acorn"]
+OOD_NAMES = [
+    "meat loaf",
+    "pizza",
+    "potpie",
+    "espresso",
+    "alp",
+    "cliff",
+    "coral reef",
+    "lakeside",
+    "seashore",
+    "acorn",
+]
 
 
 def decode_reference(data: bytes) -> np.ndarray:
@@ -36,7 +48,9 @@ def zip_members(path: Path) -> dict[str, bytes]:
         return {n: z.read(n) for n in z.namelist()}
 
 
-def test_classes_numbered_by_sorted_train_folders_not_wnids_txt(synthetic_tiny_imagenet, tmp_path) -> None:
+def test_classes_numbered_by_sorted_train_folders_not_wnids_txt(
+    synthetic_tiny_imagenet, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet(wnids=["n09", "n02", "n05", "n01"], train_per_class=2)
     dataset = load_dataset(path, cache_dir=tmp_path / "cache")
     assert dataset.train.class_ids == ["n01", "n02", "n05", "n09"]
@@ -46,7 +60,9 @@ def test_classes_numbered_by_sorted_train_folders_not_wnids_txt(synthetic_tiny_i
     np.testing.assert_array_equal(dataset.train.labels, [0, 0, 1, 1, 2, 2, 3, 3])
 
 
-def test_images_in_plain_string_order_and_pixels_match_pil(synthetic_tiny_imagenet, tmp_path) -> None:
+def test_images_in_plain_string_order_and_pixels_match_pil(
+    synthetic_tiny_imagenet, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet(wnids=["n02", "n01"], train_per_class=12)
     dataset = load_dataset(path, cache_dir=tmp_path / "cache")
     names = [f.rsplit("/", 1)[1] for f in dataset.train.files[:12]]
@@ -57,12 +73,15 @@ def test_images_in_plain_string_order_and_pixels_match_pil(synthetic_tiny_imagen
         np.testing.assert_array_equal(image, decode_reference(members[file]))
 
 
-def test_official_val_set_labelled_with_the_same_numbering(synthetic_tiny_imagenet, tmp_path) -> None:
+def test_official_val_set_labelled_with_the_same_numbering(
+    synthetic_tiny_imagenet, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet(wnids=["n03", "n01", "n02"], val_per_class=3)
     dataset = load_dataset(path, cache_dir=tmp_path / "cache")
     members = zip_members(path)
     annotations = dict(
-        line.split("\t")[:2] for line in members["tiny-imagenet-200/val/val_annotations.txt"].decode().splitlines()
+        line.split("\t")[:2]
+        for line in members["tiny-imagenet-200/val/val_annotations.txt"].decode().splitlines()
     )
     assert len(dataset.val) == 9
     for file, label, image in zip(dataset.val.files, dataset.val.labels, dataset.val.images):
@@ -91,7 +110,9 @@ def test_extracted_folder_equals_zip(synthetic_tiny_imagenet, tmp_path) -> None:
             ]
 
 
-def test_grayscale_becomes_rgb_with_the_gray_value_in_every_channel(synthetic_tiny_imagenet, tmp_path) -> None:
+def test_grayscale_becomes_rgb_with_the_gray_value_in_every_channel(
+    synthetic_tiny_imagenet, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet(grayscale=("n02_1.JPEG",))
     dataset = load_dataset(path, cache_dir=tmp_path / "cache")
     i = dataset.train.files.index("tiny-imagenet-200/train/n02/images/n02_1.JPEG")
@@ -112,7 +133,9 @@ def test_tiny_imagenet_images_must_be_64x64(tmp_path, synthetic_tiny_imagenet) -
         load_dataset(synthetic_tiny_imagenet(), cache_dir=tmp_path / "cache", image_size=32)
 
 
-def test_inconsistent_tiny_imagenet_layouts_are_explained(tmp_path, synthetic_tiny_imagenet) -> None:
+def test_inconsistent_tiny_imagenet_layouts_are_explained(
+    tmp_path, synthetic_tiny_imagenet
+) -> None:
     folder = synthetic_tiny_imagenet(name="a", as_folder=True)
     (folder / "tiny-imagenet-200/wnids.txt").write_text("n01\nn02\nn03\nn04\n")
     with pytest.raises(SourceError, match=r"wnids.txt and the train/ folders disagree .*\['n04'\]"):
@@ -144,8 +167,16 @@ def test_generic_image_folder_is_resized_and_converted(tmp_path) -> None:
     for size in (64, 32):
         dataset = load_dataset(root, cache_dir=tmp_path / "cache", image_size=size)
         assert dataset.name == "photos" and dataset.val is None
-        assert dataset.train.class_ids == ["ant", "zebra"] and dataset.train.class_names == ["ant", "zebra"]
-        assert dataset.train.files == ["ant/cmyk.jpg", "ant/x/deep.gif", "zebra/a.bmp", "zebra/b.png"]
+        assert dataset.train.class_ids == ["ant", "zebra"] and dataset.train.class_names == [
+            "ant",
+            "zebra",
+        ]
+        assert dataset.train.files == [
+            "ant/cmyk.jpg",
+            "ant/x/deep.gif",
+            "zebra/a.bmp",
+            "zebra/b.png",
+        ]
         np.testing.assert_array_equal(dataset.train.labels, [0, 0, 1, 1])
         assert dataset.train.images.shape == (4, size, size, 3)
         for image, file in zip(dataset.train.images, dataset.train.files):
@@ -185,7 +216,9 @@ def test_unusable_specs_say_what_was_expected(tmp_path, make, message) -> None:
         load_dataset(make(tmp_path), cache_dir=tmp_path / "cache")
 
 
-def test_url_is_downloaded_into_the_cache_then_loaded(synthetic_tiny_imagenet, serve_directory, tmp_path) -> None:
+def test_url_is_downloaded_into_the_cache_then_loaded(
+    synthetic_tiny_imagenet, serve_directory, tmp_path
+) -> None:
     path = synthetic_tiny_imagenet(name="remote.zip")
     url = serve_directory(path.parent)
     dataset = load_dataset(f"{url}/remote.zip", cache_dir=tmp_path / "cache")
@@ -197,7 +230,9 @@ def test_find_tiny_imagenet(tmp_path, monkeypatch, synthetic_tiny_imagenet) -> N
     archive = synthetic_tiny_imagenet()
     monkeypatch.setenv("NEURALCODES_TINY_IMAGENET", str(archive))
     assert find_tiny_imagenet() == archive.resolve()
-    dataset = load_dataset("tiny-imagenet", cache_dir=tmp_path / "cache")  # the local archive, no download
+    dataset = load_dataset(
+        "tiny-imagenet", cache_dir=tmp_path / "cache"
+    )  # the local archive, no download
     assert dataset.name == "tiny" and len(dataset.train) == 9
     monkeypatch.setenv("NEURALCODES_TINY_IMAGENET", str(tmp_path / "nowhere.zip"))
     with pytest.raises(SourceError, match="NEURALCODES_TINY_IMAGENET=.*nowhere.zip does not exist"):
@@ -213,6 +248,7 @@ def test_find_tiny_imagenet(tmp_path, monkeypatch, synthetic_tiny_imagenet) -> N
 
 # --- the embedded sample -----------------------------------------------------------------------
 
+
 def test_embedded_sample(sample_dataset) -> None:
     assert SAMPLE_ZIP.stat().st_size <= 10 * 2**20
     train, val = sample_dataset.train, sample_dataset.val
@@ -224,7 +260,11 @@ def test_embedded_sample(sample_dataset) -> None:
     assert train.class_names[-10:] == OOD_NAMES
     split = course_split(train.labels, train.num_classes)
     assert split.sizes == {"train": 1600, "val": 200, "test": 200, "ood": 1000}
-    gray = [i for i in range(len(train)) if np.array_equal(train.images[i][..., 0], train.images[i][..., 2])]
+    gray = [
+        i
+        for i in range(len(train))
+        if np.array_equal(train.images[i][..., 0], train.images[i][..., 2])
+    ]
     assert gray, "the sample should hold at least one grayscale image"
     assert not train.images.flags.writeable  # a read-only memory map of the cache
 
@@ -232,9 +272,16 @@ def test_embedded_sample(sample_dataset) -> None:
 def test_embedded_sample_is_reproduced_by_make_sample(tiny_imagenet_zip, tmp_path) -> None:
     out = tmp_path / "sample.zip"
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "make_sample.py"), "--source", str(tiny_imagenet_zip),
-         "--out", str(out)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "make_sample.py"),
+            "--source",
+            str(tiny_imagenet_zip),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
     )
     assert out.read_bytes() == SAMPLE_ZIP.read_bytes()
 
@@ -250,7 +297,12 @@ def test_real_tiny_imagenet(tiny_imagenet_zip, tmp_path) -> None:
     np.testing.assert_array_equal(np.bincount(train.labels), [500] * 200)
     np.testing.assert_array_equal(np.bincount(dataset.val.labels), [50] * 200)
     assert train.class_names[-10:] == OOD_NAMES
-    assert course_split(train.labels, 200).sizes == {"train": 76_000, "val": 9_500, "test": 9_500, "ood": 5_000}
+    assert course_split(train.labels, 200).sizes == {
+        "train": 76_000,
+        "val": 9_500,
+        "test": 9_500,
+        "ood": 5_000,
+    }
     (meta_path,) = cache_dir.glob("*/meta.json")
     meta = json.loads(meta_path.read_text())
     assert meta["splits"]["train"]["grayscale"] == 1821
@@ -262,13 +314,16 @@ def test_real_tiny_imagenet(tiny_imagenet_zip, tmp_path) -> None:
 
 # --- file-level problems: one-line errors naming the file, skippable -----------------------------
 
+
 def damage_member(path: Path, member: str) -> None:
     """Flip one byte inside ``member``'s stored data: its CRC-32 no longer matches."""
     with zipfile.ZipFile(path) as z:
         info = z.getinfo(member)
         assert info.compress_type == zipfile.ZIP_STORED
     data = bytearray(path.read_bytes())
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:info.header_offset + 30])
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
     start = info.header_offset + 30 + name_len + extra_len
     data[start + info.file_size // 2] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -294,7 +349,10 @@ def test_damaged_zip_member_is_named_and_skippable(synthetic_tiny_imagenet, tmp_
 def test_damaged_layout_file_in_zip_is_a_source_error(synthetic_tiny_imagenet, tmp_path) -> None:
     path = synthetic_tiny_imagenet()
     damage_member(path, "tiny-imagenet-200/wnids.txt")
-    with pytest.raises(SourceError, match=r"cannot read tiny-imagenet-200/wnids\.txt \(Bad CRC-32.*download it again"):
+    with pytest.raises(
+        SourceError,
+        match=r"cannot read tiny-imagenet-200/wnids\.txt \(Bad CRC-32.*download it again",
+    ):
         load_dataset(path, cache_dir=tmp_path / "cache", skip_corrupt=True)
 
 
@@ -310,10 +368,15 @@ def image_folder_with_bad_files(root: Path) -> Path:
 @pytest.mark.skipif(os.name != "posix", reason="symbolic links")
 def test_symlink_loop_and_dangling_link_are_named_and_skippable(tmp_path) -> None:
     root = image_folder_with_bad_files(tmp_path / "photos")
-    with pytest.raises(UnreadableFileError, match=r"cannot read bee/gone\.png in .*photos: it is a dangling symbolic "
-                                                  r"link \(to nowhere\.png.*skip_corrupt"):
+    with pytest.raises(
+        UnreadableFileError,
+        match=r"cannot read bee/gone\.png in .*photos: it is a dangling symbolic "
+        r"link \(to nowhere\.png.*skip_corrupt",
+    ):
         load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, workers=1)
-    dataset = load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1)
+    dataset = load_dataset(
+        root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1
+    )
     assert dataset.train.files == ["ant/a.png", "ant/b.png", "bee/c.png"]
     reasons = dict(dataset.skipped)
     assert sorted(reasons) == ["bee/gone.png", "bee/loop.png"]
@@ -325,11 +388,17 @@ def test_file_name_that_is_not_utf8_is_named_and_skippable(tmp_path) -> None:
     root = tmp_path / "photos"
     write_image(root / "ant" / "a.png", (8, 8), "RGB", "PNG", 0)
     write_image(root / "bee" / "c.png", (8, 8), "RGB", "PNG", 2)
-    os.rename(root / "bee" / "c.png", os.fsencode(root / "bee") + b"/caf\xe9.png")  # Latin-1, not UTF-8
+    os.rename(
+        root / "bee" / "c.png", os.fsencode(root / "bee") + b"/caf\xe9.png"
+    )  # Latin-1, not UTF-8
     write_image(root / "bee" / "d.png", (8, 8), "RGB", "PNG", 3)
-    with pytest.raises(UnreadableFileError, match=r"bee/caf\\\\xe9\.png.*not valid UTF-8; rename the file"):
+    with pytest.raises(
+        UnreadableFileError, match=r"bee/caf\\\\xe9\.png.*not valid UTF-8; rename the file"
+    ):
         load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, workers=1)
-    dataset = load_dataset(root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1)
+    dataset = load_dataset(
+        root, cache_dir=tmp_path / "cache", image_size=8, skip_corrupt=True, workers=1
+    )
     assert dataset.train.files == ["ant/a.png", "bee/d.png"]
     assert dataset.skipped == [("bee/caf\\xe9.png", "its name is not valid UTF-8; rename the file")]
     json.dumps(dataset.skipped).encode("utf-8")  # printable and storable as it is
@@ -337,7 +406,13 @@ def test_file_name_that_is_not_utf8_is_named_and_skippable(tmp_path) -> None:
 
 def test_wrong_size_image_is_skippable(synthetic_tiny_imagenet, tmp_path) -> None:
     folder = synthetic_tiny_imagenet(name="t", as_folder=True)
-    Image.new("RGB", (65, 64)).save(folder / "tiny-imagenet-200/train/n02/images/n02_1.JPEG", format="JPEG")
+    Image.new("RGB", (65, 64)).save(
+        folder / "tiny-imagenet-200/train/n02/images/n02_1.JPEG", format="JPEG"
+    )
     dataset = load_dataset(folder, cache_dir=tmp_path / "cache", skip_corrupt=True, workers=1)
-    assert dataset.skipped == [("tiny-imagenet-200/train/n02/images/n02_1.JPEG",
-                                "it is 65x64 but this source's images must be 64x64")]
+    assert dataset.skipped == [
+        (
+            "tiny-imagenet-200/train/n02/images/n02_1.JPEG",
+            "it is 65x64 but this source's images must be 64x64",
+        )
+    ]

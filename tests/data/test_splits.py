@@ -1,4 +1,5 @@
 """course_split(): the notebook's draws, exactly; sizes; determinism; the caller's RNG untouched."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,11 @@ def notebook_split(labels: np.ndarray, num_classes: int, n_ood: int = 10, seed: 
     p = np.random.permutation(len(in_idx))
     n_val = int(0.1 * len(in_idx))
     n_test = int(0.1 * len(in_idx))
-    val, test, train = in_idx[p[:n_val]], in_idx[p[n_val:n_val + n_test]], in_idx[p[n_val + n_test:]]
+    val, test, train = (
+        in_idx[p[:n_val]],
+        in_idx[p[n_val : n_val + n_test]],
+        in_idx[p[n_val + n_test :]],
+    )
     ood = ood_idx[np.random.permutation(len(ood_idx))]
     return train, val, test, ood
 
@@ -62,7 +67,9 @@ def test_equals_the_notebook_on_uneven_classes_and_other_seed() -> None:
     rng = np.random.default_rng(3)
     labels = np.sort(rng.integers(0, 30, size=1237))  # class-major, uneven class sizes
     split = course_split(labels, 30, n_ood=7, seed=5)
-    for got, want in zip((split.train, split.val, split.test, split.ood), notebook_split(labels, 30, 7, 5)):
+    for got, want in zip(
+        (split.train, split.val, split.test, split.ood), notebook_split(labels, 30, 7, 5)
+    ):
         np.testing.assert_array_equal(got, want)
 
 
@@ -78,7 +85,11 @@ def test_partition_and_ood_classes() -> None:
 
 
 def test_same_seed_same_split_other_seed_other_split() -> None:
-    a, b, c = course_split(FULL_LABELS, 200), course_split(FULL_LABELS, 200), course_split(FULL_LABELS, 200, seed=43)
+    a, b, c = (
+        course_split(FULL_LABELS, 200),
+        course_split(FULL_LABELS, 200),
+        course_split(FULL_LABELS, 200, seed=43),
+    )
     assert a.fingerprint() == b.fingerprint()
     np.testing.assert_array_equal(a.val, b.val)
     assert a.fingerprint() != c.fingerprint()
@@ -106,7 +117,11 @@ def test_to_json_and_summary() -> None:
     split = course_split(FULL_LABELS, 200)
     record = json.loads(json.dumps(split.to_json()))
     assert record["sizes"] == {"train": 76_000, "val": 9_500, "test": 9_500, "ood": 5_000}
-    assert record["seed"] == 42 and record["n_in_domain"] == 190 and record["ood_classes"] == list(range(190, 200))
+    assert (
+        record["seed"] == 42
+        and record["n_in_domain"] == 190
+        and record["ood_classes"] == list(range(190, 200))
+    )
     assert record["sha256"] == split.fingerprint()
     assert "76,000" in split.summary() and "5,000 OOD" in split.summary()
     assert isinstance(split, Split)
@@ -121,7 +136,12 @@ def test_to_json_and_summary() -> None:
         (np.array([0.0, 1.0]), 3, {}, "1-D integer"),
         (np.array([0, 5]), 3, {"n_ood": 1}, r"\[0, 3\)"),
         (np.array([0, 1]), 3, {"n_ood": 3}, "n_ood"),
-        (np.array([0, 1]), 3, {"n_ood": 1, "val_fraction": 0.6, "test_fraction": 0.5}, "sum to less than 1"),
+        (
+            np.array([0, 1]),
+            3,
+            {"n_ood": 1, "val_fraction": 0.6, "test_fraction": 0.5},
+            "sum to less than 1",
+        ),
     ],
 )
 def test_bad_arguments_are_explained(labels, num_classes, kwargs, message) -> None:
@@ -131,7 +151,9 @@ def test_bad_arguments_are_explained(labels, num_classes, kwargs, message) -> No
 
 def test_golden_indices_on_the_real_tiny_imagenet(tiny_imagenet_zip) -> None:
     """The split of the real archive, in its real order, is the one recorded when the project started."""
-    listing = ZipSource(tiny_imagenet_zip).listing(64)  # the dataset order, without decoding a pixel
+    listing = ZipSource(tiny_imagenet_zip).listing(
+        64
+    )  # the dataset order, without decoding a pixel
     split = course_split(listing.train.labels, len(listing.class_ids))
     for part, first in GOLDEN_FIRST.items():
         np.testing.assert_array_equal(getattr(split, part)[: len(first)], first, err_msg=part)
@@ -174,14 +196,19 @@ def test_naming_the_default_classes_gives_the_default_split() -> None:
     named = course_split(FULL_LABELS, 200, ood_classes=list(range(199, 189, -1)))
     assert named.fingerprint() == default.fingerprint()
     assert not default.ood_chosen and default.to_json()["ood_chosen"] is False
-    np.testing.assert_array_equal(default.in_domain_labels(FULL_LABELS[default.train]), FULL_LABELS[default.train])
+    np.testing.assert_array_equal(
+        default.in_domain_labels(FULL_LABELS[default.train]), FULL_LABELS[default.train]
+    )
 
 
 def test_explicit_ood_classes_follow_the_notebook_draws_over_the_other_classes() -> None:
     # Moving the held-out classes to the end by relabelling gives the notebook's split of that relabelling.
     labels = np.repeat(np.arange(8), 10)
     split = course_split(labels, 8, ood_classes=[1, 4], seed=3)
-    in_domain, ood = np.flatnonzero(~np.isin(labels, [1, 4])), np.flatnonzero(np.isin(labels, [1, 4]))
+    in_domain, ood = (
+        np.flatnonzero(~np.isin(labels, [1, 4])),
+        np.flatnonzero(np.isin(labels, [1, 4])),
+    )
     np.random.seed(3)
     order, ood_order = np.random.permutation(len(in_domain)), np.random.permutation(len(ood))
     np.testing.assert_array_equal(split.val, in_domain[order[:6]])
@@ -214,11 +241,16 @@ def test_class_indices_by_id_or_name_with_clear_errors() -> None:
     assert class_indices("n04,acorn", ids, names) == [3, 2]
     with pytest.raises(ValueError, match=r"unknown class 'piza'.*did you mean 'pizza'"):
         class_indices(["piza"], ids, names)
-    with pytest.raises(ValueError, match=r"'pizza' is shared by classes \['n02', 'n04'\]; name one of them by its id"):
+    with pytest.raises(
+        ValueError,
+        match=r"'pizza' is shared by classes \['n02', 'n04'\]; name one of them by its id",
+    ):
         class_indices(["pizza"], ids, names)
     with pytest.raises(ValueError, match="more than once"):
         class_indices(["n01", "meat loaf"], ids, names)
-    assert class_indices(["cats"], ["cats", "dogs"]) == [0]  # a folder collection: ids are folder names
+    assert class_indices(["cats"], ["cats", "dogs"]) == [
+        0
+    ]  # a folder collection: ids are folder names
 
 
 def test_class_indices_on_the_real_tiny_imagenet_names(tiny_imagenet_zip) -> None:
@@ -233,14 +265,19 @@ def test_class_disjoint_validation_classes_are_left_out_of_every_other_part():
     assert len(split.val_classes) == 4 and not set(split.val_classes) & set(split.ood_classes)
     assert split.n_in_domain == 21 and split.num_classes == 30
     assert set(labels[split.val_retrieval]) == set(split.val_classes)
-    assert np.bincount(labels[split.val_retrieval], minlength=30)[list(split.val_classes)].tolist() == [25] * 4
+    assert (
+        np.bincount(labels[split.val_retrieval], minlength=30)[list(split.val_classes)].tolist()
+        == [25] * 4
+    )
     for part in (split.train, split.val, split.test, split.ood):
         assert not np.isin(labels[part], split.val_classes).any()
     trained = np.concatenate([split.train, split.val, split.test])
     assert sorted(set(labels[trained])) == sorted(split.in_domain_classes)
     assert len(trained) == 21 * 40  # every image of the other in-domain classes, none lost
     mapped = split.in_domain_labels(labels)
-    assert (mapped[split.val_retrieval] == -1).all() and sorted(set(mapped[trained])) == list(range(21))
+    assert (mapped[split.val_retrieval] == -1).all() and sorted(set(mapped[trained])) == list(
+        range(21)
+    )
     assert split.to_json()["val_classes"] == list(split.val_classes)
 
 
@@ -250,14 +287,22 @@ def test_class_disjoint_validation_is_seeded_and_leaves_the_course_split_alone()
     assert a.val_classes == b.val_classes and a.fingerprint() == b.fingerprint()
     assert course_split(labels, 30, n_ood=5, seed=8, n_val_classes=4).val_classes != a.val_classes
     plain = course_split(labels, 30, n_ood=5, seed=7)
-    assert course_split(labels, 30, n_ood=5, seed=7, n_val_classes=0).fingerprint() == plain.fingerprint()
+    assert (
+        course_split(labels, 30, n_ood=5, seed=7, n_val_classes=0).fingerprint()
+        == plain.fingerprint()
+    )
     assert a.fingerprint() != plain.fingerprint() and not plain.ood_chosen and not a.ood_chosen
     assert len(a.val_retrieval) == 4 * 40  # val_class_images None: every image of the class
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(n_val_classes=-1), "n_val_classes"),
-                                           (dict(n_val_classes=25), "no class to train on"),
-                                           (dict(n_val_classes=2, val_class_images=1), "val_class_images")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_val_classes=-1), "n_val_classes"),
+        (dict(n_val_classes=25), "no class to train on"),
+        (dict(n_val_classes=2, val_class_images=1), "val_class_images"),
+    ],
+)
 def test_bad_class_disjoint_options_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         course_split(np.repeat(np.arange(30), 40), 30, n_ood=5, **kwargs)

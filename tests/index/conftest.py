@@ -1,4 +1,5 @@
 """Fixtures for the index tests: a small folder of real photos (from the embedded sample) and models."""
+
 from __future__ import annotations
 
 import shutil

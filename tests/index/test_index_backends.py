@@ -1,4 +1,5 @@
 """The search backends against a naive reference: exact and FAISS flat agree, HNSW and IVF-PQ recall well."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,11 +21,15 @@ def clustered_codes(n: int, dim: int, clusters: int = 50, seed: int = 0) -> np.n
     """Unit codes around random centres: neighbourhoods as real codes have (ties are vanishingly rare)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    codes = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim)).astype(np.float32)
+    codes = centres[rng.integers(0, clusters, n)] + 0.3 * rng.standard_normal((n, dim)).astype(
+        np.float32
+    )
     return codes / np.linalg.norm(codes, axis=1, keepdims=True)
 
 
-def naive_knn(codes: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def naive_knn(
+    codes: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Every distance in float64, one query at a time; ties broken by id (lexsort)."""
     ids, dists = [], []
     for q in queries.astype(np.float64):
@@ -37,7 +42,9 @@ def naive_knn(codes: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray |
     return np.array(ids), np.array(dists)
 
 
-def _search(backend: Backend, codes: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None):
+def _search(
+    backend: Backend, codes: np.ndarray, queries: np.ndarray, k: int, live: np.ndarray | None = None
+):
     live = np.ones(len(codes), bool) if live is None else live
     dead = int((~live).sum())
     return rank_candidates(codes, queries, backend.candidates(codes, queries, k + dead), live, k)
@@ -89,8 +96,12 @@ def test_removed_rows_are_never_returned(data) -> None:
     expected, _ = naive_knn(codes, queries, 5, live)
     for backend in (Backend({}), FaissBackend("flat", {})):
         backend.sync(codes)
-        np.testing.assert_array_equal(_search(backend, codes, queries, 5, live)[0], expected, err_msg=backend.name)
-    hnsw = FaissBackend("hnsw", backend_params("hnsw", 3000, 32))  # approximate: only check nothing removed shows
+        np.testing.assert_array_equal(
+            _search(backend, codes, queries, 5, live)[0], expected, err_msg=backend.name
+        )
+    hnsw = FaissBackend(
+        "hnsw", backend_params("hnsw", 3000, 32)
+    )  # approximate: only check nothing removed shows
     hnsw.sync(codes)
     ids = _search(hnsw, codes, queries, 5, live)[0]
     assert (ids >= 0).all() and live[ids].all()
@@ -123,15 +134,21 @@ def test_adding_codes_extends_a_faiss_index(data) -> None:
     grown.sync(codes)  # only rows 1000.. are added
     assert grown.index.ntotal == 3000
     added = np.arange(1000, 3000, 50)
-    np.testing.assert_array_equal(_search(grown, codes, codes[added], 1)[0][:, 0], added)  # each finds itself
+    np.testing.assert_array_equal(
+        _search(grown, codes, codes[added], 1)[0][:, 0], added
+    )  # each finds itself
 
 
 def test_auto_picks_by_collection_size() -> None:
     assert choose_backend(EXACT_MAX_ROWS, 256) == "exact"
     assert choose_backend(1_000_000, 256, memory_bytes=24 << 30) == "hnsw"  # 1 GiB of codes
-    assert choose_backend(10_000_000, 256, memory_bytes=24 << 30) == "ivfpq"  # 10 GiB: past a quarter of memory
+    assert (
+        choose_backend(10_000_000, 256, memory_bytes=24 << 30) == "ivfpq"
+    )  # 10 GiB: past a quarter of memory
     params = backend_params("ivfpq", 1_000_000, 256)
-    assert params["nlist"] == 1024 and params["m"] == 32  # sqrt(N) lists, 8 dimensions per sub-quantiser
+    assert (
+        params["nlist"] == 1024 and params["m"] == 32
+    )  # sqrt(N) lists, 8 dimensions per sub-quantiser
     with pytest.raises(ValueError, match="unknown backend 'annoy'"):
         backend_params("annoy", 10, 8)
 
@@ -160,10 +177,16 @@ def test_every_backend_ranks_float16_near_duplicates_by_true_distance() -> None:
     base = clustered_codes(40, 32)
     near = base[rng.integers(0, 40, 400)] + 1e-3 * rng.standard_normal((400, 32)).astype(np.float32)
     codes = (near / np.linalg.norm(near, axis=1, keepdims=True)).astype(np.float16)
-    queries = codes[::20].astype(np.float32)  # each query is in the collection: it must come back first
+    queries = codes[::20].astype(
+        np.float32
+    )  # each query is in the collection: it must come back first
     reference, ref_distances = naive_knn(codes.astype(np.float32), queries, 3)
     for name in ("exact", "flat", "hnsw"):
-        backend = Backend({}) if name == "exact" else FaissBackend(name, backend_params(name, len(codes), 32))
+        backend = (
+            Backend({})
+            if name == "exact"
+            else FaissBackend(name, backend_params(name, len(codes), 32))
+        )
         backend.sync(codes)
         ids, distances = _search(backend, codes, queries, 3)
         np.testing.assert_array_equal(ids, reference, err_msg=name)

@@ -1,4 +1,5 @@
 """Building an index from a folder: the codes, the metadata, searching with a collection image, add/remove."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,9 @@ from neuralcodes.runs import Run
 
 
 @pytest.fixture(scope="module")
-def convnet_index(photo_folder: Path, convnet_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def convnet_index(
+    photo_folder: Path, convnet_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """An index of the photos made with the run's L6 codes (shared: tests only read it)."""
     path = tmp_path_factory.mktemp("convnet") / "idx"
     summary = build_index(path, str(convnet_run), images=photo_folder, layer="L6", chunk=5)
@@ -24,7 +27,9 @@ def convnet_index(photo_folder: Path, convnet_run: Path, tmp_path_factory: pytes
     return path
 
 
-def test_codes_are_the_models_layer_codes_of_each_file(photo_folder: Path, convnet_run: Path, convnet_index: Path) -> None:
+def test_codes_are_the_models_layer_codes_of_each_file(
+    photo_folder: Path, convnet_run: Path, convnet_index: Path
+) -> None:
     with Index.open(convnet_index) as index:
         records = index.browse(limit=100)
         codes = np.asarray(index.codes)
@@ -34,20 +39,28 @@ def test_codes_are_the_models_layer_codes_of_each_file(photo_folder: Path, convn
         file = photo_folder / hit.path
         pixels = np.asarray(Image.open(file).convert("RGB"), dtype=np.float32) / 255.0
         with torch.no_grad():
-            l6 = model.forward_features(torch.from_numpy(pixels).permute(2, 0, 1)[None], ("L6",))["L6"][0].numpy()
+            l6 = model.forward_features(torch.from_numpy(pixels).permute(2, 0, 1)[None], ("L6",))[
+                "L6"
+            ][0].numpy()
         np.testing.assert_allclose(codes[hit.id], l6 / np.linalg.norm(l6), atol=1e-5)
         assert hit.label == hit.path.split("/")[0]
         assert hit.sha256 == hashlib.sha256(file.read_bytes()).hexdigest()
         assert (hit.width, hit.height) == (64, 64)
-    assert sorted(h.path for h in records) == sorted(p.relative_to(photo_folder).as_posix() for p in photo_folder.rglob("*.JPEG"))
+    assert sorted(h.path for h in records) == sorted(
+        p.relative_to(photo_folder).as_posix() for p in photo_folder.rglob("*.JPEG")
+    )
 
 
-def test_searching_with_an_image_of_the_collection_returns_it_first(photo_folder: Path, convnet_index: Path) -> None:
+def test_searching_with_an_image_of_the_collection_returns_it_first(
+    photo_folder: Path, convnet_index: Path
+) -> None:
     queries = sorted(photo_folder.rglob("*.JPEG"))[::5]
     with Index.open(convnet_index) as index:
         results = index.search(queries, k=3)
         by_bytes = index.search([q.read_bytes() for q in queries], k=1)
-        by_array = index.search(np.stack([np.asarray(Image.open(q).convert("RGB")) for q in queries]), k=1)
+        by_array = index.search(
+            np.stack([np.asarray(Image.open(q).convert("RGB")) for q in queries]), k=1
+        )
     for query, hits in zip(queries, results.hits):
         assert hits[0].path == query.relative_to(photo_folder).as_posix()
         assert hits[0].distance == pytest.approx(0.0, abs=1e-3)
@@ -71,7 +84,9 @@ def test_an_imagenet_backbone_needs_no_training(sample_extractor, tmp_path: Path
 
 def test_add_and_remove_update_the_index_without_a_rebuild(photos: Path, tmp_path: Path) -> None:
     later = tmp_path / "later"
-    shutil.move(str(photos / sorted(p.name for p in photos.iterdir())[-1]), later)  # one class folder comes later
+    shutil.move(
+        str(photos / sorted(p.name for p in photos.iterdir())[-1]), later
+    )  # one class folder comes later
     index_path = tmp_path / "idx"
     build_index(index_path, "tiny", images=photos, image_size=32)
     new = sorted(later.rglob("*.JPEG"))
@@ -80,7 +95,10 @@ def test_add_and_remove_update_the_index_without_a_rebuild(photos: Path, tmp_pat
         summary = index.add(later)
         assert summary.added == 8 and len(index) == 24
         first = index.search([new[2]], k=1).hits[0][0]
-        assert (first.path, first.source) == (new[2].relative_to(later).as_posix(), str(later.resolve()))
+        assert (first.path, first.source) == (
+            new[2].relative_to(later).as_posix(),
+            str(later.resolve()),
+        )
         assert first.label is None  # later's images sit at its top level: no class folder
         assert index.add(later).skipped == {"already indexed": 8}
 
@@ -90,14 +108,22 @@ def test_add_and_remove_update_the_index_without_a_rebuild(photos: Path, tmp_pat
         assert len(index) == 24
         removed = index.remove([gone, new[2].relative_to(later).as_posix()])
         assert len(removed) == 2 and len(index) == 22
-        for query in (gone, new[2]):  # the removed images are never found again, not even by themselves
+        for query in (
+            gone,
+            new[2],
+        ):  # the removed images are never found again, not even by themselves
             hits = index.search([query], k=22).hits[0]
             assert len(hits) == 22 and all(h.id not in removed for h in hits)
     with Index.open(index_path) as index:  # and the removal is on disk
         assert len(index) == 22 and index.info()["removed"] == 2
-    assert add_images(index_path, images=photos).skipped == {"already indexed": 15}  # the removed one comes back
+    assert add_images(index_path, images=photos).skipped == {
+        "already indexed": 15
+    }  # the removed one comes back
     with Index.open(index_path) as index:
-        assert len(index) == 23 and index.search([gone], k=1).hits[0][0].path == gone.relative_to(photos).as_posix()
+        assert (
+            len(index) == 23
+            and index.search([gone], k=1).hits[0][0].path == gone.relative_to(photos).as_posix()
+        )
 
 
 def test_a_build_refuses_to_overwrite_an_index(photo_folder: Path, tmp_path: Path) -> None:
@@ -106,7 +132,9 @@ def test_a_build_refuses_to_overwrite_an_index(photo_folder: Path, tmp_path: Pat
         build_index(tmp_path / "idx", "tiny", images=photo_folder, image_size=32)
 
 
-def test_bad_model_options_say_what_to_pass(photo_folder: Path, convnet_run: Path, tmp_path: Path) -> None:
+def test_bad_model_options_say_what_to_pass(
+    photo_folder: Path, convnet_run: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="neither a run folder nor a backbone"):
         build_index(tmp_path / "a", "no-such-model", images=photo_folder)
     with pytest.raises(ValueError, match="L5, L6, L7"):
@@ -118,7 +146,9 @@ def test_bad_model_options_say_what_to_pass(photo_folder: Path, convnet_run: Pat
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 
-def test_a_folder_without_images_is_refused_before_any_work(photo_folder: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_folder_without_images_is_refused_before_any_work(
+    photo_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
     """A wrong folder (empty, or holding no image files) is an error naming it, not an empty index."""
     import neuralcodes.index.ingest as ingest
     from neuralcodes.index import build_shard
@@ -135,7 +165,9 @@ def test_a_folder_without_images_is_refused_before_any_work(photo_folder: Path, 
         m.setattr(ingest, "Embedder", no_model)
         with pytest.raises(ValueError, match=r"no image files in .*empty \(no files\)"):
             build_index(tmp_path / "idx", "tiny", images=empty, image_size=32)
-        with pytest.raises(ValueError, match=r"2 other file\(s\), e\.g\. a\.txt, sub/b\.csv.*\.jpg, \.png"):
+        with pytest.raises(
+            ValueError, match=r"2 other file\(s\), e\.g\. a\.txt, sub/b\.csv.*\.jpg, \.png"
+        ):
             build_index(tmp_path / "idx", "tiny", images=notes, image_size=32)
         with pytest.raises(ValueError, match="no image files"):
             build_shard(tmp_path / "sharded", "tiny", "1/2", images=empty, image_size=32)
@@ -146,7 +178,9 @@ def test_a_folder_without_images_is_refused_before_any_work(photo_folder: Path, 
     with pytest.raises(ValueError, match="no image files"):
         add_images(tmp_path / "idx", images=empty)
     assert (tmp_path / "idx" / "codes.bin").read_bytes() == before
-    with Index.open(tmp_path / "idx") as index:  # no unfinished job was left behind: it opens for search
+    with Index.open(
+        tmp_path / "idx"
+    ) as index:  # no unfinished job was left behind: it opens for search
         assert len(index) == 24
 
 
@@ -170,7 +204,9 @@ def test_bad_ingest_options_and_index_folders_are_refused_before_any_work(
         with pytest.raises(ValueError, match="--image-size must be at least 8, got 0"):
             build_index(tmp_path / "a", "tiny", images=photo_folder, image_size=0)
         for workers in (0, -1):
-            with pytest.raises(ValueError, match=f"--workers must be a positive number of threads, got {workers}"):
+            with pytest.raises(
+                ValueError, match=f"--workers must be a positive number of threads, got {workers}"
+            ):
                 build_index(tmp_path / "b", "tiny", images=photo_folder, workers=workers)
         for target in (afile, afile / "sub.idx"):
             with pytest.raises(NotADirectoryError, match=r"afile is a file, not a folder"):
@@ -231,7 +267,9 @@ def test_an_add_with_a_bad_chunk_leaves_the_index_usable(photos: Path, tmp_path:
         assert len(opened) == 24
 
 
-def test_remove_takes_one_path_and_a_float_image_is_not_mistaken_for_codes(photos: Path, tmp_path: Path) -> None:
+def test_remove_takes_one_path_and_a_float_image_is_not_mistaken_for_codes(
+    photos: Path, tmp_path: Path
+) -> None:
     """`index.remove("a.jpg")` was read as the paths "a", ".", "j", ...; a float image array was
     reported as codes of the wrong dimension without saying that images must be uint8."""
     build_index(tmp_path / "idx", "tiny", images=photos, image_size=32)

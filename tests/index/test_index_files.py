@@ -1,4 +1,5 @@
 """Files of every kind in a collection: odd images are indexed, bad ones skipped and listed, never fatal."""
+
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,9 @@ def _save(image: Image.Image, path: Path, **options) -> None:
     image.save(path, **options)
 
 
-def test_bad_files_are_skipped_listed_and_counted(photos: Path, bomb_png: bytes, tmp_path: Path) -> None:
+def test_bad_files_are_skipped_listed_and_counted(
+    photos: Path, bomb_png: bytes, tmp_path: Path
+) -> None:
     jpeg = sorted(photos.rglob("*.JPEG"))[0]
     bad = photos / "bad"
     bad.mkdir()
@@ -42,17 +45,30 @@ def test_bad_files_are_skipped_listed_and_counted(photos: Path, bomb_png: bytes,
     summary = build_index(tmp_path / "idx", "tiny", images=photos, image_size=32, chunk=7)
 
     assert summary.added == 24 + 6
-    assert summary.skipped == {"duplicate": 1, "empty": 1, "not an image": 1, "not followed": 1,
-                               "too large": 1, "unreadable": 2}
+    assert summary.skipped == {
+        "duplicate": 1,
+        "empty": 1,
+        "not an image": 1,
+        "not followed": 1,
+        "too large": 1,
+        "unreadable": 2,
+    }
     with open(tmp_path / "idx" / "report.csv", newline="") as f:
         report = {row["path"]: row for row in csv.DictReader(f)}
     assert {p: r["kind"] for p, r in report.items()} == {
-        "bad/empty.jpg": "empty", "bad/notes.jpg": "unreadable", "bad/truncated.jpg": "unreadable",
-        "bad/bomb.png": "too large", "bad/readme.txt": "not an image", "bad/link.jpg": "not followed",
+        "bad/empty.jpg": "empty",
+        "bad/notes.jpg": "unreadable",
+        "bad/truncated.jpg": "unreadable",
+        "bad/bomb.png": "too large",
+        "bad/readme.txt": "not an image",
+        "bad/link.jpg": "not followed",
         # The copy sorts first ("bad/" < "n0..."), so it is indexed and the class file is the duplicate.
         jpeg.relative_to(photos).as_posix(): "duplicate",
     }
-    assert "decompression bomb" in report["bad/bomb.png"]["reason"] and "bad/copy.jpg" in report[jpeg.relative_to(photos).as_posix()]["reason"]
+    assert (
+        "decompression bomb" in report["bad/bomb.png"]["reason"]
+        and "bad/copy.jpg" in report[jpeg.relative_to(photos).as_posix()]["reason"]
+    )
     assert all(r["source"] == str(photos.resolve()) for r in report.values())
     with Index.open(tmp_path / "idx") as index:
         sizes = {h.path: (h.width, h.height) for h in index.browse(limit=100)}
@@ -62,7 +78,9 @@ def test_bad_files_are_skipped_listed_and_counted(photos: Path, bomb_png: bytes,
 def test_odd_modes_are_embedded_as_their_rgb_pixels(tmp_path: Path) -> None:
     """A grayscale PNG and the same picture as RGB give the same code: modes are converted, not mangled."""
     rng = np.random.default_rng(1)
-    gray = np.repeat(np.repeat(rng.integers(0, 256, (8, 8), dtype=np.uint8), 4, 0), 4, 1)  # 32x32, blocky
+    gray = np.repeat(
+        np.repeat(rng.integers(0, 256, (8, 8), dtype=np.uint8), 4, 0), 4, 1
+    )  # 32x32, blocky
     folder = tmp_path / "photos"
     _save(Image.fromarray(gray), folder / "a_gray.png")
     _save(Image.fromarray(np.dstack([gray] * 3)), folder / "b_rgb.png")
@@ -80,11 +98,15 @@ def _odd_pictures(folder: Path) -> list[Path]:
     """Three different pictures whose pixels PIL's plain convert("RGB") gets wrong: it ignores the EXIF
     orientation, shows the hidden colour of transparent pixels, and clips 16-bit values to white."""
     rng = np.random.default_rng(2)
-    block = lambda: np.repeat(np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 4, 0), 4, 1)  # 24x40
+    block = lambda: np.repeat(
+        np.repeat(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), 4, 0), 4, 1
+    )  # 24x40
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
     _save(Image.fromarray(block()), folder / "rotated.jpg", quality=95, exif=exif)
-    hidden = np.dstack([block(), np.where(np.arange(40) < 20, 0, 255).astype(np.uint8)[None, :].repeat(24, 0)])
+    hidden = np.dstack(
+        [block(), np.where(np.arange(40) < 20, 0, 255).astype(np.uint8)[None, :].repeat(24, 0)]
+    )
     _save(Image.fromarray(hidden, "RGBA"), folder / "transparent.png")
     _save(Image.fromarray(block()[..., 0].astype(np.uint16) * 257), folder / "sixteen.png")
     return sorted(folder.iterdir())
@@ -110,13 +132,19 @@ def test_names_an_index_cannot_hold_and_folder_links_are_listed(tmp_path: Path) 
     _save(Image.new("RGB", (20, 10), (200, 30, 30)), folder / "plain.jpg", quality=95)
     (folder / "other").mkdir()
     _save(Image.new("RGB", (20, 10), (30, 30, 200)), folder / "other" / "blue.png")
-    (folder / "caf\udce9.png").write_bytes((folder / "other" / "blue.png").read_bytes())  # the byte 0xE9
+    (folder / "caf\udce9.png").write_bytes(
+        (folder / "other" / "blue.png").read_bytes()
+    )  # the byte 0xE9
     _save(Image.new("RGB", (20, 10), (30, 200, 30)), folder / ".thumb.png")
     os.symlink(folder / "other", folder / "linked")
 
     summary = build_index(tmp_path / "idx", "tiny", images=folder, image_size=32)
 
-    assert summary.added == 2 and summary.skipped == {"hidden": 1, "not followed": 1, "unreadable": 1}
+    assert summary.added == 2 and summary.skipped == {
+        "hidden": 1,
+        "not followed": 1,
+        "unreadable": 1,
+    }
     with open(tmp_path / "idx" / "report.csv", newline="", encoding="utf-8") as f:
         report = {row["path"]: row for row in csv.DictReader(f)}
     assert report["caf\\xe9.png"]["reason"].startswith("its name is not valid UTF-8")

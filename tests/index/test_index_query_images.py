@@ -1,5 +1,6 @@
 """A query image that does not decode is a BadQueryImage (a ValueError) with its kind and reason,
 refused before the model is loaded."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,15 @@ def built(photo_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_bad_query_bytes_and_files_say_why_before_the_model_loads(built: Path, tmp_path: Path, bomb_png: bytes) -> None:
+def test_bad_query_bytes_and_files_say_why_before_the_model_loads(
+    built: Path, tmp_path: Path, bomb_png: bytes
+) -> None:
     notes = tmp_path / "notes.jpg"
     notes.write_text("not a picture")
     with Index.open(built) as index:
-        with pytest.raises(BadQueryImage, match="^the query image cannot be used: not an image") as bad:
+        with pytest.raises(
+            BadQueryImage, match="^the query image cannot be used: not an image"
+        ) as bad:
             index.search([b"just some text"])
         assert isinstance(bad.value, ValueError) and bad.value.kind == "unreadable"
         assert str(bad.value) == f"the query image cannot be used: {bad.value.reason}"

@@ -1,4 +1,5 @@
 """Re-ranked search of an index: the step's order on the plain shortlist, true distances, no removed image, clear errors."""
+
 from __future__ import annotations
 
 import shutil
@@ -36,7 +37,9 @@ def _queries(index: Index) -> np.ndarray:
     return np.concatenate([codes[::5], moved / np.linalg.norm(moved, axis=1, keepdims=True)])
 
 
-def _expected(index: Index, name: str, q: np.ndarray, k: int, shortlist: int, **params) -> tuple[np.ndarray, np.ndarray]:
+def _expected(
+    index: Index, name: str, q: np.ndarray, k: int, shortlist: int, **params
+) -> tuple[np.ndarray, np.ndarray]:
     """Independently: the plain top-``shortlist`` ids, ordered by the step's scores on them alone; and the plain top k."""
     plain = index.search_codes(q, k=shortlist)
     codes = np.asarray(index.codes, dtype=np.float32)
@@ -48,10 +51,14 @@ def _expected(index: Index, name: str, q: np.ndarray, k: int, shortlist: int, **
 
 
 @pytest.mark.parametrize("name", list(RERANKERS))
-def test_reranked_results_are_the_steps_order_of_the_plain_shortlist(index: Index, name: str) -> None:
+def test_reranked_results_are_the_steps_order_of_the_plain_shortlist(
+    index: Index, name: str
+) -> None:
     q = _queries(index)
     expected, plain = _expected(index, name, q, k=5, shortlist=9)
-    assert (expected != plain).any(), "the step must change some order here, or the test could not see it run"
+    assert (expected != plain).any(), (
+        "the step must change some order here, or the test could not see it run"
+    )
     results = index.search_codes(q, k=5, rerank=name, shortlist=9)
     np.testing.assert_array_equal(results.ids, expected)
     assert (results.rerank, results.shortlist) == (name, 9)
@@ -69,24 +76,34 @@ def test_the_shortlist_bounds_what_the_step_sees(index: Index) -> None:
     expected, _ = _expected(index, "k_reciprocal", q, k=4, shortlist=6)
     everything, _ = _expected(index, "k_reciprocal", q, k=4, shortlist=len(index))
     assert (expected != everything).any()
-    np.testing.assert_array_equal(index.search_codes(q, k=4, rerank="k_reciprocal", shortlist=6).ids, expected)
+    np.testing.assert_array_equal(
+        index.search_codes(q, k=4, rerank="k_reciprocal", shortlist=6).ids, expected
+    )
     # The shortlist is never shorter than k, and never longer than the collection.
     short = index.search_codes(q, k=6, rerank="k_reciprocal", shortlist=2)
-    np.testing.assert_array_equal(short.ids, _expected(index, "k_reciprocal", q, k=6, shortlist=6)[0])
+    np.testing.assert_array_equal(
+        short.ids, _expected(index, "k_reciprocal", q, k=6, shortlist=6)[0]
+    )
     assert short.shortlist == 6
     long = index.search_codes(q, k=4, rerank="k_reciprocal", shortlist=1000)
     assert long.shortlist == len(index) == 24
     np.testing.assert_array_equal(long.ids, everything)
 
 
-def test_search_and_search_ids_rerank_as_search_codes_does(index: Index, photo_folder: Path) -> None:
+def test_search_and_search_ids_rerank_as_search_codes_does(
+    index: Index, photo_folder: Path
+) -> None:
     files = sorted(photo_folder.rglob("*.JPEG"))[::7]
     by_file = index.search(files, k=4, rerank="dba", shortlist=8)
-    np.testing.assert_array_equal(by_file.ids, index.search_codes(index.embed(files), k=4, rerank="dba", shortlist=8).ids)
+    np.testing.assert_array_equal(
+        by_file.ids, index.search_codes(index.embed(files), k=4, rerank="dba", shortlist=8).ids
+    )
     ids = [0, 9, 17]
     by_id = index.search_ids(ids, k=4, rerank="dba", shortlist=8)
     codes = np.asarray(index.codes, dtype=np.float32)[ids]
-    np.testing.assert_array_equal(by_id.ids, index.search_codes(codes, k=4, rerank="dba", shortlist=8).ids)
+    np.testing.assert_array_equal(
+        by_id.ids, index.search_codes(codes, k=4, rerank="dba", shortlist=8).ids
+    )
     assert by_file.rerank == by_id.rerank == "dba"
 
 
@@ -101,10 +118,13 @@ def test_query_expansion_over_no_neighbours_is_the_plain_order(index: Index) -> 
     assert (index.search_codes(q, k=8, rerank="aqe", shortlist=12).ids != plain.ids).any()
 
 
-@pytest.mark.parametrize("backend", ["exact", "flat"])  # flat proposes no slack past the removed rows asked for
+@pytest.mark.parametrize(
+    "backend", ["exact", "flat"]
+)  # flat proposes no slack past the removed rows asked for
 @pytest.mark.parametrize("name", list(RERANKERS))
-def test_removed_images_never_come_back_reranked(index_path: Path, photo_folder: Path, tmp_path: Path, name: str,
-                                                 backend: str) -> None:  # fmt: skip
+def test_removed_images_never_come_back_reranked(
+    index_path: Path, photo_folder: Path, tmp_path: Path, name: str, backend: str
+) -> None:
     copy = Path(shutil.copytree(index_path, tmp_path / "idx"))
     store = Store.open(copy)
     try:
@@ -135,19 +155,28 @@ def test_a_short_shortlist_keeps_its_padding(index: Index) -> None:
     codes = np.asarray(index.codes, dtype=np.float32)
     q = codes[[4, 4]]
     shortlist = np.array([[4, 2, 7, -1, -1], [-1, -1, -1, -1, -1]])
-    distances = np.linalg.norm(codes[np.where(shortlist >= 0, shortlist, 0)] - q[:, None], axis=2).astype(np.float32)
+    distances = np.linalg.norm(
+        codes[np.where(shortlist >= 0, shortlist, 0)] - q[:, None], axis=2
+    ).astype(np.float32)
     distances[shortlist < 0] = np.inf
     ids, dist = rerank_results("aqe", q, shortlist, distances, index.codes, k=4)
     scores = rerank("aqe", q[:1], codes[[4, 2, 7]])[0]
-    np.testing.assert_array_equal(ids[0], [*np.array([4, 2, 7])[np.argsort(-scores, kind="stable")], -1])
-    np.testing.assert_allclose(dist[0, :3], np.linalg.norm(codes[ids[0, :3]] - q[0], axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        ids[0], [*np.array([4, 2, 7])[np.argsort(-scores, kind="stable")], -1]
+    )
+    np.testing.assert_allclose(
+        dist[0, :3], np.linalg.norm(codes[ids[0, :3]] - q[0], axis=1), rtol=1e-5, atol=1e-6
+    )
     assert dist[0, 3] == np.inf and (ids[1] == -1).all() and np.isinf(dist[1]).all()
 
 
 def test_bad_reranking_options_are_refused_before_any_work(index: Index, tmp_path: Path) -> None:
     missing = tmp_path / "missing.jpg"  # read only if the options were accepted
-    with pytest.raises(ValueError, match=r"unknown re-ranking 'nope'; choose one of aqe, alpha_qe, dba, dba\+qe, "
-                                         r"diffusion, k_reciprocal"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"unknown re-ranking 'nope'; choose one of aqe, alpha_qe, dba, dba\+qe, "
+        r"diffusion, k_reciprocal",
+    ):
         index.search([missing], rerank="nope")
     with pytest.raises(ValueError, match="unknown re-ranking 'nope'"):
         index.search_ids([10**9], rerank="nope")  # not the KeyError of the unknown id

@@ -1,4 +1,5 @@
 """Other collections and options: a data source (zip) as `--data` takes it, float16 codes, empty folders."""
+
 from __future__ import annotations
 
 import zipfile
@@ -36,16 +37,24 @@ def test_a_data_source_is_indexed_with_its_labels(photo_folder: Path, tmp_path: 
         assert {h.source for h in hits} == {str(archive.resolve())}
         val = [h for h in hits if "/val/" in h.path]
         # Labels are the source's class names (words.txt), as training shows them.
-        assert len(val) == 3 and all(h.path == f"tiny/val/images/val_{h.label.removeprefix('thing ')}.JPEG" for h in val)
-        assert index.read_image(val[0].id) == zf.read(val[0].path)  # thumbnails and files come from the zip
+        assert len(val) == 3 and all(
+            h.path == f"tiny/val/images/val_{h.label.removeprefix('thing ')}.JPEG" for h in val
+        )
+        assert index.read_image(val[0].id) == zf.read(
+            val[0].path
+        )  # thumbnails and files come from the zip
         found = index.search([zf.read(val[1].path)], k=1).hits[0][0]
     assert found.id == val[1].id
 
 
-def test_float16_codes_take_half_the_space_and_find_the_same_images(photo_folder: Path, tmp_path: Path) -> None:
+def test_float16_codes_take_half_the_space_and_find_the_same_images(
+    photo_folder: Path, tmp_path: Path
+) -> None:
     build_index(tmp_path / "f32", "tiny", images=photo_folder, image_size=32)
     build_index(tmp_path / "f16", "tiny", images=photo_folder, image_size=32, dtype="float16")
-    assert (tmp_path / "f16" / "codes.bin").stat().st_size * 2 == (tmp_path / "f32" / "codes.bin").stat().st_size
+    assert (tmp_path / "f16" / "codes.bin").stat().st_size * 2 == (
+        tmp_path / "f32" / "codes.bin"
+    ).stat().st_size
     queries = sorted(photo_folder.rglob("*.JPEG"))[::6]
     with Index.open(tmp_path / "f32") as f32, Index.open(tmp_path / "f16") as f16:
         np.testing.assert_allclose(np.asarray(f16.codes, np.float32), f32.codes, atol=1e-3)

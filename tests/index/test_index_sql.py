@@ -1,5 +1,6 @@
 """The store owns the SQL: no other module of the index or the server speaks it, and its named
 methods keep the batching and the atomicity the callers used to write out by hand."""
+
 from __future__ import annotations
 
 import re
@@ -18,10 +19,16 @@ SQL = re.compile(r"\.(execute|executemany|executescript)\(|\bimport sqlite3\b|\b
 
 def test_only_the_store_package_speaks_sql() -> None:
     modules = sorted([*(SRC / "index").rglob("*.py"), *(SRC / "serve").rglob("*.py")])
-    assert any(p.parent.name == "store" for p in modules)  # the walk does see the store (and would see a hit)
-    speaking = [f"{path.relative_to(SRC)}:{number}: {line.strip()}"
-                for path in modules if path.parent != SRC / "index" / "store"
-                for number, line in enumerate(path.read_text().splitlines(), start=1) if SQL.search(line)]
+    assert any(
+        p.parent.name == "store" for p in modules
+    )  # the walk does see the store (and would see a hit)
+    speaking = [
+        f"{path.relative_to(SRC)}:{number}: {line.strip()}"
+        for path in modules
+        if path.parent != SRC / "index" / "store"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if SQL.search(line)
+    ]
     assert not speaking, "SQL outside neuralcodes/index/store/:\n" + "\n".join(speaking)
 
 
@@ -47,7 +54,9 @@ def test_records_of_many_ids_are_read_in_parts_and_unknown_ids_left_out(built: P
         store.close()
 
 
-def test_a_removal_cut_short_removes_nothing(built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_removal_cut_short_removes_nothing(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The images and the live count leave together: a failure between them rolls the deletion back."""
     import shutil
 

@@ -1,4 +1,5 @@
 """Opening an index checks that its parts agree, and names the broken part with what to do."""
+
 from __future__ import annotations
 
 import json
@@ -40,32 +41,47 @@ def test_an_intact_index_opens(index_copy: Path) -> None:
 def test_a_truncated_codes_file_is_named(index_copy: Path) -> None:
     with open(index_copy / "codes.bin", "r+b") as f:
         f.truncate(23 * 32 * 4 + 10)
-    with pytest.raises(IndexDamagedError, match=r"codes\.bin holds 2,954 bytes .* records 24 rows.*truncated.*rebuild"):
+    with pytest.raises(
+        IndexDamagedError,
+        match=r"codes\.bin holds 2,954 bytes .* records 24 rows.*truncated.*rebuild",
+    ):
         Index.open(index_copy)
 
 
-@pytest.mark.parametrize("change", [
-    "DELETE FROM images WHERE id = 3",
-    "INSERT INTO images VALUES (99, 1, 'extra.jpg', NULL, 1, 1, 'feed', 'now')",
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "DELETE FROM images WHERE id = 3",
+        "INSERT INTO images VALUES (99, 1, 'extra.jpg', NULL, 1, 1, 'feed', 'now')",
+    ],
+)
 def test_a_database_whose_row_count_is_off_is_named(index_copy: Path, change: str) -> None:
     with sqlite3.connect(index_copy / "metadata.sqlite") as db:
         db.execute(change)
-    with pytest.raises(IndexDamagedError, match=r"metadata\.sqlite: the images table holds 2[35] rows but the index recorded 24"):
+    with pytest.raises(
+        IndexDamagedError,
+        match=r"metadata\.sqlite: the images table holds 2[35] rows but the index recorded 24",
+    ):
         Index.open(index_copy)
 
 
 def test_a_damaged_database_file_is_named(index_copy: Path) -> None:
     (index_copy / "metadata.sqlite").write_bytes(b"garbage" * 100)
-    with pytest.raises(IndexDamagedError, match=r"metadata\.sqlite is not a readable SQLite database"):
+    with pytest.raises(
+        IndexDamagedError, match=r"metadata\.sqlite is not a readable SQLite database"
+    ):
         Index.open(index_copy)
 
 
 def test_another_format_version_or_dimension_is_named(index_copy: Path) -> None:
     _edit_meta(index_copy, version=99)
-    with pytest.raises(IndexDamagedError, match=r"meta\.json: index format version 99.*reads version 1"):
+    with pytest.raises(
+        IndexDamagedError, match=r"meta\.json: index format version 99.*reads version 1"
+    ):
         Index.open(index_copy)
-    _edit_meta(index_copy, version=1, dim=64)  # the codes file no longer holds 24 rows of this dimension
+    _edit_meta(
+        index_copy, version=1, dim=64
+    )  # the codes file no longer holds 24 rows of this dimension
     with pytest.raises(IndexDamagedError, match=r"codes\.bin .* rows of 64 float32"):
         Index.open(index_copy)
 
@@ -81,17 +97,29 @@ def test_a_missing_part_is_named(index_copy: Path) -> None:
 
 def test_a_stale_faiss_index_is_named(index_copy: Path, tmp_path: Path, sample_extractor) -> None:
     other = tmp_path / "other"
-    build_index(other, "tiny", images=sample_extractor(tmp_path / "few", classes=2, per_class=3), image_size=32,
-                backend="flat")
+    build_index(
+        other,
+        "tiny",
+        images=sample_extractor(tmp_path / "few", classes=2, per_class=3),
+        image_size=32,
+        backend="flat",
+    )
     shutil.copy(other / "faiss-flat.index", index_copy / "faiss-flat.index")
-    with pytest.raises(IndexDamagedError, match=r"faiss-flat\.index holds 6 codes .* the index has 24"):
+    with pytest.raises(
+        IndexDamagedError, match=r"faiss-flat\.index holds 6 codes .* the index has 24"
+    ):
         Index.open(index_copy)
 
 
 def test_a_changed_model_is_refused(index_copy: Path, photo_folder: Path) -> None:
     model = json.loads((index_copy / "meta.json").read_text())["model"]
-    _edit_meta(index_copy, model={**model, "source": "efficientnet_lite0", "weights_sha256": "0" * 64})
-    with Index.open(index_copy) as index, pytest.raises(ValueError, match="not the one the index was built with"):
+    _edit_meta(
+        index_copy, model={**model, "source": "efficientnet_lite0", "weights_sha256": "0" * 64}
+    )
+    with (
+        Index.open(index_copy) as index,
+        pytest.raises(ValueError, match="not the one the index was built with"),
+    ):
         index.search([next(photo_folder.rglob("*.JPEG"))])
 
 

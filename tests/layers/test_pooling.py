@@ -1,4 +1,5 @@
 """GeM, MAC and SPoC against naive per-channel loops, and the gradient that reaches p."""
+
 import numpy as np
 import pytest
 import torch
@@ -55,7 +56,11 @@ def test_gradient_reaches_p_and_matches_finite_differences():
     x = random_maps(3).float()
     layer = GeM(p=3.0, learn_p=True)
     layer(x).sum().backward()
-    assert layer.p.grad is not None and torch.isfinite(layer.p.grad).all() and float(layer.p.grad.abs()) > 0
+    assert (
+        layer.p.grad is not None
+        and torch.isfinite(layer.p.grad).all()
+        and float(layer.p.grad.abs()) > 0
+    )
     h = 1e-4
     xd = x.double()
     numeric = (gem(xd, 3.0 + h).sum() - gem(xd, 3.0 - h).sum()) / (2 * h)
@@ -84,5 +89,7 @@ def test_functional_gem_refuses_a_power_that_is_not_positive_and_numpy_maps():
         gem(x, p=0)  # was a ZeroDivisionError
     with pytest.raises(ValueError, match="p must be positive, got -1"):
         gem(x, p=-1)  # was pooled towards the minimum silently
-    with pytest.raises(TypeError, match=r"pooling expects a torch tensor, got ndarray; use torch.from_numpy"):
+    with pytest.raises(
+        TypeError, match=r"pooling expects a torch tensor, got ndarray; use torch.from_numpy"
+    ):
         mac(x.numpy())  # was "'numpy.ndarray' object has no attribute 'amax'"

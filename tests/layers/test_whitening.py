@@ -1,4 +1,5 @@
 """Whitening against scikit-learn's PCA and scipy's generalised eigenproblem, and the properties that define it."""
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -32,7 +33,9 @@ def test_pca_whitening_gives_identity_covariance_on_its_fitting_codes():
 def test_pca_whitening_equals_sklearn_up_to_component_signs():
     x, _ = correlated_codes(seed=1)
     ours = apply(pca_whitening(x, dim=5), x)
-    reference = PCA(n_components=5, whiten=True, svd_solver="full").fit(x.astype(np.float64)).transform(x)
+    reference = (
+        PCA(n_components=5, whiten=True, svd_solver="full").fit(x.astype(np.float64)).transform(x)
+    )
     signs = np.sign((ours * reference).sum(axis=0))
     np.testing.assert_allclose(ours * signs, reference, atol=2e-3)
 
@@ -41,8 +44,10 @@ def test_pca_whitening_equals_sklearn_up_to_component_signs():
 def test_a_whitening_from_a_precomputed_eigenbasis_is_the_same_layer(dim, power, shrinkage):
     x, _ = correlated_codes(seed=3)
     basis = eigenbasis(x)
-    np.testing.assert_array_equal(apply(pca_whitening(basis, dim, power, shrinkage), x),
-                                  apply(pca_whitening(x, dim, power, shrinkage), x))
+    np.testing.assert_array_equal(
+        apply(pca_whitening(basis, dim, power, shrinkage), x),
+        apply(pca_whitening(x, dim, power, shrinkage), x),
+    )
     with pytest.raises(ValueError, match="span only"):
         pca_whitening(eigenbasis(x[:6]), dim=8)  # 6 codes: rank 5, checked against the fitted shape
 
@@ -54,14 +59,18 @@ def test_shrinkage_and_power_tame_the_smallest_eigenvalues():
     partial = pca_whitening(x, power=0.25).weight.norm(dim=1)
     # The last component's gain is what blows noise up; both regularisations cut it.
     assert shrunk[-1] < full[-1] / 3 and partial[-1] < full[-1] / 3
-    assert pca_whitening(x, power=0.0).weight.norm(dim=1).allclose(torch.ones(x.shape[1]), atol=1e-5)  # a pure rotation
+    assert (
+        pca_whitening(x, power=0.0).weight.norm(dim=1).allclose(torch.ones(x.shape[1]), atol=1e-5)
+    )  # a pure rotation
 
 
 def test_learned_whitening_whitens_matching_differences_and_decorrelates_the_codes():
     x, labels = correlated_codes(seed=3)
     layer = learned_whitening(x, labels)
     y = apply(layer, x)
-    same = [(i, j) for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]]
+    same = [
+        (i, j) for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]
+    ]
     q, p = np.array(same).T
     diff = y[q] - y[p]
     np.testing.assert_allclose(diff.T @ diff / len(diff), np.eye(x.shape[1]), atol=2e-3)
@@ -73,15 +82,22 @@ def test_learned_whitening_whitens_matching_differences_and_decorrelates_the_cod
 def test_learned_whitening_solves_the_generalised_eigenproblem_and_pairs_agree_with_labels():
     x, labels = correlated_codes(n=120, seed=4)
     xd = x.astype(np.float64)
-    same = np.array([(i, j) for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]])
+    same = np.array(
+        [(i, j) for i in range(len(x)) for j in range(len(x)) if i != j and labels[i] == labels[j]]
+    )
     diff = xd[same[:, 0]] - xd[same[:, 1]]
     cs = diff.T @ diff / len(diff)
     _, vectors = scipy.linalg.eigh(np.cov(xd.T), cs)  # v^T Cs v = 1, ascending
     reference = vectors[:, ::-1].T
-    for layer in (learned_whitening(x, labels), learned_whitening(x, pairs=(same[:, 0], same[:, 1]))):
+    for layer in (
+        learned_whitening(x, labels),
+        learned_whitening(x, pairs=(same[:, 0], same[:, 1])),
+    ):
         w = layer.weight.detach().double().numpy()
         signs = np.sign((w * reference).sum(axis=1, keepdims=True))
-        np.testing.assert_allclose(w * signs, reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max())
+        np.testing.assert_allclose(
+            w * signs, reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max()
+        )
 
 
 def test_the_same_transform_serves_queries_and_database():
@@ -89,10 +105,14 @@ def test_the_same_transform_serves_queries_and_database():
     queries, database = x[:50], x[50:]
     for layer in (pca_whitening(x[:300], dim=8), learned_whitening(x[:300], labels[:300], dim=8)):
         together = whiten(layer, np.concatenate([queries, database]))
-        np.testing.assert_array_equal(np.concatenate([whiten(layer, queries), whiten(layer, database)]), together)
+        np.testing.assert_array_equal(
+            np.concatenate([whiten(layer, queries), whiten(layer, database)]), together
+        )
         np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
         # Nothing of the evaluated set is read: refitting on the queries would give other codes.
-        assert not np.allclose(whiten(pca_whitening(queries, dim=8), queries), together[:50], atol=1e-3)
+        assert not np.allclose(
+            whiten(pca_whitening(queries, dim=8), queries), together[:50], atol=1e-3
+        )
 
 
 def test_a_whitening_layer_is_trainable_end_to_end():

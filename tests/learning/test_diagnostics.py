@@ -1,4 +1,5 @@
 """The triplet figures of a batch (learning/diagnostics.py) against a loop over every (a, p, n)."""
+
 import math
 import os
 
@@ -17,13 +18,25 @@ def _naive(z, labels, gap, squared=False):
     x, y, rows = z.tolist(), labels.tolist(), range(len(labels))
     power = 2 if squared else 1
     dist_ = lambda i, j: math.dist(x[i], x[j]) ** power  # noqa: E731
-    triplets = [(a, p, n) for a in rows for p in rows for n in rows if p != a and y[p] == y[a] and y[n] != y[a]]
+    triplets = [
+        (a, p, n)
+        for a in rows
+        for p in rows
+        for n in rows
+        if p != a and y[p] == y[a] and y[n] != y[a]
+    ]
     hinge = [max(0.0, gap + dist_(a, p) - dist_(a, n)) for a, p, n in triplets]
     d_ap = sum(dist_(a, p) for a, p, _ in triplets) / len(triplets)
     d_an = sum(dist_(a, n) for a, _, n in triplets) / len(triplets)
     pairs = [dist_(i, j) for i in rows for j in rows if i != j]
-    return {"active": sum(h > 0 for h in hinge) / len(triplets), "loss_all": sum(hinge) / len(triplets),
-            "d_ap": d_ap, "d_an": d_an, "gap": d_an - d_ap, "spread": sum(pairs) / len(pairs)}
+    return {
+        "active": sum(h > 0 for h in hinge) / len(triplets),
+        "loss_all": sum(hinge) / len(triplets),
+        "d_ap": d_ap,
+        "d_an": d_an,
+        "gap": d_an - d_ap,
+        "spread": sum(pairs) / len(pairs),
+    }
 
 
 def _batch(seed, n=26, d=5, classes=4, scale=1.0):
@@ -39,7 +52,9 @@ def test_the_figures_match_a_loop_over_every_triplet(seed, squared):
     z, labels = _batch(seed)
     z = torch.cat([z, z[:3].clone()])  # copies of rows: positives at distance 0
     labels = torch.cat([labels, labels[:3]])
-    z = z * (1 + torch.arange(len(z)).unsqueeze(1) / len(z))  # and not unit vectors: D as given, never normalised
+    z = z * (
+        1 + torch.arange(len(z)).unsqueeze(1) / len(z)
+    )  # and not unit vectors: D as given, never normalised
     got = triplet_diagnostics(z, labels, 0.3, triplet_distance(squared))
     expected = _naive(z, labels, 0.3, squared)
     assert 0.05 < expected["active"] < 0.95  # both sides of the hinge occur
@@ -61,7 +76,9 @@ def test_the_figures_agree_with_the_losses_they_explain():
 def test_collapsed_codes_cost_every_triplet_the_margin_and_separated_ones_none():
     labels = torch.arange(12) % 3
     collapsed = triplet_diagnostics(torch.ones(12, 4) / 2, labels, 0.1)
-    assert collapsed == pytest.approx({"active": 1.0, "loss_all": 0.1, "d_ap": 0.0, "d_an": 0.0, "gap": 0.0, "spread": 0.0})
+    assert collapsed == pytest.approx(
+        {"active": 1.0, "loss_all": 0.1, "d_ap": 0.0, "d_an": 0.0, "gap": 0.0, "spread": 0.0}
+    )
     # The same loss figure (0.1 = the margin, under the active mean) from codes that are not collapsed at all.
     separated = F.one_hot(labels, 3).float()
     far = triplet_diagnostics(separated, labels, 0.1)
@@ -70,7 +87,9 @@ def test_collapsed_codes_cost_every_triplet_the_margin_and_separated_ones_none()
 
 
 def test_a_batch_without_triplets_has_no_triplet_figures():
-    got = triplet_diagnostics(torch.randn(4, 3), torch.arange(4), 0.1)  # every image alone in its class
+    got = triplet_diagnostics(
+        torch.randn(4, 3), torch.arange(4), 0.1
+    )  # every image alone in its class
     assert math.isnan(got["active"]) and math.isnan(got["gap"]) and got["spread"] > 0
 
 
@@ -92,5 +111,10 @@ def test_gather_rows_joins_every_processs_rows_in_rank_order(tmp_path):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_gather_on, args=(2, str(tmp_path / "store"), [3, 2], str(out)), nprocs=2, join=True)
     got = torch.load(out)
-    expected = torch.cat([torch.arange(3.0).unsqueeze(1).expand(3, 2), 1 + torch.arange(2.0).unsqueeze(1).expand(2, 2)])
+    expected = torch.cat(
+        [
+            torch.arange(3.0).unsqueeze(1).expand(3, 2),
+            1 + torch.arange(2.0).unsqueeze(1).expand(2, 2),
+        ]
+    )
     assert torch.equal(got, expected)  # shards of unequal length: 3 rows, then 2

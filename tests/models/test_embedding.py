@@ -8,7 +8,9 @@ from neuralcodes.models.embedding import RankingEmbedding, downsample
 
 def _net(multiscale=True, freeze=False, dim=8):
     torch.manual_seed(0)
-    return RankingEmbedding(TinyBackbone(width=4), dim, multiscale=multiscale, freeze_backbone=freeze)
+    return RankingEmbedding(
+        TinyBackbone(width=4), dim, multiscale=multiscale, freeze_backbone=freeze
+    )
 
 
 def _triplet(net, q, p, n):
@@ -31,7 +33,9 @@ def test_shapes_and_unit_norm(multiscale):
     assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(5), atol=1e-5)
     # Each branch is normalised on its own before concatenation.
     n_branches = 3 if multiscale else 1
-    assert torch.allclose(out["concat"].norm(dim=1) ** 2, torch.full((5,), float(n_branches)), atol=1e-4)
+    assert torch.allclose(
+        out["concat"].norm(dim=1) ** 2, torch.full((5,), float(n_branches)), atol=1e-4
+    )
 
 
 def test_hidden_layer_head():
@@ -44,7 +48,11 @@ def test_hidden_layer_head():
 
 def test_shallow_branches_see_the_8x_copy_as_4x_pooled_by_2():
     x = _images(2, 1)
-    assert torch.allclose(torch.nn.functional.avg_pool2d(downsample(x), 2), torch.nn.functional.avg_pool2d(x, 8), atol=1e-6)
+    assert torch.allclose(
+        torch.nn.functional.avg_pool2d(downsample(x), 2),
+        torch.nn.functional.avg_pool2d(x, 8),
+        atol=1e-6,
+    )
     emb = _net()
     assert torch.allclose(emb(x), emb(None, deep=emb.backbone(x), low=downsample(x)), atol=1e-6)
 

@@ -46,8 +46,20 @@ def test_retrieval_scores_against_a_naive_loop():
 
 @pytest.fixture(scope="module")
 def trained_run(sample_dataset, tmp_path_factory):
-    config = RankConfig(backbone="tiny", pretrained=False, freeze_backbone=True, embedding_dim=16, batch_size=64,
-                        epochs=2, triplets_per_epoch=512, eval_triplets=500, lr=0.003, seed=1, bf16=False, device="cpu")
+    config = RankConfig(
+        backbone="tiny",
+        pretrained=False,
+        freeze_backbone=True,
+        embedding_dim=16,
+        batch_size=64,
+        epochs=2,
+        triplets_per_epoch=512,
+        eval_triplets=500,
+        lr=0.003,
+        seed=1,
+        bf16=False,
+        device="cpu",
+    )
     return train_ranking(config, tmp_path_factory.mktemp("rank") / "run", dataset=sample_dataset)
 
 
@@ -69,8 +81,14 @@ def test_report_section_reads_the_json(trained_run, sample_dataset):
     from neuralcodes.report.deep_ranking import ranking_section
 
     evaluate_ranking(trained_run.root, dataset=sample_dataset, max_queries=60)
-    compare_mining(trained_run.root, miners=("random", "semihard", "batch_hard"), epochs=1, triplets_per_epoch=128,
-                   max_queries=60, dataset=sample_dataset)
+    compare_mining(
+        trained_run.root,
+        miners=("random", "semihard", "batch_hard"),
+        epochs=1,
+        triplets_per_epoch=128,
+        max_queries=60,
+        dataset=sample_dataset,
+    )
     text = ranking_section(trained_run)
     m = trained_run.metrics()
     assert f"{m['ranking']['retrieval']['mAP']:.4f}" in text
@@ -79,7 +97,9 @@ def test_report_section_reads_the_json(trained_run, sample_dataset):
     assert "](figures/ranking_results.png)" in text and "frozen" in text
 
 
-def test_build_report_on_a_ranking_run_and_inside_another_report(trained_run, sample_dataset, tmp_path):
+def test_build_report_on_a_ranking_run_and_inside_another_report(
+    trained_run, sample_dataset, tmp_path
+):
     from neuralcodes.report import build_report
     from neuralcodes.runs import Run
 
@@ -87,12 +107,17 @@ def test_build_report_on_a_ranking_run_and_inside_another_report(trained_run, sa
         evaluate_ranking(trained_run.root, dataset=sample_dataset, max_queries=60)
     md, html = build_report(trained_run)
     text = md.read_text()
-    assert "## Deep ranking" in text and f"{trained_run.metrics()['ranking']['retrieval']['mAP']:.4f}" in text
+    assert (
+        "## Deep ranking" in text
+        and f"{trained_run.metrics()['ranking']['retrieval']['mAP']:.4f}" in text
+    )
     assert "<table>" in html.read_text()
 
     host = Run(tmp_path / "host")
     host.write_config(ClassifyConfig())
-    host.update_metrics("training", {"epochs_run": 1, "best_epoch": 1})  # a report needs finished training
+    host.update_metrics(
+        "training", {"epochs_run": 1, "best_epoch": 1}
+    )  # a report needs finished training
     md, _ = build_report(host, [trained_run])
     text = md.read_text()
     copied = f"figures/ranking-{trained_run.root.name}/ranking_results.png"

@@ -16,9 +16,21 @@ from neuralcodes.runs import Run
 
 
 def _config(**kw):
-    base = dict(backbone="tiny", pretrained=False, freeze_backbone=True, multiscale=True, embedding_dim=16,
-                batch_size=64, epochs=3, triplets_per_epoch=1024, eval_triplets=1000, lr=0.003, seed=3, bf16=False,
-                device="cpu")
+    base = dict(
+        backbone="tiny",
+        pretrained=False,
+        freeze_backbone=True,
+        multiscale=True,
+        embedding_dim=16,
+        batch_size=64,
+        epochs=3,
+        triplets_per_epoch=1024,
+        eval_triplets=1000,
+        lr=0.003,
+        seed=3,
+        bf16=False,
+        device="cpu",
+    )
     return RankConfig(**{**base, **kw})
 
 
@@ -67,10 +79,17 @@ def test_resume_gives_the_uninterrupted_result(sample_dataset, tmp_path, monkeyp
     assert pa["epoch"] == pb["epoch"] == 2
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.allclose(x, y, atol=1e-6), name
-    assert [h["loss"] for h in full.history()] == pytest.approx([h["loss"] for h in resumed.history()], abs=1e-6)
+    assert [h["loss"] for h in full.history()] == pytest.approx(
+        [h["loss"] for h in resumed.history()], abs=1e-6
+    )
     # A different configuration is refused on resume.
     with pytest.raises(ValueError, match="different configuration"):
-        train_ranking(_config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False, lr=0.1), tmp_path / "cut", dataset=sample_dataset, resume=True)
+        train_ranking(
+            _config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False, lr=0.1),
+            tmp_path / "cut",
+            dataset=sample_dataset,
+            resume=True,
+        )
 
 
 def _same_weights(a, b, **tolerance) -> None:
@@ -78,8 +97,12 @@ def _same_weights(a, b, **tolerance) -> None:
         torch.testing.assert_close(y, x, **tolerance, msg=name)
 
 
-def test_sigterm_mid_epoch_checkpoints_and_resume_continues_from_the_batch(sample_dataset, tmp_path, monkeypatch):
-    config = _config(epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False)  # 4 batches an epoch
+def test_sigterm_mid_epoch_checkpoints_and_resume_continues_from_the_batch(
+    sample_dataset, tmp_path, monkeypatch
+):
+    config = _config(
+        epochs=2, triplets_per_epoch=256, eval_triplets=300, multiscale=False
+    )  # 4 batches an epoch
     full = train_ranking(config, tmp_path / "full", dataset=sample_dataset)
 
     real_step, calls = ranking.ranking_step, {"n": 0}
@@ -100,7 +123,11 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_continues_from_the_batch(sampl
         train_ranking(config, tmp_path / "cut", dataset=sample_dataset)
     assert stopped.value.exit_code == 143
     state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
-    assert state["epoch"] == 0 and state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["next_batch"] == 2
+    assert (
+        state["epoch"] == 0
+        and state["in_epoch"]["epoch"] == 1
+        and state["in_epoch"]["next_batch"] == 2
+    )
     assert len(state["iterations"]) == 4 + 2
     monkeypatch.undo()
 
@@ -109,9 +136,13 @@ def test_sigterm_mid_epoch_checkpoints_and_resume_continues_from_the_batch(sampl
     _, b, pb = load_network(resumed)
     assert pa["epoch"] == pb["epoch"] == 2
     _same_weights(a, b, rtol=0, atol=0)
-    assert resumed.history() == [{**h, "seconds": r["seconds"], "triplets_per_s": r["triplets_per_s"]}
-                                 for h, r in zip(full.history(), resumed.history(), strict=True)]  # fmt: skip
-    assert (resumed.root / "loss_iterations.csv").read_text() == (full.root / "loss_iterations.csv").read_text()
+    assert resumed.history() == [
+        {**h, "seconds": r["seconds"], "triplets_per_s": r["triplets_per_s"]}
+        for h, r in zip(full.history(), resumed.history(), strict=True)
+    ]
+    assert (resumed.root / "loss_iterations.csv").read_text() == (
+        full.root / "loss_iterations.csv"
+    ).read_text()
 
 
 def test_an_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes(sample_dataset, tmp_path):
@@ -133,9 +164,13 @@ def test_an_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes(sample_dat
     reference = ranking.build_network(config)
     reference.load_state_dict(fixture["straight"]["model"])
     _same_weights(a, reference, rtol=1e-4, atol=1e-5)  # today's loop trains as the old one did
-    for h, r, o in zip(full.history(), resumed.history(), fixture["straight"]["history"], strict=True):
+    for h, r, o in zip(
+        full.history(), resumed.history(), fixture["straight"]["history"], strict=True
+    ):
         for key in ("loss", "train_similarity_precision", "test_similarity_precision"):
-            assert r[key] == pytest.approx(h[key], rel=1e-5) and h[key] == pytest.approx(o[key], rel=1e-5), key
+            assert r[key] == pytest.approx(h[key], rel=1e-5) and h[key] == pytest.approx(
+                o[key], rel=1e-5
+            ), key
     lines = (old.root / "loss_iterations.csv").read_text().splitlines()
     assert [int(line.split(",")[1]) for line in lines[1:]] == list(range(1, 2 * 4 + 1))
 
@@ -147,14 +182,19 @@ def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path
     assert feats.shape == (len(sample_dataset.train), 32)
     assert not (run.root / "features" / "train_parts").exists()
     _, net, _ = load_network(run)
-    x = torch.from_numpy(np.array(sample_dataset.train.images[:4])).permute(0, 3, 1, 2).float() / 255
+    x = (
+        torch.from_numpy(np.array(sample_dataset.train.images[:4])).permute(0, 3, 1, 2).float()
+        / 255
+    )
     with torch.no_grad():
         expected = net.backbone(x).numpy()
     np.testing.assert_allclose(feats[:4], expected, rtol=1e-2, atol=1e-2)  # stored as float16
     # The backbone of a frozen run does not change in training.
     torch.manual_seed(config.seed)
     untouched = ranking.build_network(config)
-    for (name, p), (_, q) in zip(untouched.backbone.state_dict().items(), net.backbone.state_dict().items()):
+    for (name, p), (_, q) in zip(
+        untouched.backbone.state_dict().items(), net.backbone.state_dict().items()
+    ):
         assert torch.equal(p, q), name
     # A checkpoint written while the network sat in a TripletNetwork wrapper ("embedding.*" names) still loads.
     payload = torch.load(run.last_checkpoint, weights_only=False)
@@ -170,13 +210,19 @@ def test_one_step_with_an_unfrozen_backbone_trains_the_backbone(sample_dataset, 
     config = _config(freeze_backbone=False, multiscale=False, mining=mining, gap=0.5)
     torch.manual_seed(config.seed)
     net = ranking.build_network(config)
-    inputs = ranking.make_inputs(net, config, Run(tmp_path / "run"), sample_dataset.train, "train", torch.device("cpu"))
-    assert inputs.images is not None and inputs.features is None  # end to end: the images, no feature cache
+    inputs = ranking.make_inputs(
+        net, config, Run(tmp_path / "run"), sample_dataset.train, "train", torch.device("cpu")
+    )
+    assert (
+        inputs.images is not None and inputs.features is None
+    )  # end to end: the images, no feature cache
     before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
     loss_fn, miner = ranking.build_objective(config)
     triplets = ranking.TripletSampler(inputs.labels).sample(32, seed=0)
-    losses = ranking.train_epoch(net, optimizer, loss_fn, miner, inputs, triplets, 32, torch.device("cpu"), False, 0)
+    losses = ranking.train_epoch(
+        net, optimizer, loss_fn, miner, inputs, triplets, 32, torch.device("cpu"), False, 0
+    )
     assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0
     changed = [k for k, v in net.backbone.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == list(before)  # every backbone weight moved
@@ -190,6 +236,8 @@ def test_config_validation():
         RankConfig(optimizer="lbfgs").validate()
     with pytest.raises(ValueError, match="unknown mining"):
         RankConfig(mining="hardest").validate()
-    assert RankConfig.from_dict({"mining": "hard"}).squared_distance is False  # older run configs still load
+    assert (
+        RankConfig.from_dict({"mining": "hard"}).squared_distance is False
+    )  # older run configs still load
     with pytest.raises(ValueError, match="batch_size"):
         RankConfig(batch_size=0).validate()

@@ -1,4 +1,5 @@
 """Training on 2 processes (torchrun, gloo on CPU) matches one process with the same global batch."""
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,40 @@ def test_two_gloo_processes_match_one_process(tmp_path, synthetic_tiny_imagenet)
     data = synthetic_tiny_imagenet(wnids=[f"n0{i}" for i in range(6)], train_per_class=16)
     # Dropout off, no augmentation, fp32: the two runs then differ only in float summation order
     # (each process's half-batch gradient, averaged by DDP, against one whole-batch gradient).
-    options = ["--data", str(data), "--epochs", "2", "--batch-size", "16", "--n-ood", "2", "--patience", "5",
-               "--device", "cpu", "--dropout", "0", "--no-bf16"]  # fmt: skip
+    options = [
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--n-ood",
+        "2",
+        "--patience",
+        "5",
+        "--device",
+        "cpu",
+        "--dropout",
+        "0",
+        "--no-bf16",
+    ]
     assert main(["train", "--out", str(tmp_path / "one"), *options]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
-    result = subprocess.run([*torchrun, "-m", "neuralcodes", "train", "--out", str(tmp_path / "two"), *options],
-                            capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--standalone",
+    ]
+    result = subprocess.run(
+        [*torchrun, "-m", "neuralcodes", "train", "--out", str(tmp_path / "two"), *options],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
     one = load_checkpoint(tmp_path / "one" / "checkpoints" / "last.pt")

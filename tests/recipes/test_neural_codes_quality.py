@@ -1,4 +1,5 @@
 """The quality study: every choice made on the class-disjoint validation classes, the held-out ones scored once."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
@@ -41,10 +42,14 @@ def test_the_chosen_whitening_is_the_best_candidate_by_an_independent_map():
     assert len(tried) == 1 + 3 * 2 * 2
     reference = {}
     for t in tried[1:]:
-        reference[str(t["whitening"])] = naive_map(whiten(pca_whitening(fit, **t["whitening"]), val), val_labels)
+        reference[str(t["whitening"])] = naive_map(
+            whiten(pca_whitening(fit, **t["whitening"]), val), val_labels
+        )
         assert t["val_mAP"] == pytest.approx(reference[str(t["whitening"])], abs=1e-6)
     assert best is not None and reference[str(best)] == pytest.approx(max(reference.values()))
-    assert max(reference.values()) > tried[0]["val_mAP"] + 0.05  # the nuisance directions are whitened away
+    assert (
+        max(reference.values()) > tried[0]["val_mAP"] + 0.05
+    )  # the nuisance directions are whitened away
 
 
 def test_codes_too_wide_to_whiten_stay_plain():
@@ -56,18 +61,33 @@ def test_codes_too_wide_to_whiten_stay_plain():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("quality")
-    cfg = ClassifyConfig(n_ood=2, n_val_classes=2, val_class_images=12, batch_size=16, epochs=1, lr=1e-3,
-                         eval_batch_size=64, device="cpu")
+    cfg = ClassifyConfig(
+        n_ood=2,
+        n_val_classes=2,
+        val_class_images=12,
+        batch_size=16,
+        epochs=1,
+        lr=1e-3,
+        eval_batch_size=64,
+        device="cpu",
+    )
     data = synthetic_dataset(n_classes=8)
     return classify.train_classifier(cfg, root / "run", dataset=data), data
 
 
 def options():
-    return QualityOptions(fit_images=30, dims=(None, 4), powers=(0.5,), shrinkages=(0.1,),
-                          reranking={"aqe": {"k": [0]}, "dba": {"k": [1, 3]}, "k_reciprocal": {"k1": [3], "k2": [2]}})
+    return QualityOptions(
+        fit_images=30,
+        dims=(None, 4),
+        powers=(0.5,),
+        shrinkages=(0.1,),
+        reranking={"aqe": {"k": [0]}, "dba": {"k": [1, 3]}, "k_reciprocal": {"k1": [3], "k2": [2]}},
+    )
 
 
-def test_the_study_scores_the_held_out_classes_for_the_choices_made_on_validation(trained, tmp_path):
+def test_the_study_scores_the_held_out_classes_for_the_choices_made_on_validation(
+    trained, tmp_path
+):
     run, data = trained
     result = quality_study(run, data, options())
     assert result["n_queries"] == 24 and result["n_val_queries"] == 24
@@ -79,7 +99,9 @@ def test_the_study_scores_the_held_out_classes_for_the_choices_made_on_validatio
     best = result["best_on_validation"]
     # query expansion with k = 0 is the plain cosine ranking: the re-ranked path scores as the distance path
     assert rows[(best, "aqe")]["mAP"] == pytest.approx(rows[(best, "none")]["mAP"], abs=1e-6)
-    assert not rows[(best, "aqe")]["uses_database"] and rows[(best, "k_reciprocal")]["uses_database"]
+    assert (
+        not rows[(best, "aqe")]["uses_database"] and rows[(best, "k_reciprocal")]["uses_database"]
+    )
     assert {"mAP@R", "P@1", "P@10"} <= set(rows[(best, "k_reciprocal")])
     assert all(r["mAP"] == pytest.approx(r["mAP"]) and 0 <= r["mAP"] <= 1 for r in result["rows"])
     assert run.metrics()["quality"]["best_on_validation"] == best
@@ -95,11 +117,18 @@ def test_no_choice_reads_the_held_out_classes(trained, tmp_path):
     images = np.array(data.train.images)
     images[held_out] = rng.integers(0, 256, images[held_out].shape, dtype=np.uint8)
     labels[held_out] = rng.choice([6, 7], size=int(held_out.sum()))
-    garbled = Dataset("synthetic", ImageSet(images, labels, data.train.class_ids, data.train.class_names), None, "synthetic")
+    garbled = Dataset(
+        "synthetic",
+        ImageSet(images, labels, data.train.class_ids, data.train.class_names),
+        None,
+        "synthetic",
+    )
     b = quality_study(run, garbled, options())
     for key in ("chosen", "validation", "reranking", "best_on_validation"):
         assert a[key] == b[key], key
-    assert [r["mAP"] for r in a["rows"]] != [r["mAP"] for r in b["rows"]]  # the held-out scores did change
+    assert [r["mAP"] for r in a["rows"]] != [
+        r["mAP"] for r in b["rows"]
+    ]  # the held-out scores did change
 
 
 def test_a_run_without_class_disjoint_validation_is_refused(tmp_path):

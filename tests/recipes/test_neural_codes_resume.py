@@ -1,4 +1,5 @@
 """Interrupted training continues from the exact batch: mid-epoch checkpoints, SIGINT/SIGTERM, status."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ from test_neural_codes_train import synthetic_dataset  # noqa: E402  (tests/reci
 
 
 def config(**overrides) -> ClassifyConfig:
-    base = dict(n_ood=2, batch_size=8, epochs=2, patience=5, eval_batch_size=64, device="cpu", augment=True)
+    base = dict(
+        n_ood=2, batch_size=8, epochs=2, patience=5, eval_batch_size=64, device="cpu", augment=True
+    )
     return ClassifyConfig(**{**base, **overrides})
 
 
@@ -40,7 +43,9 @@ def assert_same_weights(a, b) -> None:
 
 
 def without_times(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history]
+    return [
+        {k: v for k, v in row.items() if k not in ("seconds", "images_per_s")} for row in history
+    ]
 
 
 def signal_after_training_batches(monkeypatch, n: int, signum: int = signal.SIGTERM) -> None:
@@ -49,9 +54,13 @@ def signal_after_training_batches(monkeypatch, n: int, signum: int = signal.SIGT
 
     def iterate(*args, **kwargs):
         for batch in real(*args, **kwargs):
-            if len(args) >= 6 and args[5] is not None:  # training passes its generator; evaluation does not
+            if (
+                len(args) >= 6 and args[5] is not None
+            ):  # training passes its generator; evaluation does not
                 seen["n"] += 1
-                if seen["n"] == n:  # arrives while batch n is formed: training stops once it is done
+                if (
+                    seen["n"] == n
+                ):  # arrives while batch n is formed: training stops once it is done
                     signal.raise_signal(signum)
             yield batch
 
@@ -66,12 +75,18 @@ def test_a_signal_mid_epoch_checkpoints_and_resume_is_bit_identical(tmp_path, mo
     # random numbers every batch.
     n = -(-len(classify.make_split(config(), data).train) // 8)
     signal_after_training_batches(monkeypatch, n + n // 2)
-    with pytest.raises(TrainingInterrupted, match=rf"SIGTERM in epoch 2, after batch {n // 2}/{n}") as stopped:
+    with pytest.raises(
+        TrainingInterrupted, match=rf"SIGTERM in epoch 2, after batch {n // 2}/{n}"
+    ) as stopped:
         classify.train_classifier(config(), tmp_path / "resumed", dataset=data)
     assert stopped.value.exit_code == 143
     run = Run(tmp_path / "resumed")
     state = load_checkpoint(run.last_checkpoint)
-    assert state["in_epoch"]["epoch"] == 1 and state["in_epoch"]["next_batch"] == n // 2 and state["epoch"] == 0
+    assert (
+        state["in_epoch"]["epoch"] == 1
+        and state["in_epoch"]["next_batch"] == n // 2
+        and state["epoch"] == 0
+    )
     monkeypatch.undo()
 
     classify.train_classifier(config(), run.root, resume=True, dataset=data)
@@ -91,7 +106,9 @@ def test_periodic_checkpoints_inside_an_epoch(tmp_path, monkeypatch):
 
     monkeypatch.setattr(resume, "save_checkpoint", spy)
     data = synthetic_dataset(per_class=20)
-    classify.train_classifier(config(epochs=1), tmp_path / "r", dataset=data, checkpoint_minutes=1e-9)
+    classify.train_classifier(
+        config(epochs=1), tmp_path / "r", dataset=data, checkpoint_minutes=1e-9
+    )
     n = -(-len(classify.make_split(config(), data).train) // 8)
     mid = [state["next_batch"] for name, state in saved if name == "last.pt" and state is not None]
     assert mid == list(range(1, n + 1))  # after every batch with a vanishing interval
@@ -112,12 +129,30 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, synthetic_tiny_imag
     """A real process gets SIGTERM mid-epoch: it checkpoints, says how to continue, and the resumed run
     ends bit-identical to an uninterrupted one."""
     data = synthetic_tiny_imagenet(wnids=[f"n0{i}" for i in range(6)], train_per_class=30)
-    options = ["--data", str(data), "--epochs", "2", "--batch-size", "8", "--n-ood", "2", "--patience", "5",
-               "--device", "cpu", "--augment"]  # fmt: skip
+    options = [
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--n-ood",
+        "2",
+        "--patience",
+        "5",
+        "--device",
+        "cpu",
+        "--augment",
+    ]
     assert main(["train", "--out", str(tmp_path / "straight"), *options]) == 0
 
     out = tmp_path / "stopped"
-    proc = subprocess.Popen(_cli("train", "--out", str(out), *options), stderr=subprocess.PIPE, text=True, env=os.environ)
+    proc = subprocess.Popen(
+        _cli("train", "--out", str(out), *options),
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -130,7 +165,11 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, synthetic_tiny_imag
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 143, stderr
-    assert "stopped by SIGTERM" in stderr and "continue with: neuralcodes train" in stderr and "--resume" in stderr
+    assert (
+        "stopped by SIGTERM" in stderr
+        and "continue with: neuralcodes train" in stderr
+        and "--resume" in stderr
+    )
     state = load_checkpoint(Run(out).last_checkpoint)
     assert state["in_epoch"] is not None and state["in_epoch"]["next_batch"] >= 2
 
@@ -143,32 +182,56 @@ def test_sigterm_to_a_training_process_then_resume(tmp_path, synthetic_tiny_imag
     capsys.readouterr()
     assert main(["status", str(out)]) == 0
     status = capsys.readouterr().err
-    assert "stage: done" in status and "finished stages: training" in status and "--resume" not in status
+    assert (
+        "stage: done" in status
+        and "finished stages: training" in status
+        and "--resume" not in status
+    )
     assert_same_weights(tmp_path / "straight" / "checkpoints" / "last.pt", Run(out).last_checkpoint)
 
 
 def tiny_classifier() -> torch.nn.Module:
     """The model of tests/recipes/data/legacy_classification.pt (as make_legacy_checkpoints.py builds it)."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
-        torch.nn.Dropout(0.3), torch.nn.Linear(16, 4),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Linear(16, 4),
     )
 
 
-def test_a_mid_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes_to_the_uninterrupted_weights(tmp_path):
+def test_a_mid_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes_to_the_uninterrupted_weights(
+    tmp_path,
+):
     """Run folders trained before the loops became one (a long run resumes from such a file): the recipe's own
     loop wrote this last.pt after batch 2 of epoch 2, its sums as in_epoch keys of their own."""
-    fixture = torch.load(Path(__file__).parent / "data" / "legacy_classification.pt", weights_only=False)
-    assert set(fixture["last"]["in_epoch"]) == {"epoch", "order", "next_batch", "loss_sum", "correct", "seen", "seconds"}
+    fixture = torch.load(
+        Path(__file__).parent / "data" / "legacy_classification.pt", weights_only=False
+    )
+    assert set(fixture["last"]["in_epoch"]) == {
+        "epoch",
+        "order",
+        "next_batch",
+        "loss_sum",
+        "correct",
+        "seen",
+        "seconds",
+    }
     setup, cfg = fixture["setup"], ClassifyConfig.from_dict(fixture["setup"]["config"])
 
     def prepared() -> SimpleNamespace:
         torch.manual_seed(cfg.seed)  # as prepare() does: dropout draws from the global stream
         model = tiny_classifier()
         model.load_state_dict(setup["init"])
-        return SimpleNamespace(model=model, images=DeviceImages(setup["images"]), labels=setup["labels"],
-                               device=torch.device("cpu"), split=SimpleNamespace(train=setup["train"], val=setup["val"],
-                                                                 val_classes=()))  # fmt: skip
+        return SimpleNamespace(
+            model=model,
+            images=DeviceImages(setup["images"]),
+            labels=setup["labels"],
+            device=torch.device("cpu"),
+            split=SimpleNamespace(train=setup["train"], val=setup["val"], val_classes=()),
+        )
 
     straight, resumed = Run(tmp_path / "straight"), Run(tmp_path / "resumed")
     loop.fit(straight, cfg, prepared(), resume=False, checkpoint_minutes=5.0)
@@ -178,13 +241,22 @@ def test_a_mid_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes_to_the_
 
     # Equal on the machine that wrote the fixture; the tolerance only admits another CPU's float rounding
     # (a batch too many or too few, or another random stream, moves these weights by about 1e-2).
-    ours, theirs, old_code = (load_checkpoint(straight.last_checkpoint)["model"],
-                              load_checkpoint(resumed.last_checkpoint)["model"], fixture["straight"]["model"])  # fmt: skip
+    ours, theirs, old_code = (
+        load_checkpoint(straight.last_checkpoint)["model"],
+        load_checkpoint(resumed.last_checkpoint)["model"],
+        fixture["straight"]["model"],
+    )
     for key in ours:
         torch.testing.assert_close(theirs[key], ours[key], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ours[key], old_code[key], rtol=1e-4, atol=1e-5)  # today's loop trains as the old one
+        torch.testing.assert_close(
+            ours[key], old_code[key], rtol=1e-4, atol=1e-5
+        )  # today's loop trains as the old one
     # The epoch figures add the old checkpoint's sums (its first two batches) to the resumed batches.
-    for a, b, c in zip(straight.history(), resumed.history(), fixture["straight"]["history"], strict=True):
+    for a, b, c in zip(
+        straight.history(), resumed.history(), fixture["straight"]["history"], strict=True
+    ):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5) and a[key] == pytest.approx(c[key], rel=1e-5), key
+            assert b[key] == pytest.approx(a[key], rel=1e-5) and a[key] == pytest.approx(
+                c[key], rel=1e-5
+            ), key
     assert load_checkpoint(resumed.last_checkpoint)["in_epoch"] is None

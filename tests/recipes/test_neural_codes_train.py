@@ -17,16 +17,21 @@ def synthetic_dataset(n_classes: int = 6, per_class: int = 12, seed: int = 0) ->
     """Classes differ in mean colour, so a few steps of training can tell them apart."""
     rng = np.random.default_rng(seed)
     centres = rng.integers(40, 215, (n_classes, 3))
-    images = np.concatenate([
-        np.clip(rng.normal(c, 30, (per_class, 64, 64, 3)), 0, 255).astype(np.uint8) for c in centres
-    ])  # fmt: skip
+    images = np.concatenate(
+        [
+            np.clip(rng.normal(c, 30, (per_class, 64, 64, 3)), 0, 255).astype(np.uint8)
+            for c in centres
+        ]
+    )
     labels = np.repeat(np.arange(n_classes), per_class)
     ids = [f"c{i}" for i in range(n_classes)]
     return Dataset("synthetic", ImageSet(images, labels, ids, ids), None, "synthetic")
 
 
 def config(**overrides) -> ClassifyConfig:
-    base = dict(n_ood=2, batch_size=16, epochs=3, patience=5, lr=1e-4, eval_batch_size=64, device="cpu")
+    base = dict(
+        n_ood=2, batch_size=16, epochs=3, patience=5, lr=1e-4, eval_batch_size=64, device="cpu"
+    )
     return ClassifyConfig(**{**base, **overrides})
 
 
@@ -53,8 +58,20 @@ def weights(path):
 
 
 # The course recipe, and the better-trained one: its cosine schedule's position must survive the resume too.
-@pytest.mark.parametrize("options", [{}, dict(optimizer="sgd", lr=0.01, schedule="cosine", warmup_epochs=0.5,
-                                              label_smoothing=0.1, weight_decay=5e-4)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        dict(
+            optimizer="sgd",
+            lr=0.01,
+            schedule="cosine",
+            warmup_epochs=0.5,
+            label_smoothing=0.1,
+            weight_decay=5e-4,
+        ),
+    ],
+)
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, options):
     data = synthetic_dataset()
     classify.train_classifier(config(**options), tmp_path / "straight", dataset=data)
@@ -79,7 +96,9 @@ def test_resume_refuses_a_changed_configuration(tmp_path):
     data = synthetic_dataset()
     classify.train_classifier(config(epochs=1), tmp_path / "r", dataset=data)
     with pytest.raises(ValueError, match="lr"):
-        classify.train_classifier(config(epochs=1, lr=1e-3), tmp_path / "r", resume=True, dataset=data)
+        classify.train_classifier(
+            config(epochs=1, lr=1e-3), tmp_path / "r", resume=True, dataset=data
+        )
 
 
 def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
@@ -96,27 +115,41 @@ def test_early_stopping_keeps_the_best_epoch_weights(tmp_path, monkeypatch):
     metrics = run.metrics()["training"]
     machine = metrics.pop("machine")  # what the epoch times were measured on
     assert machine["cpu_cores"] >= 1 and machine["torch"] == torch.__version__
-    assert metrics == {"best_epoch": 2, "best_val_loss": 1.0, "selected_by": "val_loss", "epochs_run": 3,
-                       "stopped_early": True, "processes": 1}
+    assert metrics == {
+        "best_epoch": 2,
+        "best_val_loss": 1.0,
+        "selected_by": "val_loss",
+        "epochs_run": 3,
+        "stopped_early": True,
+        "processes": 1,
+    }
     assert load_checkpoint(run.best_checkpoint)["epoch"] == 1  # zero-based epoch 1 is epoch 2
-    assert not torch.equal(weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"])
+    assert not torch.equal(
+        weights(run.best_checkpoint)["fc8.weight"], weights(run.last_checkpoint)["fc8.weight"]
+    )
     assert (run.figures / "training_curves.png").stat().st_size > 0
     assert (run.root / "history.csv").read_text().count("\n") == 4
 
 
 def test_training_lowers_the_loss_and_evaluation_matches_a_manual_pass(tmp_path):
     data = synthetic_dataset()
-    run = classify.train_classifier(config(epochs=3, lr=3e-4, bf16=False), tmp_path / "r", dataset=data)
+    run = classify.train_classifier(
+        config(epochs=3, lr=3e-4, bf16=False), tmp_path / "r", dataset=data
+    )
     history = run.history()
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     model, cfg = classify.load_trained(run, "cpu")
     p = classify.prepare(run, cfg, data)
     idx = p.split.test
-    got = loop.evaluate_classifier(model, p.images, data.train.labels, idx, batch_size=5, bf16=False)
+    got = loop.evaluate_classifier(
+        model, p.images, data.train.labels, idx, batch_size=5, bf16=False
+    )
     with torch.no_grad():
         logits = model(p.images.batch(idx))
     y = torch.as_tensor(data.train.labels[idx])
-    assert got["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert got["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5
+    )
     assert got["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
     top5 = logits.topk(4, 1).indices  # 4 in-domain classes: top-5 is every class
     assert got["top5"] == pytest.approx((top5 == y[:, None]).any(1).float().mean().item())
@@ -176,9 +209,13 @@ def test_class_disjoint_validation_picks_the_epoch_by_its_retrieval_map(tmp_path
     run = classify.train_classifier(cfg, tmp_path / "r", dataset=data)
     history, training = run.history(), run.metrics()["training"]
     maps = [h["val_mAP_L7"] for h in history]
-    assert {"val_mAP_L5", "val_mAP_L6", "val_loss"} <= history[0].keys() and all(0 < m <= 1 for m in maps)
+    assert {"val_mAP_L5", "val_mAP_L6", "val_loss"} <= history[0].keys() and all(
+        0 < m <= 1 for m in maps
+    )
     assert training["selected_by"] == "val_mAP_L7"
-    assert training["best_epoch"] == 1 + int(np.argmax(maps)) and training["best_val_mAP_L7"] == max(maps)
+    assert training["best_epoch"] == 1 + int(np.argmax(maps)) and training[
+        "best_val_mAP_L7"
+    ] == max(maps)
     assert load_checkpoint(run.best_checkpoint)["epoch"] == training["best_epoch"] - 1
     split = json.loads((run.root / "split.json").read_text())
     assert len(split["val_classes"]) == 2 and split["sizes"]["val_retrieval"] == 24
@@ -194,23 +231,49 @@ def test_held_out_classes_are_never_read_by_the_better_recipe(tmp_path):
     images = np.array(data.train.images)
     images[held_out] = rng.integers(0, 256, images[held_out].shape, dtype=np.uint8)
     labels[held_out] = rng.choice([6, 7], size=int(held_out.sum()))
-    garbled = Dataset("synthetic", ImageSet(images, labels, data.train.class_ids, data.train.class_names), None, "synthetic")
-    cfg = config(n_ood=2, n_val_classes=2, val_class_images=12, epochs=2, optimizer="sgd", lr=0.01,
-                 schedule="cosine", warmup_epochs=0.5, label_smoothing=0.1, augment=True)
+    garbled = Dataset(
+        "synthetic",
+        ImageSet(images, labels, data.train.class_ids, data.train.class_names),
+        None,
+        "synthetic",
+    )
+    cfg = config(
+        n_ood=2,
+        n_val_classes=2,
+        val_class_images=12,
+        epochs=2,
+        optimizer="sgd",
+        lr=0.01,
+        schedule="cosine",
+        warmup_epochs=0.5,
+        label_smoothing=0.1,
+        augment=True,
+    )
     a = classify.train_classifier(cfg, tmp_path / "real", dataset=data)
     b = classify.train_classifier(cfg, tmp_path / "garbled", dataset=garbled)
     for name in ("best.pt", "last.pt"):
         wa, wb = weights(a.checkpoints / name), weights(b.checkpoints / name)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
     times = ("seconds", "images_per_s")
-    assert [{k: v for k, v in h.items() if k not in times} for h in a.history()] == \
-           [{k: v for k, v in h.items() if k not in times} for h in b.history()]
+    assert [{k: v for k, v in h.items() if k not in times} for h in a.history()] == [
+        {k: v for k, v in h.items() if k not in times} for h in b.history()
+    ]
     # Not vacuous: the same noise over the class-disjoint validation images changes what is selected on.
     split = classify.make_split(cfg, data)
     touched = np.array(data.train.images)
-    touched[split.val_retrieval] = rng.integers(0, 256, touched[split.val_retrieval].shape, dtype=np.uint8)
-    c = classify.train_classifier(cfg, tmp_path / "control", dataset=Dataset(
-        "synthetic", ImageSet(touched, data.train.labels, data.train.class_ids, data.train.class_names), None, "synthetic"))
+    touched[split.val_retrieval] = rng.integers(
+        0, 256, touched[split.val_retrieval].shape, dtype=np.uint8
+    )
+    c = classify.train_classifier(
+        cfg,
+        tmp_path / "control",
+        dataset=Dataset(
+            "synthetic",
+            ImageSet(touched, data.train.labels, data.train.class_ids, data.train.class_names),
+            None,
+            "synthetic",
+        ),
+    )
     assert [h["val_mAP_L7"] for h in c.history()] != [h["val_mAP_L7"] for h in a.history()]
 
 
@@ -219,5 +282,9 @@ def test_a_cosine_run_refuses_more_epochs_on_resume(tmp_path):
     cfg = config(epochs=1, optimizer="sgd", lr=0.01, schedule="cosine")
     classify.train_classifier(cfg, tmp_path / "r", dataset=data)
     with pytest.raises(ValueError, match="cosine schedule laid out over 1 epochs"):
-        classify.train_classifier(config(epochs=2, optimizer="sgd", lr=0.01, schedule="cosine"), tmp_path / "r",
-                                  resume=True, dataset=data)
+        classify.train_classifier(
+            config(epochs=2, optimizer="sgd", lr=0.01, schedule="cosine"),
+            tmp_path / "r",
+            resume=True,
+            dataset=data,
+        )

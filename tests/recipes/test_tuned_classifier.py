@@ -1,4 +1,5 @@
 """The 64x64 ResNet-18 / tiny classifier of the in-domain classes: its layers, training and loading."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +18,11 @@ def test_resnet18_keeps_an_8x8_map_of_a_64x64_image():
     torch.manual_seed(0)
     model = MapClassifier(7, "resnet18").eval()
     out = model.forward_features(torch.rand(2, 3, 64, 64))
-    assert out["conv"].shape == (2, 512, 8, 8) and out["pool"].shape == (2, 512) and out["logits"].shape == (2, 7)
+    assert (
+        out["conv"].shape == (2, 512, 8, 8)
+        and out["pool"].shape == (2, 512)
+        and out["logits"].shape == (2, 7)
+    )
     torch.testing.assert_close(out["pool"], out["conv"].mean(dim=(2, 3)))
     torch.testing.assert_close(out["logits"], model.fc(out["pool"]))
     assert model.features.stem[0].stride == (1, 1)  # the 64x64 stem: no stride, no max-pool
@@ -25,8 +30,16 @@ def test_resnet18_keeps_an_8x8_map_of_a_64x64_image():
 
 def test_a_classifier_trains_with_early_stopping_and_loads_back(tmp_path):
     data = colour_dataset()
-    cfg = ClassifierConfig(arch="tiny", n_ood=2, epochs=3, batch_size=16, patience=5, lr=3e-3, device="cpu",
-                           eval_batch_size=64)  # fmt: skip
+    cfg = ClassifierConfig(
+        arch="tiny",
+        n_ood=2,
+        epochs=3,
+        batch_size=16,
+        patience=5,
+        lr=3e-3,
+        device="cpu",
+        eval_batch_size=64,
+    )
     run = train_map_classifier(cfg, tmp_path / "cls", dataset=data)
     history = run.history()
     assert [h["epoch"] for h in history] == [1, 2, 3]

@@ -1,4 +1,5 @@
 """The comparison table: rows scored like an independent computation, the best variant, its interval, the report."""
+
 import re
 
 import numpy as np
@@ -36,10 +37,26 @@ def measured(tmp_path_factory):
     data = colour_dataset(n_classes=10, per_class=16, noise=90.0)
     base = untrained_base(root / "base", data, n_ood=4)
     other = untrained_base(root / "other", data, seed=1, n_ood=4)
-    tuned = train_tuned(tuned_config(base, batches_per_epoch=2, val_images=40, whiten_images=60), root / "tuned", dataset=data)
-    options = CompareOptions(tuned=[str(tuned.root)], classifiers=[str(other)], efficientnet=False, fit_images=80,
-                             p_images=60, p_steps=3, compress_dim=8, distractors=20, tsne_images=40,
-                             tsne_variants=["tiny conv GeM p=3"], n_resamples=200, bf16=False, device="cpu")  # fmt: skip
+    tuned = train_tuned(
+        tuned_config(base, batches_per_epoch=2, val_images=40, whiten_images=60),
+        root / "tuned",
+        dataset=data,
+    )
+    options = CompareOptions(
+        tuned=[str(tuned.root)],
+        classifiers=[str(other)],
+        efficientnet=False,
+        fit_images=80,
+        p_images=60,
+        p_steps=3,
+        compress_dim=8,
+        distractors=20,
+        tsne_images=40,
+        tsne_variants=["tiny conv GeM p=3"],
+        n_resamples=200,
+        bf16=False,
+        device="cpu",
+    )
     result = compare(base, root / "out", options, dataset=data)
     return root, data, result
 
@@ -48,7 +65,10 @@ def test_rows_are_scored_as_scikit_learn_scores_them(measured):
     root, data, result = measured
     rows = {r["name"]: r for r in result["rows"]}
     base = open_base(str(root / "base"), data, "cpu")
-    images = torch.as_tensor(np.asarray(data.train.images)[base.split.ood]).permute(0, 3, 1, 2).float() / 255
+    images = (
+        torch.as_tensor(np.asarray(data.train.images)[base.split.ood]).permute(0, 3, 1, 2).float()
+        / 255
+    )
     with torch.no_grad():
         spoc = F.normalize(base.feature_map.eval()(images).mean(dim=(2, 3)), dim=1).numpy()
     labels = np.asarray(data.train.labels)[base.split.ood]
@@ -67,7 +87,9 @@ def test_every_variant_is_there_and_the_best_one_is_named_with_its_interval(meas
             assert f"tiny conv {pooling}{suffix}" in names
     assert sum(r["family"] == "fine-tuned" for r in rows) == 2
     assert [r["name"] for r in rows if r["family"] == "classification"] == [
-        "tiny pool (classification)", "tiny pool (classification, other)"]
+        "tiny pool (classification)",
+        "tiny pool (classification, other)",
+    ]
     assert [r["reference"] for r in rows].count(True) == 1
     compressed = [r for r in rows if r["family"] == "compressed"]
     assert compressed and all(r["dim"] == 8 for r in compressed)
@@ -90,12 +112,18 @@ def test_the_report_holds_the_table_the_verdict_and_the_figures(measured):
     md, html = write_comparison_report(root / "out", (str(root / "tuned"),))
     text = md.read_text()
     assert text.count("\n| tiny ") == len(result["rows"])
-    assert f"Best retrieval variant trained only on the in-domain classes: {result['best_unseen']}" in text
+    assert (
+        f"Best retrieval variant trained only on the in-domain classes: {result['best_unseen']}"
+        in text
+    )
     assert "paired bootstrap interval" in text and "The goal (at least +0.15 mAP" in text
     for entry in result["figures"]:
         assert (root / "out" / entry["path"]).stat().st_size > 1000
         assert entry["path"] in text
-    assert "figures/tuning_tuned.png" in text and (root / "out" / "figures" / "tuning_tuned.png").exists()
+    assert (
+        "figures/tuning_tuned.png" in text
+        and (root / "out" / "figures" / "tuning_tuned.png").exists()
+    )
     assert html.exists()
 
 
@@ -109,7 +137,9 @@ def test_compression_is_scikit_learns_pca_plain_and_whitened():
         theirs = SklearnPCA(6, whiten=whiten).fit(fit).transform(ood)
         theirs /= np.linalg.norm(theirs, axis=1, keepdims=True)
         # Components are defined up to sign: compare the codes' Gram matrices.
-        np.testing.assert_allclose(ours.ood @ ours.ood.T, theirs @ theirs.T, atol=1e-5)  # float32 codes
+        np.testing.assert_allclose(
+            ours.ood @ ours.ood.T, theirs @ theirs.T, atol=1e-5
+        )  # float32 codes
         assert ours.family == "compressed" and ours.dim == 6 and not ours.reference
     assert compressed_variants(variant, 24) == [] and compressed_variants(variant, 30) == []
 
@@ -119,15 +149,31 @@ def test_a_comparison_publishes_into_a_folder_under_its_budget(measured, tmp_pat
     out = root / "out"
     sides = {png.name: Image.open(png).size for png in (out / "figures").rglob("*.png")}
     assert max(max(s) for s in sides.values()) > 400
-    assert main(["tuned", "report", str(out), "--tuned", str(root / "tuned"), "--publish", str(tmp_path / "pub"),
-                 "--max-figure-side", "400"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "tuned",
+                "report",
+                str(out),
+                "--tuned",
+                str(root / "tuned"),
+                "--publish",
+                str(tmp_path / "pub"),
+                "--max-figure-side",
+                "400",
+            ]
+        )
+        == 0
+    )
     pub = tmp_path / "pub"
     assert io.read_json(pub / "comparison.json") == io.read_json(out / "comparison.json")
     assert (pub / "per_query_ap.npz").read_bytes() == (out / "per_query_ap.npz").read_bytes()
     assert io.read_json(pub / "runs" / "tuned" / "config.json")["kind"] == "tuned_codes"
     assert (pub / "runs" / "tuned" / "history.csv").exists() and (pub / "report.html").exists()
     linked = re.findall(r"\]\((figures/[^)]+\.png)\)", (pub / "report.md").read_text())
-    assert len(linked) >= 3 and all((pub / link).exists() for link in linked)  # the published report is whole
+    assert len(linked) >= 3 and all(
+        (pub / link).exists() for link in linked
+    )  # the published report is whole
     for png in (out / "figures").rglob("*.png"):
         assert max(Image.open(pub / png.relative_to(out)).size) <= 400
     assert io.read_json(pub / "published.json")["from"] == str(out)
@@ -135,17 +181,36 @@ def test_a_comparison_publishes_into_a_folder_under_its_budget(measured, tmp_pat
         publish_comparison(out, out / "pub")
 
 
-@pytest.mark.parametrize(("low", "high", "says"), [
-    (0.01, 0.03, "it beats the classification codes"),
-    (-0.03, -0.01, "the classification codes stay the best"),
-    (-0.01, 0.01, "no difference these queries can resolve"),
-])
+@pytest.mark.parametrize(
+    ("low", "high", "says"),
+    [
+        (0.01, 0.03, "it beats the classification codes"),
+        (-0.03, -0.01, "the classification codes stay the best"),
+        (-0.01, 0.01, "no difference these queries can resolve"),
+    ],
+)
 def test_the_verdict_says_which_way_the_interval_points(low, high, says):
-    rows = [{"name": "L7", "dim": 2048, "mAP": 0.33}, {"name": "GeM", "dim": 256, "mAP": 0.33 + (low + high) / 2},
-            {"name": "other", "dim": 1280, "mAP": 0.5, "saw_held_out": True}]  # fmt: skip
-    gain = {"mean_difference": (low + high) / 2, "low": low, "high": high, "confidence": 0.95, "n": 5000}
-    text = verdict({"rows": rows, "best_classification": "L7", "best_unseen": "GeM", "best_overall": "other",
-                    "gain_over_classification": gain})  # fmt: skip
+    rows = [
+        {"name": "L7", "dim": 2048, "mAP": 0.33},
+        {"name": "GeM", "dim": 256, "mAP": 0.33 + (low + high) / 2},
+        {"name": "other", "dim": 1280, "mAP": 0.5, "saw_held_out": True},
+    ]
+    gain = {
+        "mean_difference": (low + high) / 2,
+        "low": low,
+        "high": high,
+        "confidence": 0.95,
+        "n": 5000,
+    }
+    text = verdict(
+        {
+            "rows": rows,
+            "best_classification": "L7",
+            "best_unseen": "GeM",
+            "best_overall": "other",
+            "gain_over_classification": gain,
+        }
+    )
     assert says in text and "Best of all: other" in text
     assert f"not reached ({0.15 - (low + high) / 2:.3f} short)" in text
 
@@ -154,13 +219,25 @@ def test_variants_on_another_split_are_refused(measured, tmp_path):
     root, data, _ = measured
     elsewhere = untrained_base(tmp_path / "elsewhere", data, n_ood=3)
     with pytest.raises(ValueError, match="same held-out images"):
-        compare(root / "base", tmp_path / "out", CompareOptions(classifiers=[str(elsewhere)], efficientnet=False,
-                                                                tsne=False, p_steps=1, device="cpu"), dataset=data)  # fmt: skip
+        compare(
+            root / "base",
+            tmp_path / "out",
+            CompareOptions(
+                classifiers=[str(elsewhere)],
+                efficientnet=False,
+                tsne=False,
+                p_steps=1,
+                device="cpu",
+            ),
+            dataset=data,
+        )
 
 
 def test_efficientnet_off_the_shelf_exposes_its_last_map(measured):
     root, data, _ = measured
-    effnet = pretrained_base("efficientnet_lite0", open_base(str(root / "base"), data, "cpu"), image_size=64)
+    effnet = pretrained_base(
+        "efficientnet_lite0", open_base(str(root / "base"), data, "cpu"), image_size=64
+    )
     assert effnet.saw_held_out and effnet.classifier is None
     with torch.no_grad():
         fmap = effnet.feature_map(torch.rand(2, 3, 64, 64))

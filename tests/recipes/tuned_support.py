@@ -1,4 +1,5 @@
 """Helpers of the retrieval-tuned-codes tests: small data and a base classifier run that needs no training."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,20 +16,29 @@ from neuralcodes.recipes.tuned_codes.config import ClassifierConfig, TunedConfig
 from neuralcodes.runs import Run
 
 
-def colour_dataset(n_classes: int = 8, per_class: int = 20, seed: int = 0, noise: float = 35.0, size: int = 32) -> Dataset:
+def colour_dataset(
+    n_classes: int = 8, per_class: int = 20, seed: int = 0, noise: float = 35.0, size: int = 32
+) -> Dataset:
     """Classes differ in mean colour, under pixel noise of standard deviation ``noise``; ``size`` x ``size``
     images (the tiny network takes any size; small ones keep the tests fast)."""
     rng = np.random.default_rng(seed)
     centres = rng.integers(40, 215, (n_classes, 3))
-    images = np.concatenate([
-        np.clip(rng.normal(c, noise, (per_class, size, size, 3)), 0, 255).astype(np.uint8) for c in centres
-    ])  # fmt: skip
+    images = np.concatenate(
+        [
+            np.clip(rng.normal(c, noise, (per_class, size, size, 3)), 0, 255).astype(np.uint8)
+            for c in centres
+        ]
+    )
     labels = np.repeat(np.arange(n_classes), per_class)
     ids = [f"c{i}" for i in range(n_classes)]
-    return Dataset("colours", ImageSet(images, labels, ids, ids), None, f"colours-{seed}", "colours")
+    return Dataset(
+        "colours", ImageSet(images, labels, ids, ids), None, f"colours-{seed}", "colours"
+    )
 
 
-def untrained_base(root: Path, dataset: Dataset, arch: str = "tiny", seed: int = 0, **options) -> Path:
+def untrained_base(
+    root: Path, dataset: Dataset, arch: str = "tiny", seed: int = 0, **options
+) -> Path:
     """A classifier run folder holding randomly initialised weights as its best epoch."""
     cfg = ClassifierConfig(arch=arch, device="cpu", **options).validate()
     run = Run(root)
@@ -42,8 +52,18 @@ def untrained_base(root: Path, dataset: Dataset, arch: str = "tiny", seed: int =
 
 
 def tuned_config(base: Path, **overrides) -> TunedConfig:
-    values = {"base": str(base), "batch_size": 16, "m_per_class": 4, "batches_per_epoch": 3, "epochs": 1,
-              "val_images": 60, "whiten_images": 120, "eval_batch_size": 128, "device": "cpu", "lr": 1e-3}
+    values = {
+        "base": str(base),
+        "batch_size": 16,
+        "m_per_class": 4,
+        "batches_per_epoch": 3,
+        "epochs": 1,
+        "val_images": 60,
+        "whiten_images": 120,
+        "eval_batch_size": 128,
+        "device": "cpu",
+        "lr": 1e-3,
+    }
     return TunedConfig(**{**values, **overrides})
 
 

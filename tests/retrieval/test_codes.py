@@ -26,7 +26,12 @@ class TinyNet(nn.Module):
     def forward_features(self, x, layers):
         feature_map = torch.relu(self.conv(x))
         pooled = self.dropout(feature_map.mean(dim=(2, 3)))
-        out = {"map": feature_map, "pooled": pooled, "logits": self.fc(pooled), "dead": -feature_map * 0}
+        out = {
+            "map": feature_map,
+            "pooled": pooled,
+            "logits": self.fc(pooled),
+            "dead": -feature_map * 0,
+        }
         return {name: out[name] for name in layers}
 
 
@@ -101,7 +106,9 @@ def test_bf16_codes_give_the_fp32_map_on_the_sample(sample_dataset):
     # 12 images of each of the 10 held-out classes keep the two passes of the ConvNet to a few seconds.
     subset = np.concatenate([split.ood[labels[split.ood] == c][:12] for c in split.ood_classes])
     torch.manual_seed(0)
-    model = NeuralCodesConvNet(split.n_in_domain)  # random init: the rounding, not the training, is tested
+    model = NeuralCodesConvNet(
+        split.n_in_domain
+    )  # random init: the rounding, not the training, is tested
     images = DeviceImages(train.images[subset])
     layers = ("L5", "L6", "L7")
     exact = extract_codes(model, images, np.arange(len(subset)), layers, batch_size=60)
@@ -144,7 +151,10 @@ def test_extract_codes_bad_input(images, layers, indices, message):
 def test_extract_codes_wants_device_images_and_an_integer_batch_size(images):
     raw = images.images.permute(0, 2, 3, 1).numpy()
     # A raw array used to fail with "'numpy.ndarray' object has no attribute 'batch'".
-    with pytest.raises(TypeError, match=r"images must be DeviceImages, got ndarray: wrap .* DeviceImages\(images, device\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"images must be DeviceImages, got ndarray: wrap .* DeviceImages\(images, device\)",
+    ):
         extract_codes(TinyNet(), raw, np.arange(3), ["pooled"])
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 2.5"):
         extract_codes(TinyNet(), images, np.arange(3), ["pooled"], batch_size=2.5)

@@ -1,4 +1,5 @@
 """Multi-scale and flipped codes: the views an image is seen in, and the averaged code, against hand-made references."""
+
 import numpy as np
 import pytest
 import torch
@@ -29,7 +30,11 @@ def test_a_fixed_input_size_zooms_back_by_centre_crop_or_zero_padding():
     full = F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False)
     assert big.shape[-2:] == (8, 8) and torch.allclose(big, full[..., 4:12, 4:12])
     assert small.shape[-2:] == (8, 8)
-    assert (small[..., :2, :] == 0).all() and (small[..., 6:, :] == 0).all() and (small[..., :, :2] == 0).all()
+    assert (
+        (small[..., :2, :] == 0).all()
+        and (small[..., 6:, :] == 0).all()
+        and (small[..., :, :2] == 0).all()
+    )
     reduced = F.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False, antialias=True)
     assert torch.allclose(small[..., 2:6, 2:6], reduced)
 
@@ -37,14 +42,23 @@ def test_a_fixed_input_size_zooms_back_by_centre_crop_or_zero_padding():
 def test_a_multi_scale_code_is_the_normalised_mean_of_the_views_codes():
     torch.manual_seed(0)
     model, imgs = TinyNet().eval(), images()
-    got = extract_codes(model, DeviceImages(imgs, "cpu"), np.arange(6), ["pooled"], batch_size=4,
-                        scales=(1.0, 0.75), flip=True)["pooled"]
+    got = extract_codes(
+        model,
+        DeviceImages(imgs, "cpu"),
+        np.arange(6),
+        ["pooled"],
+        batch_size=4,
+        scales=(1.0, 0.75),
+        flip=True,
+    )["pooled"]
     x = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 255
     views = [x, x.flip(-1)]
     small = F.interpolate(x, size=(12, 12), mode="bilinear", align_corners=False, antialias=True)
     views += [small, small.flip(-1)]
     with torch.no_grad():
-        per_view = [normalise_rows(model.forward_features(v, ["pooled"])["pooled"].numpy()) for v in views]
+        per_view = [
+            normalise_rows(model.forward_features(v, ["pooled"])["pooled"].numpy()) for v in views
+        ]
     np.testing.assert_allclose(got, normalise_rows(sum(per_view)), atol=1e-5)
     plain = extract_codes(model, DeviceImages(imgs, "cpu"), np.arange(6), ["pooled"])["pooled"]
     assert not np.allclose(got, plain, atol=1e-3)  # the views changed something

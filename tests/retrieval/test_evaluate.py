@@ -1,5 +1,6 @@
 """The evaluator ranked by a score matrix (re-ranked results): against scikit-learn's AP and a loop,
 and the same figures as the codes' own ranking when the scores are the codes' cosine similarities."""
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
@@ -27,16 +28,24 @@ def test_cosine_scores_give_the_codes_own_figures():
 def test_leave_one_out_scores_match_sklearn_whatever_the_diagonal_holds():
     codes, labels = _clustered(1)
     scores = rerank("k_reciprocal", codes, codes, loo=True, k1=5, k2=2)
-    np.fill_diagonal(scores, 1e9)  # the query's own column is left out by position, not by its score
+    np.fill_diagonal(
+        scores, 1e9
+    )  # the query's own column is left out by position, not by its score
     expected = []
     for i in range(len(labels)):
         others = np.delete(np.arange(len(labels)), i)
         expected.append(average_precision_score(labels[others] == labels[i], scores[i, others]))
     got = retrieval_metrics(None, labels, ks=(10,), scores=scores, block_size=5)
     np.testing.assert_allclose(got["AP"], expected, atol=1e-12)
-    p10 = [np.mean(labels[np.delete(np.arange(len(labels)), i)][np.argsort(-np.delete(scores[i], i),
-                                                                           kind="stable")[:10]] == labels[i])
-           for i in range(len(labels))]  # fmt: skip
+    p10 = [
+        np.mean(
+            labels[np.delete(np.arange(len(labels)), i)][
+                np.argsort(-np.delete(scores[i], i), kind="stable")[:10]
+            ]
+            == labels[i]
+        )
+        for i in range(len(labels))
+    ]
     assert got["P@10"] == pytest.approx(np.mean(p10))
 
 
@@ -44,8 +53,12 @@ def test_database_scores_match_sklearn_and_tied_scores_average_as_sklearn_does()
     database, database_labels = _clustered(2)
     queries, query_labels = _clustered(3, per_class=2)
     scores = np.round(rerank("aqe", queries, database, k=3), 1)  # rounded: many ties
-    expected = [average_precision_score(database_labels == y, s) for y, s in zip(query_labels, scores)]
-    got = retrieval_metrics(None, query_labels, ties="average", scores=scores, database_labels=database_labels)
+    expected = [
+        average_precision_score(database_labels == y, s) for y, s in zip(query_labels, scores)
+    ]
+    got = retrieval_metrics(
+        None, query_labels, ties="average", scores=scores, database_labels=database_labels
+    )
     np.testing.assert_allclose(got["AP"], expected, atol=1e-12)
 
 

@@ -32,7 +32,9 @@ def notebook_map(codes, labels):
     query, the first neighbour (the query itself) is dropped, then its AP loop over the neighbours'
     labels. Ranking and arithmetic are both independent of neuralcodes."""
     _, neighbours = NearestNeighbors(n_neighbors=len(codes)).fit(codes).kneighbors(codes)
-    assert (neighbours[:, 0] == np.arange(len(codes))).all()  # continuous codes: no duplicate at distance 0
+    assert (
+        neighbours[:, 0] == np.arange(len(codes))
+    ).all()  # continuous codes: no duplicate at distance 0
     aps = []
     for q, row in enumerate(neighbours[:, 1:]):
         hits, precision_sum = 0, 0.0
@@ -88,7 +90,9 @@ def test_ap_matches_naive_loop_on_random_rankings():
     relevance, n_relevant = random_ranking(rng, 60, 40, truncated_extra=3)
     expected = [naive_ap(row, r) for row, r in zip(relevance, n_relevant)]
     np.testing.assert_allclose(average_precision(relevance, n_relevant), expected, rtol=1e-12)
-    assert mean_average_precision(relevance, n_relevant) == pytest.approx(np.mean(expected), rel=1e-12)
+    assert mean_average_precision(relevance, n_relevant) == pytest.approx(
+        np.mean(expected), rel=1e-12
+    )
 
 
 def test_ap_matches_sklearn_average_precision_score_without_ties():
@@ -100,7 +104,9 @@ def test_ap_matches_sklearn_average_precision_score_without_ties():
         scores = rng.standard_normal(n)  # continuous: no ties, so both tie rules agree
         ranked = y_true[np.argsort(-scores)]
         for ties in ("index", "average"):
-            ours = average_precision(ranked[None, :], [y_true.sum()], np.sort(-scores)[None, :], ties=ties)[0]
+            ours = average_precision(
+                ranked[None, :], [y_true.sum()], np.sort(-scores)[None, :], ties=ties
+            )[0]
             assert ours == pytest.approx(average_precision_score(y_true, scores), abs=1e-9)
 
 
@@ -115,7 +121,9 @@ def test_tie_averaged_ap_matches_sklearn_on_integer_scores_with_ties():
         order = np.argsort(-scores, kind="stable")  # ties listed by index, as a search lists them
         ranked, distances = y_true[order][None, :], -scores[order][None, :]
         expected = average_precision_score(y_true, scores)
-        assert average_precision(ranked, [y_true.sum()], distances, ties="average")[0] == pytest.approx(expected, abs=1e-12)
+        assert average_precision(ranked, [y_true.sum()], distances, ties="average")[
+            0
+        ] == pytest.approx(expected, abs=1e-12)
         by_index = average_precision(ranked, [y_true.sum()])[0]
         assert by_index == pytest.approx(naive_ap(ranked[0], y_true.sum()), abs=1e-12)
         differed += abs(by_index - expected) > 1e-6
@@ -127,13 +135,19 @@ def test_tie_averaged_ap_hand_example():
     relevance = np.array([[1, 1, 0, 1, 0]], dtype=bool)
     distances = np.array([[0.1, 0.5, 0.5, 0.5, 0.9]])
     # The tied group ends at rank 4 with 3 hits: both of its hits get precision 3/4.
-    assert average_precision(relevance, [3], distances, ties="average")[0] == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+    assert average_precision(relevance, [3], distances, ties="average")[0] == pytest.approx(
+        (1 + 3 / 4 + 3 / 4) / 3
+    )
     # By index: hits at ranks 1, 2, 4.
     assert average_precision(relevance, [3], distances)[0] == pytest.approx((1 + 2 / 2 + 3 / 4) / 3)
     # Listing the group in another order changes nothing for the tie-averaged AP.
     shuffled = np.array([[1, 0, 1, 1, 0]], dtype=bool)
-    assert average_precision(shuffled, [3], distances, ties="average")[0] == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
-    assert mean_average_precision(shuffled, [3], distances, ties="average") == pytest.approx((1 + 3 / 4 + 3 / 4) / 3)
+    assert average_precision(shuffled, [3], distances, ties="average")[0] == pytest.approx(
+        (1 + 3 / 4 + 3 / 4) / 3
+    )
+    assert mean_average_precision(shuffled, [3], distances, ties="average") == pytest.approx(
+        (1 + 3 / 4 + 3 / 4) / 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -222,7 +236,9 @@ def test_map_at_r_matches_naive_loop_and_needs_r_results():
 def test_precision_recall_curve_worked_example():
     # Hits at ranks 1, 3, 6, R = 3: precision at the hits 1, 2/3, 1/2 at recall 1/3, 2/3, 1.
     relevance = np.array([[1, 0, 1, 0, 0, 1]], dtype=bool)
-    levels, precision = precision_recall_curve(relevance, [3], recall_levels=[0.0, 0.3, 0.5, 2 / 3, 0.9, 1.0])
+    levels, precision = precision_recall_curve(
+        relevance, [3], recall_levels=[0.0, 0.3, 0.5, 2 / 3, 0.9, 1.0]
+    )
     np.testing.assert_allclose(precision, [1.0, 1.0, 2 / 3, 2 / 3, 0.5, 0.5])
     np.testing.assert_allclose(levels, [0.0, 0.3, 0.5, 2 / 3, 0.9, 1.0])
 
@@ -231,7 +247,10 @@ def test_precision_recall_curve_matches_naive_loop():
     rng = np.random.default_rng(6)
     relevance, n_relevant = random_ranking(rng, 30, 25, truncated_extra=2)
     levels, precision = precision_recall_curve(relevance, n_relevant)
-    expected = np.mean([naive_interpolated_precision(row, r, levels) for row, r in zip(relevance, n_relevant)], axis=0)
+    expected = np.mean(
+        [naive_interpolated_precision(row, r, levels) for row, r in zip(relevance, n_relevant)],
+        axis=0,
+    )
     np.testing.assert_allclose(precision, expected, rtol=1e-12)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         precision_recall_curve(relevance, n_relevant, recall_levels=[0.5, 1.5])
@@ -295,7 +314,9 @@ def test_retrieval_metrics_accept_string_labels():
     rng = np.random.default_rng(9)
     codes, labels = clustered_codes(rng, 3, 10, 8)
     named = np.array(["cat", "dog", "eel"])[labels]
-    assert retrieval_metrics(codes, named, ks=(1,))["mAP"] == pytest.approx(retrieval_metrics(codes, labels, ks=(1,))["mAP"])
+    assert retrieval_metrics(codes, named, ks=(1,))["mAP"] == pytest.approx(
+        retrieval_metrics(codes, labels, ks=(1,))["mAP"]
+    )
 
 
 def test_retrieval_metrics_reject_classes_with_a_single_image_and_large_k():
@@ -313,12 +334,16 @@ def integer_codes_with_ties(rng, n, dim, n_classes):
     return codes, labels
 
 
-@pytest.mark.parametrize("gram", [True, False])  # the symmetric-product path and the blocked search path
+@pytest.mark.parametrize(
+    "gram", [True, False]
+)  # the symmetric-product path and the blocked search path
 def test_retrieval_metrics_with_tied_distances_match_sklearn_and_a_stable_sort(gram, monkeypatch):
     if not gram:
         monkeypatch.setattr("neuralcodes.retrieval.search.GRAM_MAX_BYTES", 0)
     rng = np.random.default_rng(12)
-    codes, labels = integer_codes_with_ties(rng, 90, 5, 4)  # at most 32 distinct codes for 90 images
+    codes, labels = integer_codes_with_ties(
+        rng, 90, 5, 4
+    )  # at most 32 distinct codes for 90 images
     c = codes.astype(np.int64)
     squared = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
     tie_averaged, by_index = [], []
@@ -326,7 +351,9 @@ def test_retrieval_metrics_with_tied_distances_match_sklearn_and_a_stable_sort(g
         others = np.delete(np.arange(len(codes)), q)
         relevant = labels[others] == labels[q]
         tie_averaged.append(average_precision_score(relevant, -squared[q, others]))
-        by_index.append(naive_ap(relevant[np.argsort(squared[q, others], kind="stable")], relevant.sum()))
+        by_index.append(
+            naive_ap(relevant[np.argsort(squared[q, others], kind="stable")], relevant.sum())
+        )
 
     average = retrieval_metrics(codes, labels, ks=(5,), block_size=7, ties="average")
     index = retrieval_metrics(codes, labels, ks=(5,), block_size=7)
@@ -341,18 +368,30 @@ def test_retrieval_metrics_against_a_separate_database_match_sklearn():
     database, database_labels = clustered_codes(rng, 5, 20, 8)
     queries, query_labels = clustered_codes(rng, 5, 6, 8)
     queries, query_labels = queries[:25], query_labels[:25]
-    distances = np.linalg.norm(queries[:, None, :].astype(np.float64) - database[None, :, :], axis=-1)
-    expected_ap = [average_precision_score(database_labels == y, -d) for y, d in zip(query_labels, distances)]
+    distances = np.linalg.norm(
+        queries[:, None, :].astype(np.float64) - database[None, :, :], axis=-1
+    )
+    expected_ap = [
+        average_precision_score(database_labels == y, -d) for y, d in zip(query_labels, distances)
+    ]
     nearest = np.argsort(distances, axis=1, kind="stable")[:, :10]
     expected_p10 = np.mean(database_labels[nearest] == query_labels[:, None])
 
-    result = retrieval_metrics(queries, query_labels, ks=(10,), block_size=4, database=database,
-                               database_labels=database_labels)  # fmt: skip
+    result = retrieval_metrics(
+        queries,
+        query_labels,
+        ks=(10,),
+        block_size=4,
+        database=database,
+        database_labels=database_labels,
+    )
     np.testing.assert_allclose(result["AP"], expected_ap, atol=1e-6)
     assert result["P@10"] == pytest.approx(expected_p10)
     assert result["n_queries"] == 25
     with pytest.raises(ValueError, match=r"query classes \[7\] have no image in the database"):
-        retrieval_metrics(queries[:2], np.array([0, 7]), ks=(), database=database, database_labels=database_labels)
+        retrieval_metrics(
+            queries[:2], np.array([0, 7]), ks=(), database=database, database_labels=database_labels
+        )
     with pytest.raises(ValueError, match="together"):
         retrieval_metrics(queries, query_labels, ks=(), database=database)
 
@@ -365,19 +404,26 @@ def test_retrieval_metrics_need_one_label_per_code():
     codes, labels = clustered_codes(rng, 4, 5, 8)
     # Shorter labels used to fail deep in the blocks (IndexError); longer ones scored a wrong mAP silently.
     for wrong in (labels[:-2], np.concatenate([labels, [0, 1, 2, 3, 0]])):
-        with pytest.raises(ValueError, match=f"labels must hold one label per row of codes: codes has 20 rows, labels has {len(wrong)}"):
+        with pytest.raises(
+            ValueError,
+            match=f"labels must hold one label per row of codes: codes has 20 rows, labels has {len(wrong)}",
+        ):
             retrieval_metrics(codes, wrong, ks=(1,))
         with pytest.raises(ValueError, match="labels must hold one label per row of codes"):
             retrieval_metrics(codes, wrong, ks=(1,), database=codes, database_labels=labels)
     with pytest.raises(ValueError, match="database_labels must hold one label per row of database"):
         retrieval_metrics(codes, labels, ks=(1,), database=codes, database_labels=labels[:-1])
-    with pytest.raises(ValueError, match=r"codes must be a 2-D \(items, dimensions\) array, got shape \(20,\)"):
+    with pytest.raises(
+        ValueError, match=r"codes must be a 2-D \(items, dimensions\) array, got shape \(20,\)"
+    ):
         retrieval_metrics(codes[:, 0], labels, ks=(1,))
 
 
 def test_retrieval_metrics_default_cutoffs_fit_a_small_set_and_named_ones_are_checked():
     rng = np.random.default_rng(15)
-    codes, labels = clustered_codes(rng, 4, 5, 8)  # 19 results per query: the default P@50, P@100 cannot exist
+    codes, labels = clustered_codes(
+        rng, 4, 5, 8
+    )  # 19 results per query: the default P@50, P@100 cannot exist
     result = retrieval_metrics(codes, labels)
     assert {k for k in result if k.startswith("P@")} == {"P@1", "P@5", "P@10"}
     assert result["P@5"] == retrieval_metrics(codes, labels, ks=(5,))["P@5"]
@@ -385,4 +431,3 @@ def test_retrieval_metrics_default_cutoffs_fit_a_small_set_and_named_ones_are_ch
         retrieval_metrics(codes, labels, ks=(50,))
     with pytest.raises(TypeError, match=r"ks must be a sequence of cut-offs, e.g. ks=\(5,\)"):
         retrieval_metrics(codes, labels, ks=5)
-

@@ -16,7 +16,9 @@ def low_rank_codes(rng, n, dim, rank):
     return (rng.standard_normal((n, rank)) @ (scales * basis)).astype(np.float32)
 
 
-@pytest.mark.parametrize(("n", "dim"), [(40, 100), (300, 20)])  # N < D (Gram route) and N > D (covariance)
+@pytest.mark.parametrize(
+    ("n", "dim"), [(40, 100), (300, 20)]
+)  # N < D (Gram route) and N > D (covariance)
 def test_projection_equals_sklearn_pca_up_to_sign(n, dim):
     rng = np.random.default_rng(2)
     train = (rng.standard_normal((n, dim)) * np.linspace(2.0, 0.1, dim)).astype(np.float32)
@@ -63,7 +65,9 @@ def test_pca_study_rows_match_retrieval_metrics_on_transformed_codes():
     rng = np.random.default_rng(5)
     centres = rng.standard_normal((4, 24))
     labels = np.repeat(np.arange(4), 15)
-    train = normalise_rows(centres[rng.integers(0, 4, 80)] + rng.standard_normal((80, 24))).astype(np.float32)
+    train = normalise_rows(centres[rng.integers(0, 4, 80)] + rng.standard_normal((80, 24))).astype(
+        np.float32
+    )
     evaluation = normalise_rows(centres[labels] + rng.standard_normal((60, 24))).astype(np.float32)
 
     with pytest.warns(UserWarning, match="skipping d=32"):
@@ -71,8 +75,12 @@ def test_pca_study_rows_match_retrieval_metrics_on_transformed_codes():
     assert [(row["dim"], row["pca"]) for row in rows] == [(4, True), (8, True), (24, False)]
 
     pca = PCA().fit(train)  # fitted on the training codes only
-    assert rows[0]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 4), labels, ks=())["mAP"])
-    assert rows[1]["mAP"] == pytest.approx(retrieval_metrics(pca.transform(evaluation, 8), labels, ks=())["mAP"])
+    assert rows[0]["mAP"] == pytest.approx(
+        retrieval_metrics(pca.transform(evaluation, 4), labels, ks=())["mAP"]
+    )
+    assert rows[1]["mAP"] == pytest.approx(
+        retrieval_metrics(pca.transform(evaluation, 8), labels, ks=())["mAP"]
+    )
     assert rows[2]["mAP"] == pytest.approx(retrieval_metrics(evaluation, labels, ks=())["mAP"])
 
 
@@ -80,15 +88,21 @@ def test_pca_takes_tensors_that_require_grad_and_names_a_bad_n_components():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(6)
     train = rng.standard_normal((30, 6)).astype(np.float32)
-    tracked = torch.from_numpy(train).requires_grad_()  # e.g. straight out of a model: used to raise in numpy()
+    tracked = torch.from_numpy(
+        train
+    ).requires_grad_()  # e.g. straight out of a model: used to raise in numpy()
     expected = PCA().fit(train).transform(train, d=3)
     np.testing.assert_array_equal(PCA().fit(tracked).transform(tracked, d=3), expected)
     for bad in (2.5, "all", True):  # were TypeErrors about slices or '<' between str and int
-        with pytest.raises(ValueError, match=f"n_components must be a positive integer or None.*got {bad!r}"):
+        with pytest.raises(
+            ValueError, match=f"n_components must be a positive integer or None.*got {bad!r}"
+        ):
             PCA(n_components=bad)
 
 
-@pytest.mark.parametrize(("n", "dim"), [(300, 20), (40, 100)])  # the same matrix, and the Gram route beside the covariance
+@pytest.mark.parametrize(
+    ("n", "dim"), [(300, 20), (40, 100)]
+)  # the same matrix, and the Gram route beside the covariance
 def test_pca_and_pca_whitening_share_one_decomposition(n, dim):
     pytest.importorskip("torch")
     from neuralcodes.layers.whitening import pca_whitening
@@ -96,7 +110,9 @@ def test_pca_and_pca_whitening_share_one_decomposition(n, dim):
     rng = np.random.default_rng(7)
     train = (rng.standard_normal((n, dim)) * np.linspace(2.0, 0.1, dim) + 1.0).astype(np.float32)
     pca = PCA(n_components=8).fit(train)
-    rotation = pca_whitening(train, dim=8, power=0.0).weight.detach().numpy()  # power 0: the components themselves
+    rotation = (
+        pca_whitening(train, dim=8, power=0.0).weight.detach().numpy()
+    )  # power 0: the components themselves
     whitening = pca_whitening(train, dim=8).weight.detach().double().numpy()
     if n > dim:  # one covariance, one eigh: the very same numbers
         np.testing.assert_array_equal(pca.components_, rotation)
@@ -104,5 +120,9 @@ def test_pca_and_pca_whitening_share_one_decomposition(n, dim):
         np.testing.assert_allclose(pca.components_, rotation, atol=1e-6)
     expected = pca.components_.astype(np.float64) / np.sqrt(pca.eigenvalues_)[:, None]
     np.testing.assert_allclose(whitening, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
-    bias = pca_whitening(train, dim=8, power=0.0).bias.detach().numpy()  # -(U^T mean): the same mean
-    np.testing.assert_allclose(bias, -(pca.components_ @ pca.mean_.astype(np.float32)), rtol=1e-5, atol=1e-5)
+    bias = (
+        pca_whitening(train, dim=8, power=0.0).bias.detach().numpy()
+    )  # -(U^T mean): the same mean
+    np.testing.assert_allclose(
+        bias, -(pca.components_ @ pca.mean_.astype(np.float32)), rtol=1e-5, atol=1e-5
+    )

@@ -1,6 +1,7 @@
 """Re-ranking against independent references: per-query loops written from the papers, and the
 authors' own k-reciprocal ``re_ranking`` (Zhong et al.'s published numpy code, generalised to
 leave-one-out), on random float64 codes where no two similarities tie."""
+
 from __future__ import annotations
 
 import inspect
@@ -9,7 +10,13 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from neuralcodes.retrieval.rerank import RERANKERS, database_augmentation, query_expansion, rerank, rerank_shortlist
+from neuralcodes.retrieval.rerank import (
+    RERANKERS,
+    database_augmentation,
+    query_expansion,
+    rerank,
+    rerank_shortlist,
+)
 
 
 def _codes(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
@@ -28,18 +35,24 @@ def _naive_qe(q, x, k, alpha, loo):
     for i in range(len(q)):
         sims = [(float(q[i] @ x[j]), j) for j in range(len(x)) if not (loo and j == i)]
         top = sorted(sims, key=lambda t: (-t[0], t[1]))[:k]
-        expanded = q[i] + sum((max(s, 0) ** alpha if alpha else 1.0) * x[j] for s, j in top) if k else q[i]
+        expanded = (
+            q[i] + sum((max(s, 0) ** alpha if alpha else 1.0) * x[j] for s, j in top) if k else q[i]
+        )
         out[i] = x @ (expanded / np.linalg.norm(expanded))
         if loo:
             out[i, i] = -np.inf
     return out
 
 
-@pytest.mark.parametrize("k,alpha,loo", [(5, 0.0, False), (5, 3.0, False), (3, 0.0, True), (7, 2.0, True)])
+@pytest.mark.parametrize(
+    "k,alpha,loo", [(5, 0.0, False), (5, 3.0, False), (3, 0.0, True), (7, 2.0, True)]
+)
 def test_query_expansion_matches_a_per_query_loop(k, alpha, loo):
     x = _codes(40)
     q = x if loo else _codes(6, seed=1)
-    np.testing.assert_allclose(query_expansion(q, x, k, alpha, loo), _naive_qe(q, x, k, alpha, loo), atol=1e-12)
+    np.testing.assert_allclose(
+        query_expansion(q, x, k, alpha, loo), _naive_qe(q, x, k, alpha, loo), atol=1e-12
+    )
 
 
 def test_query_expansion_with_k_0_is_plain_cosine():
@@ -52,7 +65,9 @@ def test_database_augmentation_matches_a_per_item_loop(k, alpha):
     x = _unit(_codes(30))
     expected = np.empty_like(x)
     for i in range(len(x)):
-        others = sorted(((float(x[i] @ x[j]), j) for j in range(len(x)) if j != i), key=lambda t: (-t[0], t[1]))
+        others = sorted(
+            ((float(x[i] @ x[j]), j) for j in range(len(x)) if j != i), key=lambda t: (-t[0], t[1])
+        )
         members = [(1.0, i)] + others[: k - 1]
         mean = sum((max(s, 0) ** alpha if alpha else 1.0) * x[j] for s, j in members)
         expected[i] = mean / np.linalg.norm(mean)
@@ -80,7 +95,9 @@ def _naive_diffusion_order(q, x, i, k, n_truncate, k_query, gamma, alpha, loo):
     inv = np.array([1 / np.sqrt(dg) if dg > 0 else 0.0 for dg in deg])
     y = np.array([max(s[j], 0) ** gamma if r < k_query else 0.0 for r, j in enumerate(t)])
     f = np.linalg.solve(np.eye(len(t)) - alpha * inv[:, None] * sub * inv[None, :], y)
-    f[np.abs(f) < 1e-12] = 0  # items the query's seeds cannot reach: exactly 0, tied, ordered by similarity
+    f[np.abs(f) < 1e-12] = (
+        0  # items the query's seeds cannot reach: exactly 0, tied, ordered by similarity
+    )
     inside = sorted(range(len(t)), key=lambda r: (-round(f[r], 9), -s[t[r]]))
     return [t[r] for r in inside] + [j for j in by_sim if j not in t and not (loo and j == i)]
 
@@ -90,13 +107,17 @@ def test_diffusion_ranks_as_a_dense_solve_does(loo, n_truncate):
     x = _codes(40)
     q = x[:5] if loo else _codes(4, seed=3)
     params = dict(k=6, n_truncate=n_truncate, k_query=4, gamma=3.0, alpha=0.9)
-    scores = rerank("diffusion", q if not loo else x, x, loo=loo, tol=1e-14, max_iter=1000, **params)
+    scores = rerank(
+        "diffusion", q if not loo else x, x, loo=loo, tol=1e-14, max_iter=1000, **params
+    )
     for i in range(len(q)):
         got = [int(j) for j in np.argsort(-scores[i], kind="stable") if np.isfinite(scores[i, j])]
         assert got == _naive_diffusion_order(q if not loo else x, x, i, loo=loo, **params)
 
 
-def _authors_re_ranking(all_dist: np.ndarray, query_num: int, k1: int, k2: int, lambda_value: float) -> np.ndarray:
+def _authors_re_ranking(
+    all_dist: np.ndarray, query_num: int, k1: int, k2: int, lambda_value: float
+) -> np.ndarray:
     """Zhong et al.'s ``re_ranking`` (github.com/zhunzhong07/person-re-ranking), in float64, on the
     (P, P) Euclidean distances of all points, the first ``query_num`` being the queries."""
     original_dist = np.power(all_dist, 2)
@@ -137,21 +158,27 @@ def _authors_re_ranking(all_dist: np.ndarray, query_num: int, k1: int, k2: int, 
 def test_k_reciprocal_matches_the_authors_code(k1, k2, lambda_):
     x, q = _codes(40), _codes(5, seed=4)
     points = _unit(np.concatenate([q, x]))
-    expected = _authors_re_ranking(cdist(points, points), len(q), k1, k2, lambda_)[:, len(q):]
-    np.testing.assert_allclose(rerank("k_reciprocal", q, x, k1=k1, k2=k2, lambda_=lambda_), -expected, atol=1e-10)
+    expected = _authors_re_ranking(cdist(points, points), len(q), k1, k2, lambda_)[:, len(q) :]
+    np.testing.assert_allclose(
+        rerank("k_reciprocal", q, x, k1=k1, k2=k2, lambda_=lambda_), -expected, atol=1e-10
+    )
 
 
 def test_k_reciprocal_leave_one_out_matches_the_authors_code_on_the_database_alone():
     x = _unit(_codes(40))
     expected = _authors_re_ranking(cdist(x, x), len(x), 6, 3, 0.3)
     np.fill_diagonal(expected, np.inf)
-    np.testing.assert_allclose(rerank("k_reciprocal", x, x, loo=True, k1=6, k2=3, lambda_=0.3), -expected, atol=1e-10)
+    np.testing.assert_allclose(
+        rerank("k_reciprocal", x, x, loo=True, k1=6, k2=3, lambda_=0.3), -expected, atol=1e-10
+    )
 
 
 def test_k_reciprocal_with_lambda_1_keeps_the_original_ranking():
     x, q = _codes(40), _codes(5, seed=5)
     scores = rerank("k_reciprocal", q, x, lambda_=1.0, k1=5, k2=2)
-    np.testing.assert_array_equal(np.argsort(-scores, axis=1), np.argsort(-(_unit(q) @ _unit(x).T), axis=1))
+    np.testing.assert_array_equal(
+        np.argsort(-scores, axis=1), np.argsort(-(_unit(q) @ _unit(x).T), axis=1)
+    )
 
 
 @pytest.mark.parametrize("name", sorted(RERANKERS))
@@ -164,7 +191,9 @@ def test_leave_one_out_never_ranks_a_query_itself_and_reads_no_label(name):
 
 
 def _small(name: str) -> dict:
-    return {"diffusion": {"k": 5, "n_truncate": 30}, "k_reciprocal": {"k1": 5, "k2": 2}}.get(name, {})
+    return {"diffusion": {"k": 5, "n_truncate": 30}, "k_reciprocal": {"k1": 5, "k2": 2}}.get(
+        name, {}
+    )
 
 
 @pytest.mark.parametrize("name", sorted(RERANKERS))

@@ -77,7 +77,9 @@ def test_ties_are_broken_by_database_index():
     database = np.stack([e2, e1, e2, e1, e1, e2])
     indices, distances = search(e1[None, :], database)
     np.testing.assert_array_equal(indices[0], [1, 3, 4, 0, 2, 5])
-    np.testing.assert_allclose(distances[0], [0, 0, 0, np.sqrt(2), np.sqrt(2), np.sqrt(2)], atol=1e-6)
+    np.testing.assert_allclose(
+        distances[0], [0, 0, 0, np.sqrt(2), np.sqrt(2), np.sqrt(2)], atol=1e-6
+    )
     indices, _ = search(e1[None, :], database, k=2)
     np.testing.assert_array_equal(indices[0], [1, 3])
 
@@ -114,7 +116,9 @@ def test_block_size_and_route_do_not_change_results(k):
 def test_blocks_cover_all_queries_in_order():
     rng = np.random.default_rng(4)
     codes = unit_codes(rng, 23, 4)
-    starts = [(block.start, len(block.indices)) for block in iter_leave_one_out(codes, k=3, block_size=10)]
+    starts = [
+        (block.start, len(block.indices)) for block in iter_leave_one_out(codes, k=3, block_size=10)
+    ]
     assert starts == [(0, 10), (10, 10), (20, 3)]
 
 
@@ -134,8 +138,14 @@ def test_integer_and_tensor_inputs_work():
         ({"queries": np.ones(3), "database": np.ones((4, 3))}, "2-D"),
         ({"queries": np.full((1, 3), np.nan), "database": np.ones((4, 3))}, "NaN"),
         ({"queries": np.ones((1, 3)), "database": np.ones((4, 3)), "k": 5}, "k=5 exceeds the 4"),
-        ({"queries": np.ones((1, 3)), "database": np.ones((4, 3)), "k": 4, "exclude": [0]}, "k=4 exceeds the 3"),
-        ({"queries": np.ones((2, 3)), "database": np.ones((4, 3)), "exclude": [0]}, "one integer database index"),
+        (
+            {"queries": np.ones((1, 3)), "database": np.ones((4, 3)), "k": 4, "exclude": [0]},
+            "k=4 exceeds the 3",
+        ),
+        (
+            {"queries": np.ones((2, 3)), "database": np.ones((4, 3)), "exclude": [0]},
+            "one integer database index",
+        ),
         ({"queries": np.ones((1, 3)), "database": np.ones((4, 3)), "exclude": [4]}, r"\[0, 4\)"),
         ({"queries": np.ones((1, 3)), "database": np.ones((4, 3)), "block_size": 0}, "block_size"),
         ({"queries": np.array([["a", "b"]]), "database": np.ones((4, 2))}, "numeric"),
@@ -156,8 +166,12 @@ def test_tie_keys_are_ascending_and_equal_exactly_where_distances_tie(gram, monk
     if not gram:
         monkeypatch.setattr("neuralcodes.retrieval.search.GRAM_MAX_BYTES", 0)
     rng = np.random.default_rng(21)
-    codes = rng.integers(0, 3, size=(40, 4)).astype(np.float32)  # exact squared distances, many ties
-    squared = ((codes[:, None, :].astype(np.int64) - codes[None, :, :].astype(np.int64)) ** 2).sum(-1)
+    codes = rng.integers(0, 3, size=(40, 4)).astype(
+        np.float32
+    )  # exact squared distances, many ties
+    squared = ((codes[:, None, :].astype(np.int64) - codes[None, :, :].astype(np.int64)) ** 2).sum(
+        -1
+    )
     for start, indices, keys in iter_leave_one_out(codes, block_size=9, tie_keys=True):
         rows = np.arange(start, start + len(indices))
         ranked = squared[rows[:, None], indices]

@@ -1,4 +1,5 @@
 """Paired bootstrap intervals: against scipy.stats.bootstrap and the normal approximation; pairing matters."""
+
 import numpy as np
 import pytest
 from scipy.stats import bootstrap
@@ -11,9 +12,16 @@ def test_interval_matches_scipy_bootstrap_on_the_paired_differences():
     a = rng.beta(2, 3, size=400)
     b = np.clip(a - 0.02 + 0.1 * rng.standard_normal(400), 0, 1)
     ours = paired_bootstrap(a, b, n_resamples=20_000, seed=1)
-    reference = bootstrap((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), paired=True, vectorized=True,
-                          n_resamples=20_000, method="percentile", confidence_level=0.95,
-                          random_state=np.random.default_rng(2)).confidence_interval  # fmt: skip
+    reference = bootstrap(
+        (a, b),
+        lambda x, y, axis: np.mean(x - y, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=20_000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(2),
+    ).confidence_interval
     width = reference.high - reference.low
     # Two independent Monte Carlo runs of the same interval: endpoints agree to a few percent of its width.
     assert ours["low"] == pytest.approx(reference.low, abs=0.05 * width)

@@ -1,4 +1,5 @@
 """An index of a few real photos to serve, one class of which has a label that is HTML."""
+
 from __future__ import annotations
 
 import zipfile

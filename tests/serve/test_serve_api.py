@@ -1,4 +1,5 @@
 """The JSON API with FastAPI's test client: search by upload, bad uploads, path traversal, no stack traces."""
+
 from __future__ import annotations
 
 import io
@@ -36,7 +37,9 @@ def _upload(client: TestClient, data: bytes, k: int = 3):
     return client.post(f"/api/search?k={k}", files={"image": ("photo.jpg", data, "image/jpeg")})
 
 
-def test_an_uploaded_image_of_the_collection_comes_back_first(client: TestClient, served_photos: Path) -> None:
+def test_an_uploaded_image_of_the_collection_comes_back_first(
+    client: TestClient, served_photos: Path
+) -> None:
     for file in sorted(served_photos.rglob("*.JPEG"))[::4]:
         response = _upload(client, file.read_bytes(), k=4)
         assert response.status_code == 200, response.text
@@ -54,7 +57,9 @@ def test_searching_with_a_collection_image_by_id(client: TestClient) -> None:
     assert response.json()["query"]["id"] == 5 and response.json()["results"][0]["id"] == 5
 
 
-def test_images_and_thumbnails_are_served_by_id(client: TestClient, index: Index, served_photos: Path, evil_label: str) -> None:
+def test_images_and_thumbnails_are_served_by_id(
+    client: TestClient, index: Index, served_photos: Path, evil_label: str
+) -> None:
     hit = index.record(7)
     response = client.get("/api/images/7")
     assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
@@ -64,24 +69,38 @@ def test_images_and_thumbnails_are_served_by_id(client: TestClient, index: Index
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 96
     assert client.get("/api/images/7/thumbnail?size=5000").status_code == 422
     listing = client.get("/api/images?limit=100").json()
-    assert listing["total"] == 12 and evil_label in {i["label"] for i in listing["images"]}  # data, unchanged
+    assert listing["total"] == 12 and evil_label in {
+        i["label"] for i in listing["images"]
+    }  # data, unchanged
 
 
 def _jpeg(size: tuple[int, int] = (64, 64)) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, "JPEG")
+    Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    ).save(buffer, "JPEG")
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(("data", "status", "message"), [
-    (b"", 400, "the upload is empty"),
-    (b"just some text, not an image", 415, "not an image this server can read"),
-    (_jpeg()[:400], 415, "not an image this server can read"),
-    (png_header(30000, 30000), 413, "decompression bomb"),
-    (os.urandom(LIMIT + 1000), 413, "over the upload limit of 64 KiB"),
-    (os.urandom(3 * LIMIT), 413, "request body is over the upload limit"),  # refused before it is read
-], ids=["empty", "text", "truncated-jpeg", "30000x30000-png", "oversized-file", "oversized-body"])
-def test_bad_uploads_get_a_4xx_with_a_clear_message(client: TestClient, data: bytes, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"", 400, "the upload is empty"),
+        (b"just some text, not an image", 415, "not an image this server can read"),
+        (_jpeg()[:400], 415, "not an image this server can read"),
+        (png_header(30000, 30000), 413, "decompression bomb"),
+        (os.urandom(LIMIT + 1000), 413, "over the upload limit of 64 KiB"),
+        (
+            os.urandom(3 * LIMIT),
+            413,
+            "request body is over the upload limit",
+        ),  # refused before it is read
+    ],
+    ids=["empty", "text", "truncated-jpeg", "30000x30000-png", "oversized-file", "oversized-body"],
+)
+def test_bad_uploads_get_a_4xx_with_a_clear_message(
+    client: TestClient, data: bytes, status: int, message: str
+) -> None:
     response = _upload(client, data)
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
@@ -94,27 +113,53 @@ def test_an_oversized_body_without_a_length_is_cut_off(client: TestClient) -> No
             yield os.urandom(8192)
         yield b"\r\n--b--\r\n"
 
-    response = client.post("/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
+    response = client.post(
+        "/api/search", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+    )
     assert response.status_code == 413 and "over the upload limit" in response.json()["detail"]
     assert client.post("/api/search").status_code == 422  # no file at all
 
 
 TRAVERSALS = [
-    "../../../../etc/passwd", "..%2F..%2F..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd", "....//....//etc/passwd",
-    "%252e%252e%252fetc%252fpasswd", "..\\..\\etc\\passwd", "/etc/passwd", "%2Fetc%2Fpasswd", "1/../../../etc/passwd",
-    "-1", "99999", "0x1", "1e3", "1;cat%20%2Fetc%2Fpasswd", "%00", "1%00", str(2**70), "",
+    "../../../../etc/passwd",
+    "..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "....//....//etc/passwd",
+    "%252e%252e%252fetc%252fpasswd",
+    "..\\..\\etc\\passwd",
+    "/etc/passwd",
+    "%2Fetc%2Fpasswd",
+    "1/../../../etc/passwd",
+    "-1",
+    "99999",
+    "0x1",
+    "1e3",
+    "1;cat%20%2Fetc%2Fpasswd",
+    "%00",
+    "1%00",
+    str(2**70),
+    "",
 ]
 
 
-@pytest.mark.parametrize("route", ["/api/images/{}", "/api/images/{}/thumbnail", "/api/images/{}/neighbours"])
-def test_path_traversal_attempts_never_reach_the_file_system(client: TestClient, route: str) -> None:
+@pytest.mark.parametrize(
+    "route", ["/api/images/{}", "/api/images/{}/thumbnail", "/api/images/{}/neighbours"]
+)
+def test_path_traversal_attempts_never_reach_the_file_system(
+    client: TestClient, route: str
+) -> None:
     for attempt in TRAVERSALS:
         response = client.get(route.format(attempt))
-        assert 400 <= response.status_code < 500 or (attempt == "" and route == "/api/images/{}"), (attempt, response.status_code)
+        assert 400 <= response.status_code < 500 or (attempt == "" and route == "/api/images/{}"), (
+            attempt,
+            response.status_code,
+        )
         assert "root:" not in response.text and "Traceback" not in response.text
 
 
-def test_a_stored_path_that_leaves_the_collection_is_refused(served_index: Path, served_photos: Path, tmp_path: Path) -> None:
+def test_a_stored_path_that_leaves_the_collection_is_refused(
+    served_index: Path, served_photos: Path, tmp_path: Path
+) -> None:
     """Defence in depth: a tampered database, or a file replaced by a link, still cannot reach outside."""
     copy = Path(shutil.copytree(served_index, tmp_path / "idx"))
     with sqlite3.connect(copy / "metadata.sqlite") as db:
@@ -143,7 +188,9 @@ def test_images_of_a_moved_collection_folder_get_a_404(served_index: Path, tmp_p
         client = TestClient(create_app(index), raise_server_exceptions=False)
         for route in ("/api/images/0", "/api/images/0/thumbnail"):
             response = client.get(route)
-            assert response.status_code == 404 and "can no longer be read" in response.json()["detail"], route
+            assert (
+                response.status_code == 404 and "can no longer be read" in response.json()["detail"]
+            ), route
             assert "moved-away" not in response.text
 
 
@@ -164,12 +211,22 @@ def test_the_page_its_script_and_the_schema(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "Drop an image here" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
-    assert "<script>" not in page.text and "onerror" not in page.text  # no inline script; no label in the HTML
+    assert (
+        "<script>" not in page.text and "onerror" not in page.text
+    )  # no inline script; no label in the HTML
     script = client.get("/app.js").text
-    assert "textContent" in script and "innerHTML" not in script and "insertAdjacentHTML" not in script
+    assert (
+        "textContent" in script and "innerHTML" not in script and "insertAdjacentHTML" not in script
+    )
     schema = client.get("/openapi.json").json()
-    assert {"/api/search", "/api/images", "/api/images/{image_id}", "/api/images/{image_id}/thumbnail",
-            "/api/images/{image_id}/neighbours", "/api/health"} <= set(schema["paths"])
+    assert {
+        "/api/search",
+        "/api/images",
+        "/api/images/{image_id}",
+        "/api/images/{image_id}/thumbnail",
+        "/api/images/{image_id}/neighbours",
+        "/api/health",
+    } <= set(schema["paths"])
     health = client.get("/api/health").json()
     assert health["status"] == "ok" and health["images"] == 12
 
@@ -179,9 +236,13 @@ def test_safe_defaults_of_the_server(index: Index) -> None:
     assert args.host == "127.0.0.1" and args.port == 8000
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
-    local = TestClient(create_app(index, allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1")
+    local = TestClient(
+        create_app(index, allowed_hosts=["127.0.0.1", "localhost"]), base_url="http://127.0.0.1"
+    )
     assert local.get("/api/health").status_code == 200
-    assert local.get("/api/health", headers={"host": "attacker.example"}).status_code == 400  # DNS rebinding
+    assert (
+        local.get("/api/health", headers={"host": "attacker.example"}).status_code == 400
+    )  # DNS rebinding
 
 
 def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
@@ -193,7 +254,9 @@ def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
     half[:, 20:] = 100  # left black, right dark grey
     Image.fromarray(half.astype(np.uint16) * 257).save(folder / "a_sixteen.png")
     hidden = np.zeros((20, 40, 4), np.uint8)
-    hidden[..., 3] = np.where(np.arange(40) < 20, 0, 255)  # left invisible black, right opaque black
+    hidden[..., 3] = np.where(
+        np.arange(40) < 20, 0, 255
+    )  # left invisible black, right opaque black
     Image.fromarray(hidden, "RGBA").save(folder / "b_transparent.png")
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -205,7 +268,9 @@ def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
         for image_id in range(3):
             response = client.get(f"/api/images/{image_id}/thumbnail?size=96")
             assert response.status_code == 200, response.text
-            thumbs.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=int))
+            thumbs.append(
+                np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), dtype=int)
+            )
     sixteen, transparent, rotated = thumbs
     assert sixteen.shape == (20, 40)  # never enlarged
     assert sixteen[:, :16].mean() < 8 and abs(sixteen[:, 24:].mean() - 100) < 8
@@ -213,42 +278,70 @@ def test_thumbnails_show_the_pixels_that_were_indexed(tmp_path: Path) -> None:
     assert rotated.shape == (40, 20)
 
 
-def test_both_searches_rerank_and_say_so(client: TestClient, index: Index, served_photos: Path) -> None:
+def test_both_searches_rerank_and_say_so(
+    client: TestClient, index: Index, served_photos: Path
+) -> None:
     file = sorted(served_photos.rglob("*.JPEG"))[2]  # one whose order the step changes
     plain = _upload(client, file.read_bytes(), k=5).json()
     assert (plain["rerank"], plain["shortlist"]) == (None, None)
-    response = client.post("/api/search", params={"k": 5, "rerank": "dba+qe", "shortlist": 8},
-                           files={"image": ("photo.jpg", file.read_bytes(), "image/jpeg")})  # fmt: skip
+    response = client.post(
+        "/api/search",
+        params={"k": 5, "rerank": "dba+qe", "shortlist": 8},
+        files={"image": ("photo.jpg", file.read_bytes(), "image/jpeg")},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["k"], body["rerank"], body["shortlist"]) == (5, "dba+qe", 8)
     want = index.search([file], k=5, rerank="dba+qe", shortlist=8)
-    assert [r["id"] for r in body["results"]] == want.ids[0].tolist() != [r["id"] for r in plain["results"]]
+    assert (
+        [r["id"] for r in body["results"]]
+        == want.ids[0].tolist()
+        != [r["id"] for r in plain["results"]]
+    )
     assert [r["distance"] for r in body["results"]] == pytest.approx(want.distances[0].tolist())
     assert [r["rank"] for r in body["results"]] == [1, 2, 3, 4, 5]
 
-    near = client.get("/api/images/5/neighbours", params={"k": 4, "rerank": "k_reciprocal", "shortlist": 6}).json()
+    near = client.get(
+        "/api/images/5/neighbours", params={"k": 4, "rerank": "k_reciprocal", "shortlist": 6}
+    ).json()
     assert (near["rerank"], near["shortlist"], near["query"]["id"]) == ("k_reciprocal", 6, 5)
     want = index.search_ids([5], k=4, rerank="k_reciprocal", shortlist=6).ids[0].tolist()
     assert [r["id"] for r in near["results"]] == want != index.search_ids([5], k=4).ids[0].tolist()
     default = client.get("/api/images/5/neighbours?k=4&rerank=aqe").json()
-    assert (default["rerank"], default["shortlist"]) == ("aqe", 12)  # 100 by default, clamped to the collection
+    assert (default["rerank"], default["shortlist"]) == (
+        "aqe",
+        12,
+    )  # 100 by default, clamped to the collection
     assert client.get("/api/images/5/neighbours?k=4&rerank=none").json()["rerank"] is None
 
 
-@pytest.mark.parametrize("query", ["rerank=nope", "rerank=dba qe", "rerank=aqe&shortlist=0", "rerank=aqe&shortlist=1001"])
-def test_bad_reranking_options_get_a_422(client: TestClient, served_photos: Path, query: str) -> None:
+@pytest.mark.parametrize(
+    "query", ["rerank=nope", "rerank=dba qe", "rerank=aqe&shortlist=0", "rerank=aqe&shortlist=1001"]
+)
+def test_bad_reranking_options_get_a_422(
+    client: TestClient, served_photos: Path, query: str
+) -> None:
     data = sorted(served_photos.rglob("*.JPEG"))[0].read_bytes()
-    for response in (client.post(f"/api/search?k=3&{query}", files={"image": ("photo.jpg", data, "image/jpeg")}),
-                     client.get(f"/api/images/2/neighbours?k=3&{query}")):  # fmt: skip
+    for response in (
+        client.post(f"/api/search?k=3&{query}", files={"image": ("photo.jpg", data, "image/jpeg")}),
+        client.get(f"/api/images/2/neighbours?k=3&{query}"),
+    ):
         assert response.status_code == 422, response.text
         detail = response.json()["detail"]
         if "shortlist" in query:
             assert detail[0]["loc"] == ["query", "shortlist"]
         else:  # a sentence the page shows as it is, naming every step
-            assert detail.startswith("unknown re-ranking") and "aqe, alpha_qe, dba, dba+qe, diffusion, k_reciprocal" in detail
+            assert (
+                detail.startswith("unknown re-ranking")
+                and "aqe, alpha_qe, dba, dba+qe, diffusion, k_reciprocal" in detail
+            )
     # Unknown steps are refused before the upload is looked at.
-    assert client.post("/api/search?rerank=nope", files={"image": ("e.jpg", b"", "image/jpeg")}).status_code == 422
+    assert (
+        client.post(
+            "/api/search?rerank=nope", files={"image": ("e.jpg", b"", "image/jpeg")}
+        ).status_code
+        == 422
+    )
 
 
 def test_the_rerankers_are_listed_and_offered_on_the_page(client: TestClient) -> None:
@@ -257,7 +350,8 @@ def test_the_rerankers_are_listed_and_offered_on_the_page(client: TestClient) ->
     listed = client.get("/api/rerankers").json()["rerankers"]
     assert [r["name"] for r in listed] == list(RERANKERS)
     assert {r["name"]: (r["about"], r["uses_database"]) for r in listed} == {
-        name: (step.about, step.uses_database) for name, step in RERANKERS.items()}
+        name: (step.about, step.uses_database) for name, step in RERANKERS.items()
+    }
     page = client.get("/").text
     assert '<select id="rerank"><option value="" selected>none</option>' in page
     for name, step in RERANKERS.items():
@@ -307,7 +401,16 @@ element("k").value = "6";
     import json
     import subprocess
 
-    out = json.loads(subprocess.run([node, str(script)], capture_output=True, text=True, check=True, timeout=60).stdout)
-    assert out["fetched"] == ["/api/images?limit=48&offset=0", "/api/images/3/neighbours?k=6&rerank=dba%2Bqe",
-                              "/api/search?k=6&rerank=dba%2Bqe", "/api/images/3/neighbours?k=6", "/api/search?k=6"]
+    out = json.loads(
+        subprocess.run(
+            [node, str(script)], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    )
+    assert out["fetched"] == [
+        "/api/images?limit=48&offset=0",
+        "/api/images/3/neighbours?k=6&rerank=dba%2Bqe",
+        "/api/search?k=6&rerank=dba%2Bqe",
+        "/api/images/3/neighbours?k=6",
+        "/api/search?k=6",
+    ]
     assert out["titles"] == ["Nearest to a/b.jpg (re-ranked: dba+qe)", "Nearest to a/b.jpg"]

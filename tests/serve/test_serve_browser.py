@@ -4,6 +4,7 @@ a person uploads an image and sees the result grid; labels that look like HTML s
 Skips, saying why, where the browser or its driver is not installed (`.ci/run` installs them where
 apt can). Set NEURALCODES_SCREENSHOT=path.png to keep a screenshot of the page with its results.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,20 +33,34 @@ def _find(names: tuple[str, ...]) -> str | None:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed (pip install -e '.[test]')"
+    )
     binary, driver = _find(BROWSERS), _find(DRIVERS)
     if binary is None or driver is None:
-        pytest.skip("no headless browser here: install Debian's chromium and chromium-driver "
-                    "(apt-get install -y chromium chromium-driver), as .ci/run does where apt is available")
+        pytest.skip(
+            "no headless browser here: install Debian's chromium and chromium-driver "
+            "(apt-get install -y chromium chromium-driver), as .ci/run does where apt is available"
+        )
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1100,1000"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1100,1000",
+    ):
         options.add_argument(argument)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not try to download anything
+    os.environ.setdefault(
+        "SE_OFFLINE", "true"
+    )  # Selenium Manager must not try to download anything
     chrome = webdriver.Chrome(service=Service(executable_path=driver), options=options)
     chrome.set_page_load_timeout(60)
     yield chrome
@@ -61,12 +76,16 @@ def server(served_index: Path):
         port = probe.getsockname()[1]
     with Index.open(served_index) as index:
         app = create_app(index, allowed_hosts=["127.0.0.1", "localhost"])
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 30
         while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+            assert time.monotonic() < deadline and thread.is_alive(), (
+                "the test server did not start"
+            )
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
         server.should_exit = True
@@ -83,7 +102,9 @@ def _wait(condition, timeout: float = 30.0):
         time.sleep(0.1)
 
 
-def test_upload_an_image_and_see_the_result_grid(browser, server: str, served_photos: Path, evil_label: str, tmp_path: Path) -> None:
+def test_upload_an_image_and_see_the_result_grid(
+    browser, server: str, served_photos: Path, evil_label: str, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/")
@@ -101,8 +122,14 @@ def test_upload_an_image_and_see_the_result_grid(browser, server: str, served_ph
     assert browser.find_elements(By.CSS_SELECTOR, 'img[src="x"]') == []
     assert browser.execute_script("return window.pwned === undefined")
     thumbnails = [f.find_element(By.TAG_NAME, "img") for f in results]
-    assert _wait(lambda: all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", t)
-                             for t in thumbnails))
+    assert _wait(
+        lambda: all(
+            browser.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth > 0", t
+            )
+            for t in thumbnails
+        )
+    )
     if os.environ.get("NEURALCODES_SCREENSHOT"):
         Path(os.environ["NEURALCODES_SCREENSHOT"]).write_bytes(browser.get_screenshot_as_png())
 

@@ -1,5 +1,6 @@
 """An upload is decoded once, by the index (the server hands it the bytes), and a bad one still gets
 the 4xx that says why."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +46,9 @@ def _upload(client: TestClient, data: bytes):
     return client.post("/api/search?k=3", files={"image": ("photo.jpg", data, "image/jpeg")})
 
 
-def test_an_upload_is_decoded_once(index: Index, served_photos: Path, counted: dict[str, int]) -> None:
+def test_an_upload_is_decoded_once(
+    index: Index, served_photos: Path, counted: dict[str, int]
+) -> None:
     client = TestClient(create_app(index), raise_server_exceptions=False)
     photo = sorted(served_photos.rglob("*.JPEG"))[0]
     response = _upload(client, photo.read_bytes())
@@ -54,10 +57,18 @@ def test_an_upload_is_decoded_once(index: Index, served_photos: Path, counted: d
     assert counted == {"decode": 1, "rgb": 1}
 
 
-@pytest.mark.parametrize("data, status, reason", [
-    (b"just some text, not an image", 415, "not an image in a format PIL reads (unknown format, or a damaged header)"),
-    (png_header(30000, 30000), 413, None),  # PIL's words, which name the pixel limit
-], ids=["not-an-image", "bomb"])
+@pytest.mark.parametrize(
+    "data, status, reason",
+    [
+        (
+            b"just some text, not an image",
+            415,
+            "not an image in a format PIL reads (unknown format, or a damaged header)",
+        ),
+        (png_header(30000, 30000), 413, None),  # PIL's words, which name the pixel limit
+    ],
+    ids=["not-an-image", "bomb"],
+)
 def test_an_undecodable_upload_is_decoded_once_and_refused_as_before(
     index: Index, counted: dict[str, int], data: bytes, status: int, reason: str | None
 ) -> None:

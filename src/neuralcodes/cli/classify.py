@@ -1,18 +1,28 @@
 """`neuralcodes train` and `neuralcodes evaluate`."""
+
 from __future__ import annotations
 
 import argparse
 
 from rich.table import Table
 
-from neuralcodes.cli.options import absolute_data, add_checkpoint_option, add_classify_options, classify_config
+from neuralcodes.cli.options import (
+    absolute_data,
+    add_checkpoint_option,
+    add_classify_options,
+    classify_config,
+)
 from neuralcodes.progress import console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the course ConvNet with early stopping")
-    p.add_argument("--out", required=True, help="run folder to create (or to continue with --resume)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument(
+        "--out", required=True, help="run folder to create (or to continue with --resume)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
     add_classify_options(p)
     add_checkpoint_option(p)
     p.set_defaults(func=train_command)
@@ -20,14 +30,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="cross-entropy, accuracy, top-5 on train/val/test")
     p.add_argument("run", help="run folder")
     p.add_argument("--device", default=None)
-    p.add_argument("--data", default=None, help="the run's data, if it has moved (verified against the run's checksum)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="the run's data, if it has moved (verified against the run's checksum)",
+    )
     p.set_defaults(func=evaluate_command)
 
 
 def train_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.train import train_classifier
 
-    run = train_classifier(classify_config(args), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
+    run = train_classifier(
+        classify_config(args),
+        args.out,
+        resume=args.resume,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
     run.finish()
     console.print(f"run folder: {run.root}")
 
@@ -35,7 +54,9 @@ def train_command(args: argparse.Namespace) -> None:
 def evaluate_command(args: argparse.Namespace) -> None:
     from neuralcodes.recipes.neural_codes.evaluate import evaluate_run
 
-    print_classification_table(evaluate_run(args.run, device=args.device, data=absolute_data(args.data)))
+    print_classification_table(
+        evaluate_run(args.run, device=args.device, data=absolute_data(args.data))
+    )
 
 
 def print_classification_table(results: dict[str, dict[str, float]]) -> None:

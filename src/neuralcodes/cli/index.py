@@ -1,4 +1,5 @@
 """`neuralcodes index build|merge|add|remove|info|backend` and `neuralcodes search`: an index of your own images."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,33 +20,70 @@ RERANK_CHOICES = ("aqe", "alpha_qe", "dba", "dba+qe", "diffusion", "k_reciprocal
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    index = sub.add_parser("index", help="build and maintain a searchable index of a folder of images")
+    index = sub.add_parser(
+        "index", help="build and maintain a searchable index of a folder of images"
+    )
     steps = index.add_subparsers(dest="index_command", required=True, metavar="STEP")
 
-    p = steps.add_parser("build", help="embed every image of a folder (or data source) into a new index (resumable)")
-    p.add_argument("index", help="the index folder to create (run again to resume an interrupted build)")
-    p.add_argument("--model", required=True,
-                   help="a `neuralcodes train` or `rank train` run folder, or a backbone: imagenet (EfficientNet-Lite0, "
-                        "pretrained, no training needed), efficientnet_lite0, resnet18/50/101")
-    p.add_argument("--layer", default=None, help="layer of the codes (neural codes: L5, L6 or L7; default L6)")
-    p.add_argument("--image-size", type=int, default=None, help="side images are resized to (backbones; default 224)")
+    p = steps.add_parser(
+        "build", help="embed every image of a folder (or data source) into a new index (resumable)"
+    )
+    p.add_argument(
+        "index", help="the index folder to create (run again to resume an interrupted build)"
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a `neuralcodes train` or `rank train` run folder, or a backbone: imagenet (EfficientNet-Lite0, "
+        "pretrained, no training needed), efficientnet_lite0, resnet18/50/101",
+    )
+    p.add_argument(
+        "--layer", default=None, help="layer of the codes (neural codes: L5, L6 or L7; default L6)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="side images are resized to (backbones; default 224)",
+    )
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--images", help="a folder tree of images (labels from class sub-folders, if any)")
-    where.add_argument("--data", help="a data source as `neuralcodes train --data` takes it (sample, a zip, ...)")
-    p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="how the codes are stored")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
-                   help="search backend (auto: exact up to 200,000 images, then FAISS HNSW, IVF-PQ past memory)")
-    p.add_argument("--shard", default=None, metavar="K/N",
-                   help="embed only shard K of N (K = 1..N) into INDEX/shards/, one process each, on any machines "
-                        "sharing the folder; the last to finish merges them into the index")
+    where.add_argument(
+        "--images", help="a folder tree of images (labels from class sub-folders, if any)"
+    )
+    where.add_argument(
+        "--data", help="a data source as `neuralcodes train --data` takes it (sample, a zip, ...)"
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="how the codes are stored",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="search backend (auto: exact up to 200,000 images, then FAISS HNSW, IVF-PQ past memory)",
+    )
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="embed only shard K of N (K = 1..N) into INDEX/shards/, one process each, on any machines "
+        "sharing the folder; the last to finish merges them into the index",
+    )
     _add_ingest_options(p)
     p.set_defaults(func=_build)
 
-    p = steps.add_parser("merge", help="merge the finished shards of a `build --shard K/N` into the index")
+    p = steps.add_parser(
+        "merge", help="merge the finished shards of a `build --shard K/N` into the index"
+    )
     p.add_argument("index")
     p.set_defaults(func=_merge)
 
-    p = steps.add_parser("add", help="add the images of a folder to an index (files already in it are skipped)")
+    p = steps.add_parser(
+        "add", help="add the images of a folder to an index (files already in it are skipped)"
+    )
     p.add_argument("index")
     p.add_argument("images", nargs="?", help="a folder of images")
     p.add_argument("--data", help="a data source instead of a folder")
@@ -54,7 +92,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = steps.add_parser("remove", help="remove images from an index by file path")
     p.add_argument("index")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files (or their paths as `search` shows them)")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="image files (or their paths as `search` shows them)",
+    )
     p.set_defaults(func=_remove)
 
     p = steps.add_parser("info", help="counts, model, layer, size on disk, backend")
@@ -72,18 +115,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")
     p.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of tables")
-    p.add_argument("--figure", default=None, metavar="PNG", help="also draw the results into this PNG")
+    p.add_argument(
+        "--figure", default=None, metavar="PNG", help="also draw the results into this PNG"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
-    p.add_argument("--rerank", default=None, choices=RERANK_CHOICES, metavar="STEP",
-                   help="re-rank each query's shortlist with a step: " + ", ".join(RERANK_CHOICES) +
-                        " (distances stay the Euclidean ones, so they need not increase)")
-    p.add_argument("--shortlist", type=int, default=100, metavar="N",
-                   help="nearest images the re-ranking re-orders (default 100; at least -k)")
+    p.add_argument(
+        "--rerank",
+        default=None,
+        choices=RERANK_CHOICES,
+        metavar="STEP",
+        help="re-rank each query's shortlist with a step: "
+        + ", ".join(RERANK_CHOICES)
+        + " (distances stay the Euclidean ones, so they need not increase)",
+    )
+    p.add_argument(
+        "--shortlist",
+        type=int,
+        default=100,
+        metavar="N",
+        help="nearest images the re-ranking re-orders (default 100; at least -k)",
+    )
     p.set_defaults(func=_search)
 
 
 def _add_ingest_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-labels", dest="labels", action="store_false", help="do not take labels from sub-folder names")
+    p.add_argument(
+        "--no-labels",
+        dest="labels",
+        action="store_false",
+        help="do not take labels from sub-folder names",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     p.add_argument("--chunk", type=int, default=64, help="images per committed batch (default 64)")
     p.add_argument("--workers", type=int, default=None, help="threads reading and decoding images")
@@ -95,14 +156,36 @@ def _build(args: argparse.Namespace) -> None:
 
     if args.shard is not None:
         shard = build_shard(
-            args.index, args.model, args.shard, images=args.images, data=args.data, layer=args.layer,
-            image_size=args.image_size, dtype=args.dtype, backend=args.backend, labels=args.labels, device=args.device,
-            chunk=args.chunk, workers=args.workers)
+            args.index,
+            args.model,
+            args.shard,
+            images=args.images,
+            data=args.data,
+            layer=args.layer,
+            image_size=args.image_size,
+            dtype=args.dtype,
+            backend=args.backend,
+            labels=args.labels,
+            device=args.device,
+            chunk=args.chunk,
+            workers=args.workers,
+        )
         console.print(escape(shard.describe()), soft_wrap=True)
         return
-    summary = build_index(args.index, args.model, images=args.images, data=args.data, layer=args.layer,
-                          image_size=args.image_size, dtype=args.dtype, backend=args.backend, labels=args.labels,
-                          device=args.device, chunk=args.chunk, workers=args.workers)
+    summary = build_index(
+        args.index,
+        args.model,
+        images=args.images,
+        data=args.data,
+        layer=args.layer,
+        image_size=args.image_size,
+        dtype=args.dtype,
+        backend=args.backend,
+        labels=args.labels,
+        device=args.device,
+        chunk=args.chunk,
+        workers=args.workers,
+    )
     console.print(escape(summary.describe()), soft_wrap=True)
 
 
@@ -110,18 +193,33 @@ def _merge(args: argparse.Namespace) -> None:
     from neuralcodes.index.shards import merge_shards
 
     summary = merge_shards(args.index)
-    console.print(escape(summary.describe()) if summary else "another process merged the shards (or is merging them)",
-                  soft_wrap=True)
+    console.print(
+        escape(summary.describe())
+        if summary
+        else "another process merged the shards (or is merging them)",
+        soft_wrap=True,
+    )
 
 
 def _add(args: argparse.Namespace) -> None:
     from neuralcodes.index.ingest import add_images
 
-    if (args.images is None) == (args.data is None):  # the library's message names `build`'s --images option
-        raise ValueError(f"give the images to add as a folder (`neuralcodes index add {args.index} DIR`) or as a "
-                         "data source (--data SPEC), one of the two")
-    summary = add_images(args.index, images=args.images, data=args.data, labels=args.labels, device=args.device,
-                         chunk=args.chunk, workers=args.workers)
+    if (args.images is None) == (
+        args.data is None
+    ):  # the library's message names `build`'s --images option
+        raise ValueError(
+            f"give the images to add as a folder (`neuralcodes index add {args.index} DIR`) or as a "
+            "data source (--data SPEC), one of the two"
+        )
+    summary = add_images(
+        args.index,
+        images=args.images,
+        data=args.data,
+        labels=args.labels,
+        device=args.device,
+        chunk=args.chunk,
+        workers=args.workers,
+    )
     console.print(escape(summary.describe()), soft_wrap=True)
 
 
@@ -184,10 +282,24 @@ def _search(args: argparse.Namespace) -> None:
             labels = [hit.label if hit is not None else None for hit in own]
             plot_search_results(index, pixels, args.images, results, args.figure, labels)
     if args.json:
-        queries = [{"query": q, "results": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, start=1)]}
-                   for q, hits in zip(args.images, results.hits)]
-        json.dump({"index": args.index, "k": args.k, "rerank": results.rerank, "shortlist": results.shortlist,
-                   "queries": queries}, sys.stdout, indent=2)
+        queries = [
+            {
+                "query": q,
+                "results": [{"rank": r, **h.to_dict()} for r, h in enumerate(hits, start=1)],
+            }
+            for q, hits in zip(args.images, results.hits)
+        ]
+        json.dump(
+            {
+                "index": args.index,
+                "k": args.k,
+                "rerank": results.rerank,
+                "shortlist": results.shortlist,
+                "queries": queries,
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
         return
     if results.rerank:
@@ -197,7 +309,9 @@ def _search(args: argparse.Namespace) -> None:
         for column in ("rank", "distance", "path", "label"):
             table.add_column(column, justify="right" if column in ("rank", "distance") else "left")
         for rank, hit in enumerate(hits, start=1):
-            table.add_row(str(rank), f"{hit.distance:.4f}", escape(hit.path), escape(hit.label or ""))
+            table.add_row(
+                str(rank), f"{hit.distance:.4f}", escape(hit.path), escape(hit.label or "")
+            )
         out.print(table)
     if args.figure:
         console.print(f"figure: {escape(args.figure)}")

@@ -1,4 +1,5 @@
 """`neuralcodes rank`: deep ranking (train / evaluate / compare-mining)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,35 +17,84 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = rank.add_subparsers(dest="rank_command", required=True, metavar="STEP")
 
     d = RankConfig()
-    train = sub.add_parser("train", help="train a triplet network (frozen pretrained backbone + head by default)")
-    train.add_argument("--data", default=None, help="dataset: omitted = the embedded sample; or the Tiny ImageNet zip")
+    train = sub.add_parser(
+        "train", help="train a triplet network (frozen pretrained backbone + head by default)"
+    )
+    train.add_argument(
+        "--data",
+        default=None,
+        help="dataset: omitted = the embedded sample; or the Tiny ImageNet zip",
+    )
     train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--backbone", default=d.backbone, help="efficientnet_lite0, resnet18/50/101, convnet, tiny")
-    train.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random backbone weights")
-    train.add_argument("--weights", default=None, help="local backbone weight file (convnet: a `neuralcodes train` run)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.add_argument(
+        "--backbone", default=d.backbone, help="efficientnet_lite0, resnet18/50/101, convnet, tiny"
+    )
+    train.add_argument(
+        "--no-pretrained", dest="pretrained", action="store_false", help="random backbone weights"
+    )
+    train.add_argument(
+        "--weights",
+        default=None,
+        help="local backbone weight file (convnet: a `neuralcodes train` run)",
+    )
     add_checkpoint_option(train)
-    train.add_argument("--train-backbone", dest="freeze_backbone", action="store_false",
-                       help="train the backbone too (default: frozen, features cached once)")
-    train.add_argument("--no-multiscale", dest="multiscale", action="store_false", help="deep branch only")
-    for name, kind in (("image_size", int), ("embedding_dim", int), ("head_hidden", int), ("gap", float), ("lr", float),
-                       ("weight_decay", float), ("batch_size", int), ("epochs", int), ("triplets_per_epoch", int),
-                       ("eval_triplets", int), ("seed", int), ("feature_batch_size", int)):
+    train.add_argument(
+        "--train-backbone",
+        dest="freeze_backbone",
+        action="store_false",
+        help="train the backbone too (default: frozen, features cached once)",
+    )
+    train.add_argument(
+        "--no-multiscale", dest="multiscale", action="store_false", help="deep branch only"
+    )
+    for name, kind in (
+        ("image_size", int),
+        ("embedding_dim", int),
+        ("head_hidden", int),
+        ("gap", float),
+        ("lr", float),
+        ("weight_decay", float),
+        ("batch_size", int),
+        ("epochs", int),
+        ("triplets_per_epoch", int),
+        ("eval_triplets", int),
+        ("seed", int),
+        ("feature_batch_size", int),
+    ):
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=getattr(d, name))
     train.add_argument("--optimizer", default=d.optimizer, choices=sorted(OPTIMIZERS))
-    train.add_argument("--mining", default=d.mining, choices=MINERS,
-                       help="in-batch mining: semihard / hard = all such triplets of a batch, batch_hard = one per image")
-    train.add_argument("--squared-distance", action="store_true", help="squared Euclidean D in the loss (the paper's)")
-    train.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast")
-    train.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    train.add_argument(
+        "--mining",
+        default=d.mining,
+        choices=MINERS,
+        help="in-batch mining: semihard / hard = all such triplets of a batch, batch_hard = one per image",
+    )
+    train.add_argument(
+        "--squared-distance",
+        action="store_true",
+        help="squared Euclidean D in the loss (the paper's)",
+    )
+    train.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="fp32 instead of bf16 autocast"
+    )
+    train.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)"
+    )
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="similarity precision, mAP / P@10 / P@30, figures")
     evaluate.add_argument("run", help="run folder of `rank train`")
-    evaluate.add_argument("--max-queries", type=int, default=None, help="validation queries (default: all)")
+    evaluate.add_argument(
+        "--max-queries", type=int, default=None, help="validation queries (default: all)"
+    )
     evaluate.set_defaults(func=_evaluate)
 
-    compare = sub.add_parser("compare-mining", help="random vs semi-hard vs hard vs batch-hard mining on the run's data")
+    compare = sub.add_parser(
+        "compare-mining", help="random vs semi-hard vs hard vs batch-hard mining on the run's data"
+    )
     compare.add_argument("run", help="run folder of `rank train` (its cached features are reused)")
     compare.add_argument("--miners", nargs="+", default=list(MINERS), choices=MINERS)
     compare.add_argument("--epochs", type=int, default=None)
@@ -62,7 +112,12 @@ def _train(args: argparse.Namespace) -> None:
     values["data"] = absolute_data(args.data)
     if args.weights is not None:
         values["weights"] = str(Path(args.weights).expanduser().resolve())
-    train_ranking(RankConfig(**values), args.out, resume=args.resume, checkpoint_minutes=args.checkpoint_minutes)
+    train_ranking(
+        RankConfig(**values),
+        args.out,
+        resume=args.resume,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
 
 
 def _evaluate(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 JPEGs are never decoded here: the images are the cache's uint8 arrays. When they fit, the whole
 uint8 array is moved to the device once (``DeviceImages``), so a batch is an index and a divide.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,17 +25,25 @@ class DeviceImages:
     """
 
     def __init__(
-        self, images: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", max_fraction: float = 0.5
+        self,
+        images: np.ndarray | torch.Tensor,
+        device: torch.device | str = "cpu",
+        max_fraction: float = 0.5,
     ) -> None:
         device = torch.device(device)
         _check_images(images)
-        if isinstance(images, torch.Tensor):  # np.array(tensor) warns (no copy keyword) and fails on CUDA
+        if isinstance(
+            images, torch.Tensor
+        ):  # np.array(tensor) warns (no copy keyword) and fails on CUDA
             images = images.detach().cpu().numpy()
         # One host copy (a read-only memory map is read here once), then at most one transfer.
         tensor = torch.from_numpy(np.array(images, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2)
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         storage = device
-        if device.type == "cuda" and tensor.nbytes > max_fraction * torch.cuda.mem_get_info(device)[0]:
+        if (
+            device.type == "cuda"
+            and tensor.nbytes > max_fraction * torch.cuda.mem_get_info(device)[0]
+        ):
             storage, tensor = torch.device("cpu"), tensor.pin_memory()
         self.images = tensor.to(storage)
         self.storage = storage
@@ -57,7 +66,9 @@ def _check_images(images: object) -> None:
     """Refuse what ``np.array(images, dtype=uint8)`` would silently turn into wrong pixels."""
     dtype, shape = getattr(images, "dtype", None), tuple(getattr(images, "shape", ()))
     if dtype is None or not shape:
-        raise TypeError(f"images must be a uint8 (N, H, W, 3) numpy array or tensor, got {type(images).__name__}")
+        raise TypeError(
+            f"images must be a uint8 (N, H, W, 3) numpy array or tensor, got {type(images).__name__}"
+        )
     if str(dtype) not in ("uint8", "torch.uint8"):
         # Casting would make [0, 1] floats black and wrap values above 255: the model would still run.
         raise TypeError(

@@ -29,6 +29,7 @@ What is guaranteed:
 Decoding runs in a process pool (:mod:`neuralcodes.data.decode_pool`), each worker writing its
 slice of the memory-mapped output directly.
 """
+
 from __future__ import annotations
 
 import errno
@@ -132,15 +133,25 @@ def load_or_build(
         except CacheDamaged as exc:
             log.warning("cache %s %s; rebuilding it", folder, exc)
             _writing(cache_dir, lambda: shutil.rmtree(folder))
-    _writing(cache_dir, lambda: build_cache(source, folder, checksum, skip_corrupt, image_size, workers, chunk_size))
+    _writing(
+        cache_dir,
+        lambda: build_cache(
+            source, folder, checksum, skip_corrupt, image_size, workers, chunk_size
+        ),
+    )
     try:
         return read_cache(folder, checksum, skip_corrupt)
     except CacheDamaged as exc:  # only if another process replaced the folder with something broken
-        raise CacheError(f"the cache just built at {folder} cannot be read back ({exc}); delete it and try again")
+        raise CacheError(
+            f"the cache just built at {folder} cannot be read back ({exc}); delete it and try again"
+        )
 
 
 def open_cache(
-    folder: str | os.PathLike, checksum: str | None = None, skip_corrupt: bool = False, verify: bool = False
+    folder: str | os.PathLike,
+    checksum: str | None = None,
+    skip_corrupt: bool = False,
+    verify: bool = False,
 ) -> Dataset | None:
     """The dataset in a complete, intact cache folder (images memory-mapped), or None if it is missing,
     partial, damaged, of another format or (when ``checksum`` is given) of another source version."""
@@ -150,7 +161,9 @@ def open_cache(
         return None
 
 
-def read_cache(folder: Path, checksum: str | None = None, skip_corrupt: bool = False, verify: bool = False) -> Dataset:
+def read_cache(
+    folder: Path, checksum: str | None = None, skip_corrupt: bool = False, verify: bool = False
+) -> Dataset:
     """Like :func:`open_cache`, but a folder that cannot be used raises :class:`CacheDamaged` saying why."""
     try:
         meta = io.read_json(folder / "meta.json")
@@ -163,7 +176,9 @@ def read_cache(folder: Path, checksum: str | None = None, skip_corrupt: bool = F
         raise CacheDamaged("was decoded from another version of the source")
     try:
         sets = {split: _open_split(folder, split, meta, verify) for split in meta["splits"]}
-        skipped = [(s["file"], s["error"]) for split in meta["splits"].values() for s in split["skipped"]]
+        skipped = [
+            (s["file"], s["error"]) for split in meta["splits"].values() for s in split["skipped"]
+        ]
     except CacheDamaged:
         raise
     except Exception as exc:  # noqa: BLE001 - numpy raises EOFError, ValueError, OSError, ... on damaged files
@@ -175,8 +190,13 @@ def read_cache(folder: Path, checksum: str | None = None, skip_corrupt: bool = F
             f"image(s) ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); pass skip_corrupt=True "
             f"(CLI: --skip-corrupt) to use it."
         )
-    return Dataset(name=meta["name"], train=sets["train"], val=sets.get("val"), checksum=meta["checksum"],
-                   skipped=skipped)
+    return Dataset(
+        name=meta["name"],
+        train=sets["train"],
+        val=sets.get("val"),
+        checksum=meta["checksum"],
+        skipped=skipped,
+    )
 
 
 def build_cache(
@@ -198,26 +218,34 @@ def build_cache(
     tmp = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir(parents=True)
     try:
-        reports = decode_pool.decode_all(source, listing, splits, tmp, skip_corrupt, workers, chunk_size)
-        split_meta = {name: _finish_split(tmp, name, split, reports[name], source) for name, split in splits.items()}
+        reports = decode_pool.decode_all(
+            source, listing, splits, tmp, skip_corrupt, workers, chunk_size
+        )
+        split_meta = {
+            name: _finish_split(tmp, name, split, reports[name], source)
+            for name, split in splits.items()
+        }
         seconds = time.perf_counter() - started
-        io.write_json(tmp / "meta.json", {
-            "format": CACHE_FORMAT,
-            "name": source.name,
-            "source": source.location,
-            "checksum": checksum,
-            "layout": listing.layout,
-            "image_size": listing.image_size,
-            "resize": listing.resize,
-            "class_ids": listing.class_ids,
-            "class_names": listing.class_names,
-            "class_full_names": listing.class_full_names,
-            "notes": listing.notes,
-            "splits": split_meta,
-            "skipped_count": sum(m["skipped_count"] for m in split_meta.values()),
-            "grayscale_count": sum(m["grayscale"] for m in split_meta.values()),
-            "build_seconds": round(seconds, 2),
-        })
+        io.write_json(
+            tmp / "meta.json",
+            {
+                "format": CACHE_FORMAT,
+                "name": source.name,
+                "source": source.location,
+                "checksum": checksum,
+                "layout": listing.layout,
+                "image_size": listing.image_size,
+                "resize": listing.resize,
+                "class_ids": listing.class_ids,
+                "class_names": listing.class_names,
+                "class_full_names": listing.class_full_names,
+                "notes": listing.notes,
+                "splits": split_meta,
+                "skipped_count": sum(m["skipped_count"] for m in split_meta.values()),
+                "grayscale_count": sum(m["grayscale"] for m in split_meta.values()),
+                "build_seconds": round(seconds, 2),
+            },
+        )
         _move_into_place(tmp, folder)
     finally:
         if tmp.exists():
@@ -229,14 +257,20 @@ def build_cache(
 
 
 def _finish_split(
-    tmp: Path, name: str, split: SplitListing, reports: list[decode_pool.ChunkReport], source: Source
+    tmp: Path,
+    name: str,
+    split: SplitListing,
+    reports: list[decode_pool.ChunkReport],
+    source: Source,
 ) -> dict:
     """Drop skipped rows, write labels and file names; return the split's entry of meta.json."""
     skipped = sorted(s for r in reports for s in r.skipped)
     keep = np.setdiff1d(np.arange(len(split.files)), [s[0] for s in skipped]) if skipped else None
     if keep is not None:
         if len(keep) == 0:
-            raise CorruptImageError(f"none of the {len(split.files)} {name} images of {source.location} can be decoded")
+            raise CorruptImageError(
+                f"none of the {len(split.files)} {name} images of {source.location} can be decoded"
+            )
         _compact(tmp / f"{name}_images.npy", keep)
     labels = np.asarray(split.labels, dtype=np.int64)
     files = split.files
@@ -262,9 +296,11 @@ def _finish_split(
 def _compact(path: Path, keep: np.ndarray) -> None:
     src = np.load(path, mmap_mode="r")
     compact_path = path.with_suffix(".compact.npy")
-    dst = np.lib.format.open_memmap(compact_path, mode="w+", dtype=np.uint8, shape=(len(keep),) + src.shape[1:])
+    dst = np.lib.format.open_memmap(
+        compact_path, mode="w+", dtype=np.uint8, shape=(len(keep),) + src.shape[1:]
+    )
     for a in range(0, len(keep), 4096):
-        dst[a:a + 4096] = src[keep[a:a + 4096]]
+        dst[a : a + 4096] = src[keep[a : a + 4096]]
     dst.flush()
     del dst, src
     os.replace(compact_path, path)
@@ -283,8 +319,13 @@ def _open_split(folder: Path, split: str, meta: dict, verify: bool) -> ImageSet:
             f"{len(files)} file names; meta.json says {count} images of {size}x{size})"
         )
     cache_integrity.check_split(folder, split, images, entry["checksums"], full=verify)
-    return ImageSet(images=images, labels=labels, class_ids=list(meta["class_ids"]),
-                    class_names=list(meta["class_names"]), files=files)
+    return ImageSet(
+        images=images,
+        labels=labels,
+        class_ids=list(meta["class_ids"]),
+        class_names=list(meta["class_names"]),
+        files=files,
+    )
 
 
 def _writing(cache_dir: Path, action: Callable[[], _T]) -> _T:
@@ -292,8 +333,9 @@ def _writing(cache_dir: Path, action: Callable[[], _T]) -> _T:
     try:
         return action()
     except OSError as exc:
-        outside = exc.filename is not None and not Path(os.fsdecode(exc.filename)).resolve().is_relative_to(
-            cache_dir.resolve())
+        outside = exc.filename is not None and not Path(
+            os.fsdecode(exc.filename)
+        ).resolve().is_relative_to(cache_dir.resolve())
         if isinstance(exc, CacheError) or exc.errno not in _UNWRITABLE or outside:
             raise
         raise CacheError(

@@ -8,6 +8,7 @@ milliseconds for 100,000 images, enough to catch an array overwritten in place o
 zeroed file. ``full=True`` hashes the whole image array as well (about a second per gigabyte), which
 also catches damage confined to a few rows.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,12 @@ def record_split(folder: Path, split: str) -> dict[str, str]:
 
 
 def check_split(
-    folder: Path, split: str, images: np.ndarray, sums: dict, full: bool = False, sample_rows: int | None = None
+    folder: Path,
+    split: str,
+    images: np.ndarray,
+    sums: dict,
+    full: bool = False,
+    sample_rows: int | None = None,
 ) -> None:
     """Raise :class:`CacheDamaged` unless the split's files match the checksums ``sums`` of meta.json."""
     for part in _SMALL_FILES:
@@ -45,10 +51,14 @@ def check_split(
             raise CacheDamaged(f"{split}_{part} does not match its checksum in meta.json")
     crcs = np.load(folder / f"{split}_rows.npy")
     if crcs.shape != (len(images),):
-        raise CacheDamaged(f"{split}_rows.npy holds {crcs.shape} checksums for {len(images)} images")
+        raise CacheDamaged(
+            f"{split}_rows.npy holds {crcs.shape} checksums for {len(images)} images"
+        )
     n = len(images)
     count = SAMPLE_ROWS if sample_rows is None else sample_rows
-    rows = np.random.default_rng().choice(n, size=min(n, count), replace=False) if n and count else []
+    rows = (
+        np.random.default_rng().choice(n, size=min(n, count), replace=False) if n and count else []
+    )
     rows = sorted({*map(int, rows), *([0, n - 1] if n and count else [])})
     bad = [i for i in rows if zlib.crc32(images[i]) != int(crcs[i])]
     if bad:
@@ -58,14 +68,16 @@ def check_split(
             f"checksums: the array was overwritten or damaged"
         )
     if full and _row_crcs_and_sha256(images)[1] != sums.get("images"):
-        raise CacheDamaged(f"{split}_images.npy does not match its checksum in meta.json (full verification)")
+        raise CacheDamaged(
+            f"{split}_images.npy does not match its checksum in meta.json (full verification)"
+        )
 
 
 def _row_crcs_and_sha256(images: np.ndarray) -> tuple[np.ndarray, str]:
     crcs = np.empty(len(images), dtype=np.uint32)
     h = hashlib.sha256()
     for start in range(0, len(images), _BLOCK_ROWS):
-        block = np.ascontiguousarray(images[start:start + _BLOCK_ROWS])
+        block = np.ascontiguousarray(images[start : start + _BLOCK_ROWS])
         h.update(block)
         for offset, row in enumerate(block):
             crcs[start + offset] = zlib.crc32(row)

@@ -13,6 +13,7 @@ Guarantees of :func:`decode_image`, whatever the bytes:
 * images declaring more than ``max_pixels`` pixels are refused before their pixels are decoded
   (decompression bombs); Ghostscript-backed formats (EPS) are never opened.
 """
+
 from __future__ import annotations
 
 import functools
@@ -102,7 +103,9 @@ def decode_image(
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, struct.error, ... for bad bytes
         reason = _reason(exc, name)
         raise CorruptImageError(
-            f"cannot decode image {label}: {reason}. {SKIP_ADVICE}", file=display_name(name), reason=reason
+            f"cannot decode image {label}: {reason}. {SKIP_ADVICE}",
+            file=display_name(name),
+            reason=reason,
         ) from None
     original_size = (rgb.shape[1], rgb.shape[0])
     if original_size != (size, size):
@@ -112,7 +115,8 @@ def decode_image(
                 f"image {label} is {original_size[0]}x{original_size[1]} but this source's images must be "
                 f"{size}x{size}. A Tiny ImageNet archive holds only 64x64 images; for other images use a "
                 f"folder with one sub-folder per class, which is resized. {SKIP_ADVICE}",
-                file=display_name(name), reason=reason,
+                file=display_name(name),
+                reason=reason,
             )
         rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
     return DecodedImage(np.ascontiguousarray(rgb, dtype=np.uint8), mode, original_size)
@@ -142,7 +146,9 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     """
     mode = im.mode
     if mode in _ALPHA_MODES or _has_transparency(im):
-        rgba = np.asarray((im.convert("LA") if mode == "La" else im).convert("RGBA"), dtype=np.uint16)
+        rgba = np.asarray(
+            (im.convert("LA") if mode == "La" else im).convert("RGBA"), dtype=np.uint16
+        )
         alpha = rgba[..., 3:]
         composite = (rgba[..., :3] * alpha + BACKGROUND * (255 - alpha) + 127) // 255
         return composite.astype(np.uint8)
@@ -166,13 +172,17 @@ def display_name(name: str) -> str:
 def decodable_extensions() -> frozenset[str]:
     """Lower-case file extensions (".jpeg", ...) of the formats :func:`decode_image` opens."""
     Image.init()
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in _formats())
+    return frozenset(
+        ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in _formats()
+    )
 
 
 def _has_transparency(im: Image.Image) -> bool:
     if im.mode not in ("P", "L", "1", "RGB"):
         return False
-    return "transparency" in im.info or (im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA")
+    return "transparency" in im.info or (
+        im.mode == "P" and im.palette is not None and im.palette.mode == "RGBA"
+    )
 
 
 def _scale_integer(values: np.ndarray) -> np.ndarray:
@@ -227,7 +237,9 @@ def _cmyk_transform(icc: bytes) -> ImageCms.ImageCmsTransform | None:
 
 
 def _oriented(im: Image.Image) -> Image.Image:
-    if "exif" not in im.info and im.format != "TIFF":  # TIFF keeps its orientation among its own tags
+    if (
+        "exif" not in im.info and im.format != "TIFF"
+    ):  # TIFF keeps its orientation among its own tags
         return im  # most files: skip parsing (a tenth of the decode time of a small JPEG)
     try:
         orientation = im.getexif().get(ExifTags.Base.Orientation, 1)

@@ -6,6 +6,7 @@ pickled back). Every problem of one file, whatever the source, is a
 :class:`~neuralcodes.data.decode.ImageSizeError` naming it; with ``skip_corrupt`` the file is
 recorded (row, printable path, reason) in its chunk's report instead and its row left for removal.
 """
+
 from __future__ import annotations
 
 import errno
@@ -39,15 +40,19 @@ def decode_file(source: Source, name: str, size: int, resize: bool) -> DecodedIm
         what = "is not valid UTF-8" if display_name(name) != name else "holds a line break"
         reason = f"its name {what}; rename the file"
         raise UnreadableFileError(
-            f"cannot use {display_name(name)!r} in {where}: {reason}. {SKIP_ADVICE}", file=display_name(name),
+            f"cannot use {display_name(name)!r} in {where}: {reason}. {SKIP_ADVICE}",
+            file=display_name(name),
             reason=reason,
         )
     try:
         data = source.read(name)
-    except OSError as exc:  # sources wrap their own errors; this covers any other Source implementation
+    except (
+        OSError
+    ) as exc:  # sources wrap their own errors; this covers any other Source implementation
         reason = exc.strerror or str(exc)
-        raise UnreadableFileError(f"cannot read {name} in {where}: {reason}. {SKIP_ADVICE}", file=name,
-                                  reason=reason) from None
+        raise UnreadableFileError(
+            f"cannot read {name} in {where}: {reason}. {SKIP_ADVICE}", file=name, reason=reason
+        ) from None
     return decode_image(data, name, size, resize, where=where)
 
 
@@ -61,7 +66,13 @@ class ChunkReport:
 
 
 def decode_chunk(
-    source: Source, split: str, files: list[str], start: int, out_path: Path, size: int, resize: bool,
+    source: Source,
+    split: str,
+    files: list[str],
+    start: int,
+    out_path: Path,
+    size: int,
+    resize: bool,
     skip_corrupt: bool,
 ) -> ChunkReport:
     """Decode ``files`` into rows ``start:`` of the memory-mapped array at ``out_path``."""
@@ -73,7 +84,9 @@ def decode_chunk(
         except (CorruptImageError, ImageSizeError) as exc:
             if not skip_corrupt:
                 raise
-            report.skipped.append((start + offset, display_name(name), getattr(exc, "reason", str(exc))))
+            report.skipped.append(
+                (start + offset, display_name(name), getattr(exc, "reason", str(exc)))
+            )
             continue
         out[start + offset] = pixels
         if mode != "RGB":
@@ -85,8 +98,13 @@ def decode_chunk(
 
 
 def decode_all(
-    source: Source, listing: SourceListing, splits: dict[str, SplitListing], tmp: Path, skip_corrupt: bool,
-    workers: int | None, chunk_size: int,
+    source: Source,
+    listing: SourceListing,
+    splits: dict[str, SplitListing],
+    tmp: Path,
+    skip_corrupt: bool,
+    workers: int | None,
+    chunk_size: int,
 ) -> dict[str, list[ChunkReport]]:
     size = listing.image_size
     tasks = []
@@ -94,7 +112,7 @@ def decode_all(
         out_path = tmp / f"{name}_images.npy"
         create_array(out_path, (len(split.files), size, size, 3))
         for start in range(0, len(split.files), chunk_size):
-            files = split.files[start:start + chunk_size]
+            files = split.files[start : start + chunk_size]
             tasks.append((source, name, files, start, out_path, size, listing.resize, skip_corrupt))
     reports: dict[str, list[ChunkReport]] = {name: [] for name in splits}
     workers = min(workers or available_cpus(), len(tasks))

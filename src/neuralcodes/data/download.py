@@ -8,6 +8,7 @@ Every failure (network, HTTP status, short transfer, wrong size or md5, unwritab
 :class:`DownloadError` whose message is one line naming the URL and the way out: download the file
 some other way and pass its local path instead of the URL.
 """
+
 from __future__ import annotations
 
 import errno
@@ -56,7 +57,9 @@ def download(
     dest_dir = Path(dest_dir)
     name = Path(urllib.parse.urlparse(url).path).name
     if not name:
-        raise DownloadError(f"cannot derive a file name from URL {url!r}: it should end in the file's name")
+        raise DownloadError(
+            f"cannot derive a file name from URL {url!r}: it should end in the file's name"
+        )
     target = dest_dir / name
     if _already_downloaded(target, md5, size):
         log.info("using the already downloaded %s", target)
@@ -65,8 +68,11 @@ def download(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _failed(url, f"cannot create {dest_dir}: {exc.strerror or exc} (NEURALCODES_CACHE can point "
-                           f"the cache, and its downloads/ folder, elsewhere)") from None
+        raise _failed(
+            url,
+            f"cannot create {dest_dir}: {exc.strerror or exc} (NEURALCODES_CACHE can point "
+            f"the cache, and its downloads/ folder, elsewhere)",
+        ) from None
     try:
         response = urllib.request.urlopen(url, timeout=timeout)
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
@@ -78,11 +84,23 @@ def download(
         with response, atomic_path(target) as tmp:
             announced = _content_length(response)
             if size is not None and announced is not None and announced != size:
-                raise _failed(url, f"the server announces {announced:,} bytes but {size:,} were expected "
-                                   f"(it holds a different file); nothing was written to {dest_dir}")
-            digest, received = _stream(response, tmp, total=size or announced, description=f"download {name}",
-                                       url=url)
-            _verify(url, dest_dir, received=received, digest=digest, announced=announced, md5=md5, size=size)
+                raise _failed(
+                    url,
+                    f"the server announces {announced:,} bytes but {size:,} were expected "
+                    f"(it holds a different file); nothing was written to {dest_dir}",
+                )
+            digest, received = _stream(
+                response, tmp, total=size or announced, description=f"download {name}", url=url
+            )
+            _verify(
+                url,
+                dest_dir,
+                received=received,
+                digest=digest,
+                announced=announced,
+                md5=md5,
+                size=size,
+            )
     except DownloadError:
         raise
     except OSError as exc:  # the temporary file beside the target: permissions, full disk
@@ -127,9 +145,16 @@ def _stream(response, tmp: Path, total: int | None, description: str, url: str) 
                 received += len(chunk)
                 bar.advance(len(chunk))
     except (OSError, http.client.HTTPException) as exc:  # IncompleteRead is an HTTPException
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+        if isinstance(exc, OSError) and exc.errno in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EACCES,
+            errno.EROFS,
+        ):
             raise _failed(url, f"cannot write {tmp}: {exc.strerror}") from exc
-        raise _failed(url, f"the transfer broke off after {received:,} bytes ({exc}); try again") from exc
+        raise _failed(
+            url, f"the transfer broke off after {received:,} bytes ({exc}); try again"
+        ) from exc
     return h.hexdigest(), received
 
 
@@ -153,8 +178,12 @@ def _verify(
 ) -> None:
     nothing_kept = f"nothing was kept in {dest_dir}; try again"
     if announced is not None and received != announced:
-        raise _failed(url, f"received {received:,} of the {announced:,} announced bytes; {nothing_kept}")
+        raise _failed(
+            url, f"received {received:,} of the {announced:,} announced bytes; {nothing_kept}"
+        )
     if size is not None and received != size:
         raise _failed(url, f"received {received:,} bytes but expected {size:,}; {nothing_kept}")
     if md5 is not None and digest != md5.lower():
-        raise _failed(url, f"md5 {digest} does not match the expected {md5.lower()}; {nothing_kept}")
+        raise _failed(
+            url, f"md5 {digest} does not match the expected {md5.lower()}; {nothing_kept}"
+        )

@@ -1,4 +1,5 @@
 """The in-memory form of a labelled image collection that every later stage reads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ class ImageSet:
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images")
         if len(self.class_ids) != len(self.class_names):
-            raise ValueError(f"{len(self.class_ids)} class ids but {len(self.class_names)} class names")
+            raise ValueError(
+                f"{len(self.class_ids)} class ids but {len(self.class_names)} class names"
+            )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -60,6 +63,8 @@ class Dataset:
     train: ImageSet
     val: ImageSet | None
     checksum: str  # sha256 of the source (archive or folder listing + contents): what a run pins
-    location: str = ""  # where it was read from (absolute path or URL), for messages and run records
+    location: str = (
+        ""  # where it was read from (absolute path or URL), for messages and run records
+    )
     # (file, reason) of each image left out with skip_corrupt: what a run's report lists.
     skipped: list[tuple[str, str]] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 The cache decodes from a :class:`Source`; :mod:`neuralcodes.data.sources` provides zip and folder sources.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

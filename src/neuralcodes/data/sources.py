@@ -20,6 +20,7 @@ permission) is an :class:`~neuralcodes.data.decode.UnreadableFileError` naming i
 ``skip_corrupt`` skips like an undecodable image. File names that are not UTF-8 do not break the
 folder checksum; the cache refuses (or skips) those files by name.
 """
+
 from __future__ import annotations
 
 import errno
@@ -68,7 +69,14 @@ _open_zips: dict[tuple, zipfile.ZipFile] = {}
 # What reading one damaged member raises: CRC and header errors, broken deflate/lzma/bz2 streams, an
 # unsupported compression method or encryption (NotImplementedError, RuntimeError), a short archive.
 _MEMBER_ERRORS = (
-    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError, RuntimeError, ValueError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
 )
 
 
@@ -86,7 +94,9 @@ class ZipSource:
         try:
             return file_sha256(self.path, cache_dir)
         except OSError as exc:
-            raise SourceError(f"cannot read {self.path}: {exc.strerror or exc}; check that it is readable") from None
+            raise SourceError(
+                f"cannot read {self.path}: {exc.strerror or exc}; check that it is readable"
+            ) from None
 
     def read(self, member: str) -> bytes:
         handle = self._zip()
@@ -95,12 +105,16 @@ class ZipSource:
         except _MEMBER_ERRORS as exc:
             reason = f"{exc or type(exc).__name__} (the archive is damaged: download it again)"
             raise UnreadableFileError(
-                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}", file=member, reason=reason
+                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}",
+                file=member,
+                reason=reason,
             ) from None
 
     def read_text(self, member: str) -> str:
         """A text member of the layout (wnids.txt, ...): a damaged one is a :class:`SourceError`."""
-        return _decode_text(lambda: self._zip().read(member), member, self.location, "download it again")
+        return _decode_text(
+            lambda: self._zip().read(member), member, self.location, "download it again"
+        )
 
     def listing(self, image_size: int) -> SourceListing:
         names = [n for n in self._zip().namelist() if not n.endswith("/")]
@@ -121,7 +135,9 @@ class ZipSource:
             try:
                 handle = _open_zips[key] = zipfile.ZipFile(self.path)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-                raise SourceError(f"{self.path} is not a readable zip archive ({exc}); download it again") from None
+                raise SourceError(
+                    f"{self.path} is not a readable zip archive ({exc}); download it again"
+                ) from None
         return handle
 
 
@@ -149,12 +165,16 @@ class FolderSource:
         except OSError as exc:
             reason = _unreadable_reason(path, exc)
             raise UnreadableFileError(
-                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}", file=member, reason=reason
+                f"cannot read {member} in {self.location}: {reason}. {SKIP_ADVICE}",
+                file=member,
+                reason=reason,
             ) from None
 
     def read_text(self, member: str) -> str:
         """A text file of the layout (wnids.txt, ...): an unreadable one is a :class:`SourceError`."""
-        return _decode_text((self.root / member).read_bytes, member, self.location, "fix or replace it")
+        return _decode_text(
+            (self.root / member).read_bytes, member, self.location, "fix or replace it"
+        )
 
     def listing(self, image_size: int) -> SourceListing:
         names = [rel for rel, _, _ in self._files()]
@@ -178,7 +198,9 @@ class FolderSource:
                 path = os.path.join(dirpath, filename)
                 try:
                     stat = os.stat(path)
-                except OSError:  # a dangling link or a link loop: listed, and refused (or skipped) on reading
+                except (
+                    OSError
+                ):  # a dangling link or a link loop: listed, and refused (or skipped) on reading
                     stat = os.lstat(path)
                 files.append((prefix + filename, stat.st_size, stat.st_mtime_ns))
         return sorted(files)
@@ -208,7 +230,7 @@ def tiny_imagenet_listing(
     by_class: dict[str, list[str]] = {}
     for name in names:
         if name.startswith(train_prefix):
-            parts = name[len(train_prefix):].split("/")
+            parts = name[len(train_prefix) :].split("/")
             if len(parts) == 3 and parts[1] == "images" and is_image_name(parts[2]):
                 by_class.setdefault(parts[0], []).append(name)
     class_ids = sorted(by_class)
@@ -243,10 +265,16 @@ def image_folder_listing(names: list[str], image_size: int, where: str) -> Sourc
     by_class: dict[str, list[str]] = {}
     for name in names:
         parts = name.split("/")
-        if len(parts) >= 2 and not any(p.startswith(".") for p in parts) and is_image_name(parts[-1]):
+        if (
+            len(parts) >= 2
+            and not any(p.startswith(".") for p in parts)
+            and is_image_name(parts[-1])
+        ):
             by_class.setdefault(parts[0], []).append(name)
     if len(by_class) < 2:
-        raise SourceError(f"{where}: found {len(by_class)} class folder(s) with images; {_EXPECTED}")
+        raise SourceError(
+            f"{where}: found {len(by_class)} class folder(s) with images; {_EXPECTED}"
+        )
     class_ids = sorted(by_class)
     return SourceListing(
         layout="image-folder",
@@ -260,22 +288,31 @@ def image_folder_listing(names: list[str], image_size: int, where: str) -> Sourc
         val=None,
         image_size=image_size,
         resize=True,
-        notes=[f"every image was resized to {image_size}x{image_size} (bicubic, aspect ratio not kept)"],
+        notes=[
+            f"every image was resized to {image_size}x{image_size} (bicubic, aspect ratio not kept)"
+        ],
     )
 
 
 def is_image_name(filename: str) -> bool:
     """Whether the decoder reads files with this extension (hidden files never count)."""
-    return not filename.startswith(".") and os.path.splitext(filename)[1].lower() in decodable_extensions()
+    return (
+        not filename.startswith(".")
+        and os.path.splitext(filename)[1].lower() in decodable_extensions()
+    )
 
 
 def _decode_text(read: Callable[[], bytes], member: str, where: str, fix: str) -> str:
     try:
         return read().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SourceError(f"{where}: {member} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix}") from None
+        raise SourceError(
+            f"{where}: {member} is not UTF-8 text ({exc.reason} at byte {exc.start}); {fix}"
+        ) from None
     except _MEMBER_ERRORS as exc:
-        raise SourceError(f"{where}: cannot read {member} ({exc or type(exc).__name__}); {fix}") from None
+        raise SourceError(
+            f"{where}: cannot read {member} ({exc or type(exc).__name__}); {fix}"
+        ) from None
 
 
 def _unreadable_reason(path: Path, exc: OSError) -> str:
@@ -330,7 +367,9 @@ def find_tiny_imagenet() -> Path | None:
     if env:
         path = Path(env).expanduser()
         if not path.exists():
-            raise SourceError(f"{TINY_IMAGENET_ENV}={env} does not exist; point it at tiny-imagenet-200.zip")
+            raise SourceError(
+                f"{TINY_IMAGENET_ENV}={env} does not exist; point it at tiny-imagenet-200.zip"
+            )
         return path.resolve()
     repo = Path(__file__).resolve().parents[3]
     for base in (Path.cwd(), repo):
@@ -350,11 +389,17 @@ def resolve_source(spec: str | os.PathLike | None, cache_dir: Path) -> ZipSource
         return ZipSource(SAMPLE_ZIP)
     if spec == "tiny-imagenet":
         local = find_tiny_imagenet()
-        return ZipSource(local) if local is not None else resolve_source(TINY_IMAGENET_URL, cache_dir)
+        return (
+            ZipSource(local) if local is not None else resolve_source(TINY_IMAGENET_URL, cache_dir)
+        )
     if isinstance(spec, str) and spec.startswith(("http://", "https://")):
         official = spec == TINY_IMAGENET_URL
-        path = download(spec, cache_dir / "downloads", md5=TINY_IMAGENET_MD5 if official else None,
-                        size=TINY_IMAGENET_SIZE if official else None)
+        path = download(
+            spec,
+            cache_dir / "downloads",
+            md5=TINY_IMAGENET_MD5 if official else None,
+            size=TINY_IMAGENET_SIZE if official else None,
+        )
         return ZipSource(path)
     path = Path(spec).expanduser()
     if not path.exists():
@@ -388,7 +433,14 @@ def load_dataset(
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     source = resolve_source(spec, cache_dir)
     dataset = load_or_build(
-        source, cache_dir, skip_corrupt=skip_corrupt, image_size=image_size, workers=workers, verify=verify
+        source,
+        cache_dir,
+        skip_corrupt=skip_corrupt,
+        image_size=image_size,
+        workers=workers,
+        verify=verify,
     )
-    dataset.location = str(Path(source.location).resolve()) if "://" not in source.location else source.location
+    dataset.location = (
+        str(Path(source.location).resolve()) if "://" not in source.location else source.location
+    )
     return dataset

@@ -15,6 +15,7 @@ their leave-one-out retrieval instead of the held-out classes, which stay unread
 evaluation. They are drawn from their own seeded stream, so the course's draws are untouched; with the
 default 0 the split is the course's, draw for draw.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -61,7 +62,9 @@ class Split:
     @property
     def ood_chosen(self) -> bool:
         """Whether the held-out classes differ from the course's default (the last ``n_ood``)."""
-        return self.ood_classes != tuple(range(self.num_classes - len(self.ood_classes), self.num_classes))
+        return self.ood_classes != tuple(
+            range(self.num_classes - len(self.ood_classes), self.num_classes)
+        )
 
     def in_domain_labels(self, labels: np.ndarray) -> np.ndarray:
         """``labels`` renumbered so the in-domain classes are ``0 .. n_in_domain - 1`` (in class order);
@@ -80,7 +83,13 @@ class Split:
         """sha256 over the index arrays: equal fingerprints mean the very same split."""
         h = hashlib.sha256()
         # The class-disjoint set enters only when there is one, so the course split keeps its recorded fingerprint.
-        for name in ("train", "val", "test", "ood", *(("val_retrieval",) if self.val_classes else ())):
+        for name in (
+            "train",
+            "val",
+            "test",
+            "ood",
+            *(("val_retrieval",) if self.val_classes else ()),
+        ):
             h.update(name.encode())
             h.update(np.ascontiguousarray(getattr(self, name), dtype=np.int64).tobytes())
         return h.hexdigest()
@@ -101,8 +110,11 @@ class Split:
 
     def summary(self) -> str:
         s = self.sizes
-        disjoint = (f"; class-disjoint validation: {s['val_retrieval']:,} images of {len(self.val_classes)} classes"
-                    if self.val_classes else "")  # fmt: skip
+        disjoint = (
+            f"; class-disjoint validation: {s['val_retrieval']:,} images of {len(self.val_classes)} classes"
+            if self.val_classes
+            else ""
+        )
         return (
             f"train {s['train']:,} / val {s['val']:,} / test {s['test']:,} in-domain images of "
             f"{self.n_in_domain} classes; {s['ood']:,} OOD images of {len(self.ood_classes)} classes (seed {self.seed}){disjoint}"
@@ -130,7 +142,9 @@ def course_split(
     labels = np.asarray(labels)
     _check_arguments(labels, num_classes, val_fraction, test_fraction)
     held_out = _held_out_classes(num_classes, n_ood, ood_classes)
-    val_classes, val_retrieval = _disjoint_validation(labels, num_classes, held_out, n_val_classes, val_class_images, seed)
+    val_classes, val_retrieval = _disjoint_validation(
+        labels, num_classes, held_out, n_val_classes, val_class_images, seed
+    )
     is_ood = np.isin(labels, held_out)
     in_domain = np.flatnonzero(~is_ood & ~np.isin(labels, val_classes))
     ood = np.flatnonzero(is_ood)
@@ -146,9 +160,9 @@ def course_split(
         np.random.set_state(saved)
 
     return Split(
-        train=in_domain[order[n_val + n_test:]],
+        train=in_domain[order[n_val + n_test :]],
         val=in_domain[order[:n_val]],
-        test=in_domain[order[n_val:n_val + n_test]],
+        test=in_domain[order[n_val : n_val + n_test]],
         ood=ood[ood_order],
         n_in_domain=num_classes - len(held_out) - len(val_classes),
         ood_classes=held_out,
@@ -160,19 +174,35 @@ def course_split(
     )
 
 
-def _disjoint_validation(labels: np.ndarray, num_classes: int, held_out: tuple[int, ...], n: int,
-                         per_class: int | None, seed: int) -> tuple[tuple[int, ...], np.ndarray]:  # fmt: skip
+def _disjoint_validation(
+    labels: np.ndarray,
+    num_classes: int,
+    held_out: tuple[int, ...],
+    n: int,
+    per_class: int | None,
+    seed: int,
+) -> tuple[tuple[int, ...], np.ndarray]:
     """The class-disjoint validation classes and the images scored of them, from a stream of their own."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n_val_classes must be a non-negative integer, got {n!r} (option --n-val-classes)")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 2):
-        raise ValueError(f"val_class_images must be an integer >= 2 (leave-one-out needs two a class), got {per_class!r}")
+        raise ValueError(
+            f"n_val_classes must be a non-negative integer, got {n!r} (option --n-val-classes)"
+        )
+    if per_class is not None and (
+        isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 2
+    ):
+        raise ValueError(
+            f"val_class_images must be an integer >= 2 (leave-one-out needs two a class), got {per_class!r}"
+        )
     candidates = np.setdiff1d(np.arange(num_classes), held_out)
     if n == 0:
         return (), np.empty(0, dtype=np.int64)
     if n >= len(candidates):
-        raise ValueError(f"n_val_classes={n} leaves no class to train on ({len(candidates)} in-domain classes)")
-    rng = np.random.default_rng([seed, 0x5EED])  # not the course's global stream: its draws stay the same
+        raise ValueError(
+            f"n_val_classes={n} leaves no class to train on ({len(candidates)} in-domain classes)"
+        )
+    rng = np.random.default_rng(
+        [seed, 0x5EED]
+    )  # not the course's global stream: its draws stay the same
     chosen = np.sort(rng.choice(candidates, size=n, replace=False))
     picked = []
     for c in chosen:
@@ -181,32 +211,52 @@ def _disjoint_validation(labels: np.ndarray, num_classes: int, held_out: tuple[i
     return tuple(int(c) for c in chosen), np.concatenate(picked).astype(np.int64)
 
 
-def _held_out_classes(num_classes: int, n_ood: int | None, ood_classes: Sequence[int] | None) -> tuple[int, ...]:
+def _held_out_classes(
+    num_classes: int, n_ood: int | None, ood_classes: Sequence[int] | None
+) -> tuple[int, ...]:
     if ood_classes is None:
         n_ood = DEFAULT_N_OOD if n_ood is None else n_ood
-        if isinstance(n_ood, bool) or not isinstance(n_ood, (int, np.integer)) or not 0 <= n_ood < num_classes:
+        if (
+            isinstance(n_ood, bool)
+            or not isinstance(n_ood, (int, np.integer))
+            or not 0 <= n_ood < num_classes
+        ):
             raise ValueError(
                 f"n_ood must be an integer in [0, num_classes={num_classes}) so some classes stay in-domain, got {n_ood!r}"
             )
         return tuple(range(num_classes - n_ood, num_classes))
     if isinstance(ood_classes, (str, bytes)):
-        raise ValueError(f"ood_classes must be class indices; turn names into indices with class_indices(), got {ood_classes!r}")
-    chosen = [int(c) for c in ood_classes if isinstance(c, (int, np.integer)) and not isinstance(c, bool)]
+        raise ValueError(
+            f"ood_classes must be class indices; turn names into indices with class_indices(), got {ood_classes!r}"
+        )
+    chosen = [
+        int(c) for c in ood_classes if isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+    ]
     if len(chosen) != len(ood_classes):
-        raise ValueError(f"ood_classes must be integer class indices (use class_indices() for names), got {list(ood_classes)!r}")
+        raise ValueError(
+            f"ood_classes must be integer class indices (use class_indices() for names), got {list(ood_classes)!r}"
+        )
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"ood_classes names a class twice: {sorted(chosen)}")
     outside = [c for c in chosen if not 0 <= c < num_classes]
     if outside:
-        raise ValueError(f"ood_classes {outside} lie outside [0, {num_classes}) (the dataset's classes)")
+        raise ValueError(
+            f"ood_classes {outside} lie outside [0, {num_classes}) (the dataset's classes)"
+        )
     if not 0 < len(chosen) < num_classes:
-        raise ValueError(f"ood_classes must hold 1 to {num_classes - 1} classes so some stay in-domain, got {len(chosen)}")
+        raise ValueError(
+            f"ood_classes must hold 1 to {num_classes - 1} classes so some stay in-domain, got {len(chosen)}"
+        )
     if n_ood is not None and n_ood != len(chosen):
-        raise ValueError(f"n_ood={n_ood} disagrees with the {len(chosen)} ood_classes given; pass one or make them agree")
+        raise ValueError(
+            f"n_ood={n_ood} disagrees with the {len(chosen)} ood_classes given; pass one or make them agree"
+        )
     return tuple(sorted(chosen))
 
 
-def class_indices(names: Sequence[str], class_ids: Sequence[str], class_names: Sequence[str] = ()) -> list[int]:
+def class_indices(
+    names: Sequence[str], class_ids: Sequence[str], class_names: Sequence[str] = ()
+) -> list[int]:
     """Class indices for ``names``, each a class id (folder name or wnid, e.g. ``n07871810``) or a
     class name (e.g. ``meat loaf``, case-insensitive), for ``course_split(ood_classes=...)``.
 
@@ -243,11 +293,17 @@ def class_indices(names: Sequence[str], class_ids: Sequence[str], class_names: S
     return indices
 
 
-def _check_arguments(labels: np.ndarray, num_classes: int, val_fraction: float, test_fraction: float) -> None:
+def _check_arguments(
+    labels: np.ndarray, num_classes: int, val_fraction: float, test_fraction: float
+) -> None:
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
+        raise ValueError(
+            f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}), found {labels.min()} .. {labels.max()}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), found {labels.min()} .. {labels.max()}"
+        )
     if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be >= 0 and sum to less than 1"

@@ -11,11 +11,23 @@ Modules: :mod:`.store` (the folder format, its checks, and every SQL statement),
 :mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge),
 :mod:`.reranked` (search results re-ranked on each query's shortlist).
 """
+
 from neuralcodes.index.index import BadQueryImage, Hit, Index, SearchResults
 from neuralcodes.index.ingest import IngestSummary, add_images, build_index
 from neuralcodes.index.shard_build import ShardSummary, build_shard
 from neuralcodes.index.shards import merge_shards
 from neuralcodes.index.store import IndexDamagedError
 
-__all__ = ["BadQueryImage", "Hit", "Index", "IndexDamagedError", "IngestSummary", "SearchResults", "ShardSummary",
-           "add_images", "build_index", "build_shard", "merge_shards"]
+__all__ = [
+    "BadQueryImage",
+    "Hit",
+    "Index",
+    "IndexDamagedError",
+    "IngestSummary",
+    "SearchResults",
+    "ShardSummary",
+    "add_images",
+    "build_index",
+    "build_shard",
+    "merge_shards",
+]

@@ -19,6 +19,7 @@ candidates that the exact re-ranking cannot repair.
 ``auto`` picks exact up to :data:`EXACT_MAX_ROWS` images, HNSW while the float codes take at most
 a quarter of the machine's memory, IVF-PQ beyond.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,12 @@ from neuralcodes.retrieval.search import search
 
 BACKENDS = ("exact", "flat", "hnsw", "ivfpq")
 EXACT_MAX_ROWS = 200_000
-IVFPQ_MIN_ROWS = 10_000  # enough to train 256 centroids per sub-quantiser (FAISS asks for 39 points each)
-EXACT_SLACK = 16  # extra candidates of exact search, re-ranked by true distance (see Backend.candidates)
+IVFPQ_MIN_ROWS = (
+    10_000  # enough to train 256 centroids per sub-quantiser (FAISS asks for 39 points each)
+)
+EXACT_SLACK = (
+    16  # extra candidates of exact search, re-ranked by true distance (see Backend.candidates)
+)
 _SLICE_BYTES = 256 << 20  # exact search and FAISS adds read the codes this much at a time
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,7 +61,9 @@ def choose_backend(rows: int, dim: int, memory_bytes: int | None = None) -> str:
     return "hnsw" if rows * dim * 4 <= memory_bytes // 4 else "ivfpq"
 
 
-def backend_params(name: str, rows: int, dim: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def backend_params(
+    name: str, rows: int, dim: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Parameters of backend ``name`` for this collection (IVF-PQ's list count and sub-quantisers grow with it)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
@@ -85,7 +92,9 @@ class Backend:
         step = max(n, _SLICE_BYTES // max(1, codes.shape[1] * codes.itemsize))
         found_ids, found_d = [], []
         for start in range(0, rows, step):
-            part = np.array(codes[start : start + step], dtype=np.float32)  # a writable copy for torch
+            part = np.array(
+                codes[start : start + step], dtype=np.float32
+            )  # a writable copy for torch
             ids, dist = search(queries, part, k=min(n, len(part)))
             found_ids.append(ids + start)
             found_d.append(dist)
@@ -129,8 +138,14 @@ class FaissBackend(Backend):
                 f"the ivfpq backend needs at least {IVFPQ_MIN_ROWS:,} images to train on, this index has "
                 f"{len(codes):,}; use --backend exact, flat or hnsw (or auto)"
             )
-        index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, int(p["nlist"]), int(p["m"]), int(p["nbits"]),
-                                 faiss.METRIC_L2)
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatL2(dim),
+            dim,
+            int(p["nlist"]),
+            int(p["m"]),
+            int(p["nbits"]),
+            faiss.METRIC_L2,
+        )
         # A fixed sample (sorted: the memory map is read in order) so that a rebuild trains the same index.
         sample = min(len(codes), max(64 * int(p["nlist"]), 64 * 2 ** int(p["nbits"])))
         rows = np.sort(np.random.default_rng(0).choice(len(codes), size=sample, replace=False))
@@ -182,7 +197,9 @@ def load_backend(name: str, params: dict[str, Any], path: Path) -> Backend:
     if name == "exact":
         return Backend(params)
     if name not in BACKENDS:
-        raise ValueError(f"the index names an unknown backend {name!r}; this neuralcodes knows {', '.join(BACKENDS)}")
+        raise ValueError(
+            f"the index names an unknown backend {name!r}; this neuralcodes knows {', '.join(BACKENDS)}"
+        )
     if not path.is_file():
         raise IndexDamagedError(
             f"{path} is missing: the {name} backend's FAISS index; rebuild it with `neuralcodes index backend INDEX NAME`"
@@ -190,8 +207,10 @@ def load_backend(name: str, params: dict[str, Any], path: Path) -> Backend:
     try:
         index = _faiss().read_index(str(path))
     except RuntimeError as exc:
-        raise IndexDamagedError(f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); "
-                                "rebuild it with `neuralcodes index backend INDEX NAME`") from None
+        raise IndexDamagedError(
+            f"{path} is not a readable FAISS index ({str(exc).splitlines()[0]}); "
+            "rebuild it with `neuralcodes index backend INDEX NAME`"
+        ) from None
     return FaissBackend(name, params, index)
 
 
@@ -209,7 +228,9 @@ def rank_candidates(
     diff = vectors - queries[:, None, :]
     distances = np.sqrt(np.einsum("qnd,qnd->qn", diff, diff)).astype(np.float32)
     distances[~valid] = np.inf
-    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), distances), axis=-1)[:, :k]
+    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), distances), axis=-1)[
+        :, :k
+    ]
     ids = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
     return ids, np.take_along_axis(distances, order, axis=1)
 

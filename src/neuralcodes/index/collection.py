@@ -1,6 +1,7 @@
 """Where an index's images live (a folder tree, or a data source as ``--data`` takes it), and reading
 one image safely: every way a file can be bad becomes a :class:`Skipped` with a reason, never a crash.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,10 +52,14 @@ class FolderCollection:
 
     kind = FOLDER
 
-    def __init__(self, root: str | os.PathLike, labels: bool = True, exclude: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike, labels: bool = True, exclude: str | os.PathLike | None = None
+    ) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
-            raise NotADirectoryError(f"{root} is not a folder of images; pass the folder that holds them (any depth)")
+            raise NotADirectoryError(
+                f"{root} is not a folder of images; pass the folder that holds them (any depth)"
+            )
         self.location = str(self.root)
         self.labels = labels
         self.exclude = Path(exclude).resolve() if exclude is not None else None
@@ -62,26 +67,54 @@ class FolderCollection:
     def entries(self) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
         images: list[Entry] = []
         others: list[tuple[str, Skipped]] = []
-        def unreadable(exc: OSError) -> None:  # os.walk would leave such a folder out without a word
+
+        def unreadable(
+            exc: OSError,
+        ) -> None:  # os.walk would leave such a folder out without a word
             folder = Path(exc.filename) if exc.filename else self.root
             reason = f"folder cannot be read: {exc.strerror or exc}"
             others.append((_shown(folder, self.root), Skipped("unreadable", reason)))
 
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=unreadable):
             here = Path(dirpath)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d != self.exclude)
-            for name in [d for d in dirnames if (here / d).is_symlink()]:  # os.walk would drop them unsaid
-                others.append((_shown(here / name, self.root), Skipped("not followed", "symbolic link to a folder: "
-                                                                       "links are not followed")))
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and here / d != self.exclude
+            )
+            for name in [
+                d for d in dirnames if (here / d).is_symlink()
+            ]:  # os.walk would drop them unsaid
+                others.append(
+                    (
+                        _shown(here / name, self.root),
+                        Skipped(
+                            "not followed", "symbolic link to a folder: links are not followed"
+                        ),
+                    )
+                )
             for name in sorted(filenames):
                 rel = (here / name).relative_to(self.root).as_posix()
-                if display_name(rel) != rel:  # not UTF-8: SQLite (and every later command) takes the path as UTF-8 text
-                    others.append((_shown(here / name, self.root), Skipped("unreadable", "its name is not valid "
-                                                                           "UTF-8 (shown with \\xNN): rename it")))
+                if (
+                    display_name(rel) != rel
+                ):  # not UTF-8: SQLite (and every later command) takes the path as UTF-8 text
+                    others.append(
+                        (
+                            _shown(here / name, self.root),
+                            Skipped(
+                                "unreadable",
+                                "its name is not valid UTF-8 (shown with \\xNN): rename it",
+                            ),
+                        )
+                    )
                 elif (here / name).is_symlink():
-                    others.append((rel, Skipped("not followed", "symbolic link: links are not followed")))
-                elif name.startswith("."):  # an editor's or OS's file, not a photo, even with an image extension
-                    others.append((rel, Skipped("hidden", "hidden file (its name starts with a dot)")))
+                    others.append(
+                        (rel, Skipped("not followed", "symbolic link: links are not followed"))
+                    )
+                elif name.startswith(
+                    "."
+                ):  # an editor's or OS's file, not a photo, even with an image extension
+                    others.append(
+                        (rel, Skipped("hidden", "hidden file (its name starts with a dot)"))
+                    )
                 elif not is_image_name(name):
                     others.append((rel, Skipped("not an image", "not an image file (by its name)")))
                 else:
@@ -100,7 +133,9 @@ class FolderCollection:
     def file(self, path: str) -> Path:
         """The file of an indexed path; refuses anything that would leave the collection's folder."""
         file = (self.root / path).resolve()
-        if not file.is_relative_to(self.root):  # resolve() followed any link: it must still be inside
+        if not file.is_relative_to(
+            self.root
+        ):  # resolve() followed any link: it must still be inside
             raise FileNotFoundError(f"{path} is not inside the collection {self.root}")
         return file
 
@@ -122,9 +157,15 @@ class DataCollection:
 
     def entries(self) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
         listing = self.source.listing(64)
-        images = [Entry(f, listing.class_names[int(y)]) for f, y in zip(listing.train.files, listing.train.labels)]
+        images = [
+            Entry(f, listing.class_names[int(y)])
+            for f, y in zip(listing.train.files, listing.train.labels)
+        ]
         if listing.val is not None:
-            images += [Entry(f, listing.class_names[int(y)]) for f, y in zip(listing.val.files, listing.val.labels)]
+            images += [
+                Entry(f, listing.class_names[int(y)])
+                for f, y in zip(listing.val.files, listing.val.labels)
+            ]
         return images, []
 
     def read(self, path: str) -> bytes:
@@ -142,7 +183,9 @@ def open_collection(kind: str, location: str) -> Collection:
         try:
             return DataCollection(location)
         except SourceError as exc:
-            raise FileNotFoundError(f"the index's data source {location} cannot be opened: {exc}") from None
+            raise FileNotFoundError(
+                f"the index's data source {location} cannot be opened: {exc}"
+            ) from None
     raise ValueError(f"unknown collection kind {kind!r} in the index")
 
 
@@ -159,7 +202,9 @@ def load_image(collection: Collection, entry: Entry, size: int) -> LoadedImage:
         data = collection.read(entry.path)
     except OSError as exc:
         raise Skipped("unreadable", f"cannot be read: {exc.strerror or exc}") from None
-    return LoadedImage(entry, hashlib.sha256(data).hexdigest(), decode_bytes(data, entry.path, size))
+    return LoadedImage(
+        entry, hashlib.sha256(data).hexdigest(), decode_bytes(data, entry.path, size)
+    )
 
 
 def decode_bytes(data: bytes, name: str, size: int) -> DecodedImage:
@@ -174,7 +219,9 @@ def decode_bytes(data: bytes, name: str, size: int) -> DecodedImage:
         raise Skipped("too large", f"file of {len(data):,} bytes (the limit is {MAX_FILE_BYTES:,})")
     try:
         return decode_image(data, name, size, resize=True)
-    except ValueError as exc:  # the decoder's own errors: corrupt, truncated, not an image, too many pixels
+    except (
+        ValueError
+    ) as exc:  # the decoder's own errors: corrupt, truncated, not an image, too many pixels
         reason = getattr(exc, "reason", "") or str(exc)
         kind = "too large" if "decompression bomb" in reason.lower() else "unreadable"
         raise Skipped(kind, reason) from None

@@ -3,6 +3,7 @@
 Results are framed green (same label as the query) or red (another label) when the query's label is
 known, as in :func:`neuralcodes.plots.retrieval.plot_ranked_results`; otherwise unframed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,12 @@ THUMB = 96
 
 
 def plot_search_results(
-    index: Index, query_images: Sequence[np.ndarray], query_names: Sequence[str], results: SearchResults,
-    path: str | Path, query_labels: Sequence[str | None] | None = None,
+    index: Index,
+    query_images: Sequence[np.ndarray],
+    query_names: Sequence[str],
+    results: SearchResults,
+    path: str | Path,
+    query_labels: Sequence[str | None] | None = None,
 ) -> Path:
     """Write a PNG: each query image, then its results with label and distance."""
     k = max((len(h) for h in results.hits), default=0)

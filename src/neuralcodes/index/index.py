@@ -1,11 +1,12 @@
 """An open index: search it with images, files or codes; look up, read, add and remove its images.
 
-    index = Index.open("photos.idx")
-    results = index.search(["query.jpg"], k=10)
-    results.ids, results.distances          # (Q, k) int64 and float32 (-1 / inf past the collection's end)
-    results.hits[0][0].path, .label, .distance
-    index.search(["query.jpg"], k=10, rerank="aqe", shortlist=100)   # re-ranked (see :mod:`.reranked`)
+index = Index.open("photos.idx")
+results = index.search(["query.jpg"], k=10)
+results.ids, results.distances          # (Q, k) int64 and float32 (-1 / inf past the collection's end)
+results.hits[0][0].path, .label, .distance
+index.search(["query.jpg"], k=10, rerank="aqe", shortlist=100)   # re-ranked (see :mod:`.reranked`)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,11 +72,15 @@ class SearchResults:
     distances, so they need not be increasing along a row.
     """
 
-    ids: np.ndarray  # (Q, k) int64, nearest first (or in the re-ranked order); -1 where there are fewer images
+    ids: (
+        np.ndarray
+    )  # (Q, k) int64, nearest first (or in the re-ranked order); -1 where there are fewer images
     distances: np.ndarray  # (Q, k) float32 Euclidean distances between codes; inf where ids is -1
     hits: list[list[Hit]]  # per query, the images found (without the -1 padding)
     rerank: str | None = None  # the re-ranking step used, if any
-    shortlist: int | None = None  # how many nearest images it re-ordered (max(k, shortlist), clamped)
+    shortlist: int | None = (
+        None  # how many nearest images it re-ordered (max(k, shortlist), clamped)
+    )
 
 
 class Index:
@@ -115,7 +120,9 @@ class Index:
     def _reload(self) -> None:
         backend = self.store.meta.backend
         name = backend.get("name") or "exact"
-        self.backend = load_backend(name, backend.get("params") or {}, faiss_path(self.store.root, name))
+        self.backend = load_backend(
+            name, backend.get("params") or {}, faiss_path(self.store.root, name)
+        )
         self.backend.check(self.store.rows, self.store.meta.dim, faiss_path(self.store.root, name))
         self.codes = self.store.codes()
         self.live = self.store.live_mask()
@@ -138,9 +145,13 @@ class Index:
         if isinstance(queries, np.ndarray) and np.issubdtype(queries.dtype, np.floating):
             codes = queries[None] if queries.ndim == 1 else queries
             if codes.ndim != 2 or codes.shape[1] != self.store.meta.dim:
-                hint = "; an image array must be uint8 (H, W, 3) RGB" if queries.ndim > 2 else ""  # a float image
-                raise ValueError(f"a float array is taken as codes, which must have {self.store.meta.dim} dimensions "
-                                 f"(this index's), got shape {queries.shape}{hint}")
+                hint = (
+                    "; an image array must be uint8 (H, W, 3) RGB" if queries.ndim > 2 else ""
+                )  # a float image
+                raise ValueError(
+                    f"a float array is taken as codes, which must have {self.store.meta.dim} dimensions "
+                    f"(this index's), got shape {queries.shape}{hint}"
+                )
             return np.ascontiguousarray(codes, dtype=np.float32)
         if isinstance(queries, np.ndarray) and queries.ndim == 4:
             queries = list(queries)
@@ -148,7 +159,9 @@ class Index:
             queries = [queries]
         if not queries:
             raise ValueError("no queries given")
-        pixels = np.stack([self.query_pixels(q) for q in queries])  # a bad image is refused before the model loads
+        pixels = np.stack(
+            [self.query_pixels(q) for q in queries]
+        )  # a bad image is refused before the model loads
         codes = self.embedder.embed(pixels)
         if codes.shape[1] != self.store.meta.dim:
             raise IndexDamagedError(
@@ -168,33 +181,55 @@ class Index:
             except OSError as exc:
                 raise FileNotFoundError(f"query image {path}: {exc.strerror or exc}") from None
             except Skipped as skipped:
-                raise BadQueryImage(f"query image {path} cannot be used: {skipped.reason}", skipped.kind,
-                                    skipped.reason) from None
+                raise BadQueryImage(
+                    f"query image {path} cannot be used: {skipped.reason}",
+                    skipped.kind,
+                    skipped.reason,
+                ) from None
         if isinstance(query, bytes):
             try:
                 return decode_bytes(query, "query", size).pixels
             except Skipped as skipped:
-                raise BadQueryImage(f"the query image cannot be used: {skipped.reason}", skipped.kind,
-                                    skipped.reason) from None
+                raise BadQueryImage(
+                    f"the query image cannot be used: {skipped.reason}",
+                    skipped.kind,
+                    skipped.reason,
+                ) from None
         if isinstance(query, np.ndarray):
             if query.dtype != np.uint8 or query.ndim != 3 or query.shape[2] != 3:
-                raise ValueError(f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}")
+                raise ValueError(
+                    f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}"
+                )
             query = Image.fromarray(query)
         if isinstance(query, Image.Image):
             # The same conversion as the collection's files (EXIF orientation, transparency over white,
             # 16-bit scaling, CMYK profile): Image.open(f) must find what the path f finds.
             try:
                 rgb = Image.fromarray(viewed_rgb(query))
-            except (OSError, ValueError, SyntaxError) as exc:  # a lazily loaded image whose file is damaged
+            except (
+                OSError,
+                ValueError,
+                SyntaxError,
+            ) as exc:  # a lazily loaded image whose file is damaged
                 reason = " ".join(str(exc).split()) or type(exc).__name__
-                raise BadQueryImage(f"the query image cannot be used: {reason}", "unreadable", reason) from None
+                raise BadQueryImage(
+                    f"the query image cannot be used: {reason}", "unreadable", reason
+                ) from None
             if rgb.size != (size, size):  # the same stretch as decode_image applies to files
                 rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
             return np.asarray(rgb, dtype=np.uint8)
-        raise TypeError(f"cannot search with a {type(query).__name__}; give a path, bytes, a PIL image or an array")
+        raise TypeError(
+            f"cannot search with a {type(query).__name__}; give a path, bytes, a PIL image or an array"
+        )
 
-    def search(self, queries: Query | Sequence[Query], k: int = 10, rerank: str | None = None, shortlist: int = 100,
-               rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+    def search(
+        self,
+        queries: Query | Sequence[Query],
+        k: int = 10,
+        rerank: str | None = None,
+        shortlist: int = 100,
+        rerank_params: dict[str, Any] | None = None,
+    ) -> SearchResults:
         """The ``k`` nearest images of each query (files, bytes, PIL images, uint8 arrays, or codes).
 
         ``rerank``: a step of :data:`~neuralcodes.retrieval.rerank.RERANKERS` (``rerank_params`` update its
@@ -204,17 +239,31 @@ class Index:
         check_rerank(rerank, shortlist, rerank_params)  # before the model loads
         return self.search_codes(self.embed(queries), k, rerank, shortlist, rerank_params)
 
-    def search_ids(self, ids: Iterable[int], k: int = 10, rerank: str | None = None, shortlist: int = 100,
-                   rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+    def search_ids(
+        self,
+        ids: Iterable[int],
+        k: int = 10,
+        rerank: str | None = None,
+        shortlist: int = 100,
+        rerank_params: dict[str, Any] | None = None,
+    ) -> SearchResults:
         """Search with images of the index itself (each finds itself first, unless re-ranked; see :meth:`search`)."""
         check_rerank(rerank, shortlist, rerank_params)
         ids = np.asarray(list(ids), dtype=np.int64)
         for i in ids:
             self.record(int(i))  # raises for an unknown id
-        return self.search_codes(np.asarray(self.codes[ids], dtype=np.float32), k, rerank, shortlist, rerank_params)
+        return self.search_codes(
+            np.asarray(self.codes[ids], dtype=np.float32), k, rerank, shortlist, rerank_params
+        )
 
-    def search_codes(self, codes: np.ndarray, k: int = 10, rerank: str | None = None, shortlist: int = 100,
-                     rerank_params: dict[str, Any] | None = None) -> SearchResults:  # fmt: skip
+    def search_codes(
+        self,
+        codes: np.ndarray,
+        k: int = 10,
+        rerank: str | None = None,
+        shortlist: int = 100,
+        rerank_params: dict[str, Any] | None = None,
+    ) -> SearchResults:
         """Search with (Q, dim) or (dim,) codes of this index's model (finite; L2-normalised like the index's);
         ``rerank``, ``shortlist``, ``rerank_params``: see :meth:`search`."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -225,17 +274,27 @@ class Index:
             raise ValueError("query codes contain NaN or inf")
         with self._lock:
             if self.store.live == 0:
-                raise ValueError(f"{self.store.root} holds no images; add some with `neuralcodes index add`")
+                raise ValueError(
+                    f"{self.store.root} holds no images; add some with `neuralcodes index add`"
+                )
             k = min(int(k), self.store.live)
             n = k if rerank is None else min(max(k, int(shortlist)), self.store.live)
             dead = self.store.rows - self.store.live
             candidates = self.backend.candidates(self.codes, codes, n + dead)
             ids, distances = rank_candidates(self.codes, codes, candidates, self.live, n)
             if rerank is not None:
-                ids, distances = rerank_results(rerank, codes, ids, distances, self.codes, k, rerank_params)
+                ids, distances = rerank_results(
+                    rerank, codes, ids, distances, self.codes, k, rerank_params
+                )
             records = self.records(ids[ids >= 0].tolist())
-        hits = [[Hit(**{**asdict(records[i]), "distance": float(d)}) for i, d in zip(row, dist) if i >= 0]
-                for row, dist in zip(ids.tolist(), distances)]
+        hits = [
+            [
+                Hit(**{**asdict(records[i]), "distance": float(d)})
+                for i, d in zip(row, dist)
+                if i >= 0
+            ]
+            for row, dist in zip(ids.tolist(), distances)
+        ]
         return SearchResults(ids, distances, hits, rerank, None if rerank is None else n)
 
     # --- the images ---------------------------------------------------------------------------------
@@ -276,14 +335,20 @@ class Index:
             if source not in self._collections:
                 try:
                     self._collections[source] = open_collection(kind, location)
-                except NotADirectoryError:  # the whole folder moved or was deleted: like a missing file
-                    raise FileNotFoundError(f"image {image_id} ({path}): its folder {location} no longer exists "
-                                            "(moved or deleted since it was indexed)") from None
+                except (
+                    NotADirectoryError
+                ):  # the whole folder moved or was deleted: like a missing file
+                    raise FileNotFoundError(
+                        f"image {image_id} ({path}): its folder {location} no longer exists "
+                        "(moved or deleted since it was indexed)"
+                    ) from None
             collection = self._collections[source]
         try:
             return collection.read(path)
         except (OSError, Skipped) as exc:
-            raise FileNotFoundError(f"image {image_id} ({path}) cannot be read from {location}: {exc}") from None
+            raise FileNotFoundError(
+                f"image {image_id} ({path}) cannot be read from {location}: {exc}"
+            ) from None
 
     def info(self) -> dict[str, Any]:
         store = self.store
@@ -291,20 +356,33 @@ class Index:
         skipped = store.skipped_counts()
         backend = store.meta.backend
         return {
-            "path": str(store.root.resolve()), "format_version": VERSION, "images": store.live,
-            "removed": store.rows - store.live, "skipped": skipped, "sources": sources,
-            "model": self.model.describe(), "layer": self.model.layer, "dim": store.meta.dim,
-            "dtype": store.meta.dtype, "backend": backend.get("name"), "backend_requested": backend.get("requested"),
-            "backend_params": backend.get("params", {}), "size_bytes": store.size_on_disk(),
+            "path": str(store.root.resolve()),
+            "format_version": VERSION,
+            "images": store.live,
+            "removed": store.rows - store.live,
+            "skipped": skipped,
+            "sources": sources,
+            "model": self.model.describe(),
+            "layer": self.model.layer,
+            "dim": store.meta.dim,
+            "dtype": store.meta.dtype,
+            "backend": backend.get("name"),
+            "backend_requested": backend.get("requested"),
+            "backend_params": backend.get("params", {}),
+            "size_bytes": store.size_on_disk(),
             "created": store.meta.created,
         }
 
     # --- updating ---------------------------------------------------------------------------------------
 
-    def add(self, images: str | os.PathLike | None = None, data: str | None = None, **options: Any) -> IngestSummary:
+    def add(
+        self, images: str | os.PathLike | None = None, data: str | None = None, **options: Any
+    ) -> IngestSummary:
         """Add a folder's (or data source's) images; see :func:`~neuralcodes.index.ingest.add_images`."""
         with self._lock:
-            summary = add_images(self.store.root, images=images, data=data, device=self.device, **options)
+            summary = add_images(
+                self.store.root, images=images, data=data, device=self.device, **options
+            )
             self._reopen()
         return summary
 
@@ -337,7 +415,9 @@ class Index:
                     return found
         ids = self.store.ids_with_path(Path(path).as_posix())
         if len(ids) > 1:
-            raise ValueError(f"{path} names {len(ids)} images (one per source folder); give the file's full path")
+            raise ValueError(
+                f"{path} names {len(ids)} images (one per source folder); give the file's full path"
+            )
         return ids[0] if ids else None
 
     def _reopen(self) -> None:
@@ -348,4 +428,6 @@ class Index:
 
 
 def _hit(row: ImageRow) -> Hit:
-    return Hit(row.id, row.path, row.label, row.width, row.height, row.sha256, row.added, row.location)
+    return Hit(
+        row.id, row.path, row.label, row.width, row.height, row.sha256, row.added, row.location
+    )

@@ -6,6 +6,7 @@ the number of files done. Run the same command again after an interruption and i
 the first uncommitted batch. The batches are the same fixed slices of the same file list, so a
 resumed build ends with the same codes, bit for bit, as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,11 @@ class IngestSummary:
         skipped = sum(self.skipped.values())
         text = f"index {self.op}: {self.added:,} images added, {skipped:,} files skipped"
         if skipped:
-            text += " (" + ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.skipped.items())) + f"; see {self.report})"
+            text += (
+                " ("
+                + ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.skipped.items()))
+                + f"; see {self.report})"
+            )
         if self.resumed_at:
             text += f"; resumed after {self.resumed_at:,} files"
         return text + f"; backend {self.backend}; {self.seconds:.1f} s"
@@ -78,7 +83,9 @@ def check_index_folder(path: Path, new: bool) -> None:
     """A folder can hold the index (``new``: an empty or absent one), said before the model loads."""
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise NotADirectoryError(f"{existing} is a file, not a folder: choose a folder for the index {path}")
+        raise NotADirectoryError(
+            f"{existing} is a file, not a folder: choose a folder for the index {path}"
+        )
     if new and path.is_dir() and any(path.iterdir()):
         raise FileExistsError(
             f"{path} exists and is not empty; choose a new index folder (or `neuralcodes index add` to extend it)"
@@ -115,8 +122,10 @@ def build_index(
     path = Path(path)
     check_build_options(chunk, dtype, backend, workers)
     if (path / SHARDS).is_dir() and not (path / META).exists():
-        raise FileExistsError(f"{path} holds a sharded build: continue it with `--shard K/N` (every shard, the same "
-                              "options), or delete the folder to build it in one process")
+        raise FileExistsError(
+            f"{path} holds a sharded build: continue it with `--shard K/N` (every shard, the same "
+            "options), or delete the folder to build it in one process"
+        )
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
     collection = collection_for(images, data, labels, exclude=path)
     embedder = None
@@ -125,8 +134,13 @@ def build_index(
         job = store.job()
         problem = None
         if job is None or job["op"] != "build":
-            problem = FileExistsError(f"{path} is already an index; add images with `neuralcodes index add {path} DIR`")
-        elif ModelRef.from_dict(store.meta.model) != ref or _source_location(store, job["source"]) != collection.location:
+            problem = FileExistsError(
+                f"{path} is already an index; add images with `neuralcodes index add {path} DIR`"
+            )
+        elif (
+            ModelRef.from_dict(store.meta.model) != ref
+            or _source_location(store, job["source"]) != collection.location
+        ):
             problem = ValueError(
                 f"{path} holds an unfinished build of {_source_location(store, job['source'])} with "
                 f"{ModelRef.from_dict(store.meta.model).describe()}; run it again with the same --model, --layer, "
@@ -142,7 +156,9 @@ def build_index(
         dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         existed = path.exists()
-        store = Store.create(path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created))
+        store = Store.create(
+            path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created)
+        )
         try:
             _start_job(store, "build", listing, collection, chunk)
         except BaseException:
@@ -196,13 +212,19 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
     requested = requested or store.meta.backend.get("requested") or "auto"
     rows = store.rows
     name = choose_backend(rows, store.meta.dim) if requested == "auto" else requested
-    if name == "ivfpq" and rows < IVFPQ_MIN_ROWS:  # kept as requested: it is built once there are enough
-        console.print(f"the ivfpq backend trains on at least {IVFPQ_MIN_ROWS:,} images and this index has {rows:,}: "
-                      "searching exactly until it has them")
+    if (
+        name == "ivfpq" and rows < IVFPQ_MIN_ROWS
+    ):  # kept as requested: it is built once there are enough
+        console.print(
+            f"the ivfpq backend trains on at least {IVFPQ_MIN_ROWS:,} images and this index has {rows:,}: "
+            "searching exactly until it has them"
+        )
         name = "exact"
     old = store.meta.backend
     file = faiss_path(store.root, name)
-    params = backend_params(name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None)
+    params = backend_params(
+        name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None
+    )
     if old.get("name") == name and name != "exact" and file.exists():
         backend = load_backend(name, params, file)
         if not backend.extendable(rows):
@@ -222,10 +244,19 @@ def finish_backend(store: Store, requested: str | None = None) -> str:
 
 # --- the job -----------------------------------------------------------------------------------------
 
-def collection_for(images: str | os.PathLike | None, data: str | None, labels: bool, exclude: Path) -> Collection:
+
+def collection_for(
+    images: str | os.PathLike | None, data: str | None, labels: bool, exclude: Path
+) -> Collection:
     if (images is None) == (data is None):
-        raise ValueError("give the images either as a folder (--images DIR) or as a data source (--data SPEC), not both")
-    return FolderCollection(images, labels=labels, exclude=exclude) if images is not None else DataCollection(data)
+        raise ValueError(
+            "give the images either as a folder (--images DIR) or as a data source (--data SPEC), not both"
+        )
+    return (
+        FolderCollection(images, labels=labels, exclude=exclude)
+        if images is not None
+        else DataCollection(data)
+    )
 
 
 def _source_location(store: Store, source: int) -> str:
@@ -237,15 +268,25 @@ def list_collection(collection: Collection) -> tuple[list[Entry], list[tuple[str
     """The collection's image files and the others; none at all is a mistake (a wrong folder), said before any work."""
     entries, others = collection.entries()
     if not entries:
-        seen = f"{len(others):,} other file(s), e.g. {', '.join(p for p, _ in others[:3])}" if others else "no files"
-        raise ValueError(f"no image files in {collection.location} ({seen}); images are found by their extension "
-                         f"(.jpg, .png, .webp, .tif and {len(decodable_extensions()) - 4} more that Pillow reads), "
-                         "in the folder or any sub-folder")
+        seen = (
+            f"{len(others):,} other file(s), e.g. {', '.join(p for p, _ in others[:3])}"
+            if others
+            else "no files"
+        )
+        raise ValueError(
+            f"no image files in {collection.location} ({seen}); images are found by their extension "
+            f"(.jpg, .png, .webp, .tif and {len(decodable_extensions()) - 4} more that Pillow reads), "
+            "in the folder or any sub-folder"
+        )
     return entries, others
 
 
 def _start_job(
-    store: Store, op: str, listing: tuple[list[Entry], list[tuple[str, Skipped]]], collection: Collection, chunk: int
+    store: Store,
+    op: str,
+    listing: tuple[list[Entry], list[tuple[str, Skipped]]],
+    collection: Collection,
+    chunk: int,
 ) -> None:
     entries, others = listing
     # One transaction: a job is recorded whole (its source, file list, non-image files, counters) or not at all.
@@ -256,12 +297,27 @@ def _start_job(
         store.add_skipped(number, source, [(p, s.kind, s.reason) for p, s in others])
         store.set_state("jobs", number)
         store.set_state("job_done", 0)
-        store.set_state("job", json.dumps({"op": op, "source": source, "total": len(entries), "chunk": chunk,
-                                           "number": number, "non_images": len(others)}))
+        store.set_state(
+            "job",
+            json.dumps(
+                {
+                    "op": op,
+                    "source": source,
+                    "total": len(entries),
+                    "chunk": chunk,
+                    "number": number,
+                    "non_images": len(others),
+                }
+            ),
+        )
 
 
 def _run_job(
-    store: Store, collection: Collection, device: str | None, workers: int | None, embedder: Embedder | None = None
+    store: Store,
+    collection: Collection,
+    device: str | None,
+    workers: int | None,
+    embedder: Embedder | None = None,
 ) -> IngestSummary:
     start_time = time.perf_counter()
     job = store.job()
@@ -272,18 +328,24 @@ def _run_job(
         done = int(store.state("job_done", "0"))
         ref = ModelRef.from_dict(store.meta.model)
         if done:
-            console.print(f"resuming the {job['op']} of {store.root}: {done:,} of {len(entries):,} files were done")
+            console.print(
+                f"resuming the {job['op']} of {store.root}: {done:,} of {len(entries):,} files were done"
+            )
         if done < len(entries):
             embedder = embedder or Embedder(ref, device)
             workers = workers or min(4, os.cpu_count() or 1)
             # A job recorded with a chunk of 0 (before the option was checked) has done nothing yet: any
             # chunk resumes it, the default does, rather than leaving the index stuck on it for good.
             chunk = job["chunk"] if job["chunk"] >= 1 else 64
-            with ProgressBar(len(entries), f"index {job['op']}", unit="images", initial=done) as bar, \
-                    ThreadPoolExecutor(workers) as pool:
+            with (
+                ProgressBar(len(entries), f"index {job['op']}", unit="images", initial=done) as bar,
+                ThreadPoolExecutor(workers) as pool,
+            ):
                 for pos in range(done, len(entries), chunk):
                     batch = entries[pos : pos + chunk]
-                    loaded = list(pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch))
+                    loaded = list(
+                        pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch)
+                    )
                     keep, skips = _dedupe(store, job["source"], loaded)
                     codes = _embed(embedder, job["op"], loaded, keep)
                     _commit(store, job, keep, skips, codes, pos + len(batch))
@@ -293,19 +355,32 @@ def _run_job(
         counts = store.skipped_counts(job["number"])
         added = _job_added(store, job)
         store.end_job(job["number"])
-    return IngestSummary(job["op"], len(entries) + job["non_images"], added, counts, done, backend, report,
-                         time.perf_counter() - start_time)
+    return IngestSummary(
+        job["op"],
+        len(entries) + job["non_images"],
+        added,
+        counts,
+        done,
+        backend,
+        report,
+        time.perf_counter() - start_time,
+    )
 
 
 def _embed(
-    embedder: Embedder, op: str, loaded: list[LoadedImage | tuple[Entry, Skipped]], keep: list[LoadedImage]
+    embedder: Embedder,
+    op: str,
+    loaded: list[LoadedImage | tuple[Entry, Skipped]],
+    keep: list[LoadedImage],
 ) -> np.ndarray | None:
     """The codes of ``keep``. A build runs every decodable file of the batch through the model, duplicates
     included: each image is then embedded in the same batch as in a sharded build (whose shards find the
     duplicates only when merged), and the codes agree bit for bit even where kernels depend on the batch."""
     if not keep:
         return None
-    if op != "build":  # an add skips already indexed files, which may be whole folders: never embed them
+    if (
+        op != "build"
+    ):  # an add skips already indexed files, which may be whole folders: never embed them
         return embedder.embed(np.stack([k.image.pixels for k in keep]))
     decoded = [item for item in loaded if isinstance(item, LoadedImage)]
     codes = embedder.embed(np.stack([item.image.pixels for item in decoded]))
@@ -313,7 +388,9 @@ def _embed(
     return codes[[row[id(k)] for k in keep]]
 
 
-def load_or_skip(collection: Collection, entry: Entry, size: int) -> LoadedImage | tuple[Entry, Skipped]:
+def load_or_skip(
+    collection: Collection, entry: Entry, size: int
+) -> LoadedImage | tuple[Entry, Skipped]:
     try:
         return load_image(collection, entry, size)
     except Skipped as skipped:
@@ -334,13 +411,23 @@ def _dedupe(
             continue
         path = item.entry.path
         if store.has_image(source, path):
-            skips.append((path, Skipped("already indexed", "already in the index (remove it first to index it anew)")))
+            skips.append(
+                (
+                    path,
+                    Skipped(
+                        "already indexed", "already in the index (remove it first to index it anew)"
+                    ),
+                )
+            )
             continue
         same = store.find_sha256(item.sha256)
-        original = seen.get(item.sha256) or (same and (same.path if same.location == here
-                                                       else f"{same.location}/{same.path}"))
+        original = seen.get(item.sha256) or (
+            same and (same.path if same.location == here else f"{same.location}/{same.path}")
+        )
         if original:
-            skips.append((path, Skipped("duplicate", f"same bytes (sha256) as {original}, which is indexed")))
+            skips.append(
+                (path, Skipped("duplicate", f"same bytes (sha256) as {original}, which is indexed"))
+            )
             continue
         seen[item.sha256] = path
         keep.append(item)
@@ -348,7 +435,12 @@ def _dedupe(
 
 
 def _commit(
-    store: Store, job: dict, keep: list[LoadedImage], skips: list[tuple[str, Skipped]], codes: np.ndarray | None, done: int
+    store: Store,
+    job: dict,
+    keep: list[LoadedImage],
+    skips: list[tuple[str, Skipped]],
+    codes: np.ndarray | None,
+    done: int,
 ) -> None:
     """One batch: codes after the committed rows, then one transaction that makes them count."""
     rows = store.rows
@@ -356,8 +448,20 @@ def _commit(
         store.append_codes(codes)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with store.transaction():
-        store.insert_images([NewImage(rows + i, job["source"], k.entry.path, k.entry.label, *k.image.original_size,
-                                      k.sha256, now) for i, k in enumerate(keep)])
+        store.insert_images(
+            [
+                NewImage(
+                    rows + i,
+                    job["source"],
+                    k.entry.path,
+                    k.entry.label,
+                    *k.image.original_size,
+                    k.sha256,
+                    now,
+                )
+                for i, k in enumerate(keep)
+            ]
+        )
         store.add_skipped(job["number"], job["source"], [(p, s.kind, s.reason) for p, s in skips])
         store.set_state("rows", rows + len(keep))
         store.set_state("live", store.live + len(keep))

@@ -11,6 +11,7 @@ its GeM code, whitened or not) and ``backbone`` (an ImageNet-pretrained backbone
 ``tiny`` is an untrained, seeded network for tests). A new recipe plugs in with
 :func:`register_model_kind` and a :class:`ModelKind` whose ``run_kind`` is its config's kind.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,9 @@ import numpy as np
 import torch
 
 from neuralcodes.device import pick_device
-from torch.nn.functional import normalize as l2n  # an all-zero code stays zero (divides by max(norm, eps))
+from torch.nn.functional import (
+    normalize as l2n,
+)  # an all-zero code stays zero (divides by max(norm, eps))
 from neuralcodes.runs import Run
 
 Features = Callable[[torch.Tensor], torch.Tensor]  # [0, 1] float (N, 3, S, S) -> (N, D)
@@ -44,8 +47,13 @@ class ModelRef:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelRef":
         try:
-            return cls(str(values["kind"]), str(values["source"]), str(values["layer"]), int(values["image_size"]),
-                       str(values.get("weights_sha256", "")))
+            return cls(
+                str(values["kind"]),
+                str(values["source"]),
+                str(values["layer"]),
+                int(values["image_size"]),
+                str(values.get("weights_sha256", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"the model reference {values!r} is incomplete ({exc})") from None
 
@@ -81,11 +89,19 @@ def resolve_model(spec: str, layer: str | None = None, image_size: int | None = 
 
     path = Path(spec).expanduser()
     if path.is_dir():
-        run_kind = Run(path).config(expect="neuralcodes train, rank train or tuned train").get("kind")
-        matches = [k for k in MODEL_KINDS.values() if k.run_kind is not None and run_kind in _run_kinds(k.run_kind)]
+        run_kind = (
+            Run(path).config(expect="neuralcodes train, rank train or tuned train").get("kind")
+        )
+        matches = [
+            k
+            for k in MODEL_KINDS.values()
+            if k.run_kind is not None and run_kind in _run_kinds(k.run_kind)
+        ]
         if not matches:
             known = ", ".join(k.run_kind for k in MODEL_KINDS.values() if k.run_kind)
-            raise ValueError(f"--model {spec}: runs of kind {run_kind!r} cannot make index codes; use a run of: {known}")
+            raise ValueError(
+                f"--model {spec}: runs of kind {run_kind!r} cannot make index codes; use a run of: {known}"
+            )
         kind, source = matches[0], str(path.resolve())
     elif spec in BACKBONES or spec == "imagenet":
         kind, source = MODEL_KINDS["backbone"], "efficientnet_lite0" if spec == "imagenet" else spec
@@ -96,10 +112,16 @@ def resolve_model(spec: str, layer: str | None = None, image_size: int | None = 
         )
     layer = layer or kind.default_layer
     if layer not in kind.layers:
-        raise ValueError(f"--layer {layer!r}: a {kind.name} model gives codes from {', '.join(kind.layers)}")
-    size = kind.default_image_size if image_size is None else image_size  # 0 is a mistake, not the default
+        raise ValueError(
+            f"--layer {layer!r}: a {kind.name} model gives codes from {', '.join(kind.layers)}"
+        )
+    size = (
+        kind.default_image_size if image_size is None else image_size
+    )  # 0 is a mistake, not the default
     if kind.fixed_image_size and size != kind.default_image_size:
-        raise ValueError(f"--image-size {size}: a {kind.name} model takes {kind.default_image_size}x{kind.default_image_size} images only")
+        raise ValueError(
+            f"--image-size {size}: a {kind.name} model takes {kind.default_image_size}x{kind.default_image_size} images only"
+        )
     if size < 8:
         raise ValueError(f"--image-size must be at least 8, got {size}")
     weights = kind.weights_file(source)
@@ -111,10 +133,14 @@ class Embedder:
 
     def __init__(self, ref: ModelRef, device: str | None = None, batch_size: int = 64) -> None:
         if ref.kind not in MODEL_KINDS:
-            raise ValueError(f"model kind {ref.kind!r} is unknown to this neuralcodes; known: {', '.join(MODEL_KINDS)}")
+            raise ValueError(
+                f"model kind {ref.kind!r} is unknown to this neuralcodes; known: {', '.join(MODEL_KINDS)}"
+            )
         kind = MODEL_KINDS[ref.kind]
         weights = kind.weights_file(ref.source)
-        if ref.weights_sha256 and (weights is None or not weights.exists() or file_sha256(weights) != ref.weights_sha256):
+        if ref.weights_sha256 and (
+            weights is None or not weights.exists() or file_sha256(weights) != ref.weights_sha256
+        ):
             raise ValueError(
                 f"the model {ref.describe()} is not the one the index was built with: its weight file "
                 f"{weights} is missing or changed since; rebuild the index with the current model"
@@ -129,11 +155,18 @@ class Embedder:
         images = np.asarray(images)
         size = self.ref.image_size
         if images.ndim != 4 or images.shape[1:] != (size, size, 3) or images.dtype != np.uint8:
-            raise ValueError(f"images must be uint8 (N, {size}, {size}, 3), got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"images must be uint8 (N, {size}, {size}, 3), got {images.dtype} {images.shape}"
+            )
         out = []
         for start in range(0, len(images), self.batch_size):
             x = torch.from_numpy(images[start : start + self.batch_size]).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            x = (
+                x.permute(0, 3, 1, 2)
+                .float()
+                .div_(255.0)
+                .contiguous(memory_format=torch.channels_last)
+            )
             out.append(l2n(self._features(x).flatten(1).float()).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
@@ -160,6 +193,7 @@ def _run_kinds(kind: str) -> tuple[str, ...]:
 
 
 # --- the kinds this package knows ------------------------------------------------------------------
+
 
 def _neural_codes(ref: ModelRef, device: torch.device) -> Features:
     from neuralcodes.recipes.neural_codes.train import load_trained
@@ -213,10 +247,43 @@ def _import_recipe_configs() -> None:
 
 
 _import_recipe_configs()
-register_model_kind(ModelKind("neural_codes", "neural_codes", ("L5", "L6", "L7"), "L6", 64, True, _run_file("best.pt"), _neural_codes))
-register_model_kind(ModelKind(
-    "deep_ranking", "deep_ranking", ("embedding", "concat", "backbone"), "embedding", 64, True, _run_file("last.pt"), _deep_ranking
-))
+register_model_kind(
+    ModelKind(
+        "neural_codes",
+        "neural_codes",
+        ("L5", "L6", "L7"),
+        "L6",
+        64,
+        True,
+        _run_file("best.pt"),
+        _neural_codes,
+    )
+)
+register_model_kind(
+    ModelKind(
+        "deep_ranking",
+        "deep_ranking",
+        ("embedding", "concat", "backbone"),
+        "embedding",
+        64,
+        True,
+        _run_file("last.pt"),
+        _deep_ranking,
+    )
+)
 # Fine-tuned GeM (+ whitening) codes of 64x64 images, as the recipe trains them (a pretrained base upsamples itself).
-register_model_kind(ModelKind("tuned_codes", "tuned_codes", ("code", "pooled"), "code", 64, True, _run_file("best.pt"), _tuned_codes))
-register_model_kind(ModelKind("backbone", None, ("pool",), "pool", 224, False, _backbone_weights, _backbone))
+register_model_kind(
+    ModelKind(
+        "tuned_codes",
+        "tuned_codes",
+        ("code", "pooled"),
+        "code",
+        64,
+        True,
+        _run_file("best.pt"),
+        _tuned_codes,
+    )
+)
+register_model_kind(
+    ModelKind("backbone", None, ("pool",), "pool", 224, False, _backbone_weights, _backbone)
+)

@@ -10,6 +10,7 @@ Why separate commands rather than processes launched and joined by one (or torch
 talk to each other, so a failed or slow one stops nobody, each restarts alone, and a scheduler (SLURM,
 a shell loop, torchrun's RANK/WORLD_SIZE as ``--shard $((RANK+1))/$WORLD_SIZE``) only needs a command line.
 """
+
 from __future__ import annotations
 
 import os
@@ -94,8 +95,10 @@ def build_shard(
     root = Path(path)
     k, n = parse_shard(shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}")
     if (root / META).exists():
-        raise FileExistsError(f"{root} is already an index (a finished build, or its merged shards): add images "
-                              f"with `neuralcodes index add {root} DIR`, or build into a new folder")
+        raise FileExistsError(
+            f"{root} is already an index (a finished build, or its merged shards): add images "
+            f"with `neuralcodes index add {root} DIR`, or build into a new folder"
+        )
     check_build_options(chunk, dtype, backend, workers)
     check_index_folder(root, new=False)
     ref = model if isinstance(model, ModelRef) else resolve_model(model, layer, image_size)
@@ -103,10 +106,22 @@ def build_shard(
     entries, others = list_collection(collection)
     start, stop = shard_slice(len(entries), chunk, k, n)
     wanted = {
-        "format": SHARD_FORMAT, "shard": k, "shards": n, "start": start, "stop": stop,
-        "options": {"model": ref.to_dict(), "dtype": dtype, "backend": backend, "chunk": chunk, "labels": labels,
-                    "source": {"kind": collection.kind, "location": collection.location}},
-        "files": len(entries), "non_images": len(others), "fingerprint": fingerprint(entries, others),
+        "format": SHARD_FORMAT,
+        "shard": k,
+        "shards": n,
+        "start": start,
+        "stop": stop,
+        "options": {
+            "model": ref.to_dict(),
+            "dtype": dtype,
+            "backend": backend,
+            "chunk": chunk,
+            "labels": labels,
+            "source": {"kind": collection.kind, "location": collection.location},
+        },
+        "files": len(entries),
+        "non_images": len(others),
+        "fingerprint": fingerprint(entries, others),
     }
     folder = shard_folder(root, k, n)
     _check_siblings(root, folder, wanted)
@@ -158,8 +173,12 @@ def _start(folder: Path, wanted: dict, ref: ModelRef, device: str | None, others
     embedder = Embedder(ref, device)
     dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
     with io.atomic_path(folder / SHARD_CODES) as tmp:
-        codes = np.lib.format.open_memmap(tmp, mode="w+", dtype=wanted["options"]["dtype"],
-                                          shape=(wanted["stop"] - wanted["start"], dim))
+        codes = np.lib.format.open_memmap(
+            tmp,
+            mode="w+",
+            dtype=wanted["options"]["dtype"],
+            shape=(wanted["stop"] - wanted["start"], dim),
+        )
         codes.flush()
         del codes
     with ShardFiles(folder) as files:
@@ -170,7 +189,12 @@ def _start(folder: Path, wanted: dict, ref: ModelRef, device: str | None, others
 
 
 def _embed_slice(
-    folder: Path, manifest: dict, collection: Collection, entries: list[Entry], device: str | None, workers: int | None,
+    folder: Path,
+    manifest: dict,
+    collection: Collection,
+    entries: list[Entry],
+    device: str | None,
+    workers: int | None,
     embedder: Embedder | None,
 ) -> int:
     """Embed the uncommitted batches of the slice; the number of files that were done before."""
@@ -179,26 +203,40 @@ def _embed_slice(
     with ShardFiles(folder) as files:
         done = files.done()
         if done:
-            console.print(f"resuming shard {manifest['shard']}/{manifest['shards']}: {done:,} of "
-                          f"{stop - start:,} files were done")
+            console.print(
+                f"resuming shard {manifest['shard']}/{manifest['shards']}: {done:,} of "
+                f"{stop - start:,} files were done"
+            )
         if start + done >= stop:
             return done
         codes = np.lib.format.open_memmap(folder / SHARD_CODES, mode="r+")
         embedder = embedder or Embedder(ref, device)
-        with ProgressBar(stop - start, f"shard {manifest['shard']}/{manifest['shards']}", unit="images",
-                         initial=done) as bar, ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+        with (
+            ProgressBar(
+                stop - start,
+                f"shard {manifest['shard']}/{manifest['shards']}",
+                unit="images",
+                initial=done,
+            ) as bar,
+            ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool,
+        ):
             for pos in range(start + done, stop, chunk):
                 batch = entries[pos : min(pos + chunk, stop)]
-                loaded = list(pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch))
+                loaded = list(
+                    pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch)
+                )
                 # Every decodable file, duplicates too, as a single-process build embeds its batch.
                 decoded = [i for i, item in enumerate(loaded) if isinstance(item, LoadedImage)]
                 if decoded:
-                    codes[[pos - start + i for i in decoded]] = embedder.embed(np.stack([loaded[i].image.pixels
-                                                                                         for i in decoded]))
+                    codes[[pos - start + i for i in decoded]] = embedder.embed(
+                        np.stack([loaded[i].image.pixels for i in decoded])
+                    )
                     codes.flush()  # the codes are on disk before the transaction that makes them count
                 now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                files.commit_batch([_record(pos + i, item, now) for i, item in enumerate(loaded)],
-                                   pos + len(batch) - start)
+                files.commit_batch(
+                    [_record(pos + i, item, now) for i, item in enumerate(loaded)],
+                    pos + len(batch) - start,
+                )
                 bar.advance(len(batch))
         del codes
         return done
@@ -206,10 +244,20 @@ def _embed_slice(
 
 def _record(position: int, item: LoadedImage | tuple, now: str) -> ShardFile:
     if isinstance(item, LoadedImage):
-        return ShardFile(position, item.entry.path, item.entry.label, item.sha256, *item.image.original_size, None,
-                         None, now)
+        return ShardFile(
+            position,
+            item.entry.path,
+            item.entry.label,
+            item.sha256,
+            *item.image.original_size,
+            None,
+            None,
+            now,
+        )
     entry, skipped = item
-    return ShardFile(position, entry.path, entry.label, None, None, None, skipped.kind, skipped.reason, now)
+    return ShardFile(
+        position, entry.path, entry.label, None, None, None, skipped.kind, skipped.reason, now
+    )
 
 
 def _merge_if_last(root: Path, summary: ShardSummary) -> None:
@@ -233,7 +281,9 @@ def _lock(folder: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FileExistsError(f"another process is building {what}; wait for it, or run another shard") from None
+            raise FileExistsError(
+                f"another process is building {what}; wait for it, or run another shard"
+            ) from None
         try:
             yield
         finally:

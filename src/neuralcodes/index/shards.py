@@ -17,6 +17,7 @@ the first file of each content (sha256) indexed and later copies skipped as dupl
 shard is only found here). The new index is made inside ``shards/``, its files moved into INDEX with
 meta.json last, and the shards deleted: an interrupted merge leaves no half-index and simply runs again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,16 +58,36 @@ _FOLDER = re.compile(r"(\d+)-of-(\d+)")
 _BLOCK_ROWS = 65536  # codes are copied into the merged index this many rows at a time
 
 # Options every shard of one build must share (the manifest's "options"), with how to name them.
-OPTION_NAMES = {"model": "--model/--layer/--image-size", "dtype": "--dtype", "backend": "--backend",
-                "chunk": "--chunk", "labels": "--no-labels", "source": "--images/--data"}
+OPTION_NAMES = {
+    "model": "--model/--layer/--image-size",
+    "dtype": "--dtype",
+    "backend": "--backend",
+    "chunk": "--chunk",
+    "labels": "--no-labels",
+    "source": "--images/--data",
+}
 
-_MANIFEST_KEYS = {"format", "shard", "shards", "start", "stop", "options", "files", "non_images", "fingerprint", "dim"}
+_MANIFEST_KEYS = {
+    "format",
+    "shard",
+    "shards",
+    "start",
+    "stop",
+    "options",
+    "files",
+    "non_images",
+    "fingerprint",
+    "dim",
+}
+
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``--shard K/N`` -> (K, N), K counted from 1."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise ValueError(f"--shard must be K/N with 1 <= K <= N (shard K of N, e.g. 2/4), got {text!r}")
+        raise ValueError(
+            f"--shard must be K/N with 1 <= K <= N (shard K of N, e.g. 2/4), got {text!r}"
+        )
     return int(match[1]), int(match[2])
 
 
@@ -74,7 +95,9 @@ def shard_slice(files: int, chunk: int, shard: int, shards: int) -> tuple[int, i
     """Positions [start, stop) of shard ``shard`` (1..shards): whole batches of ``chunk`` files, so every
     image is embedded in the same batch as by a single-process build (codes equal bit for bit)."""
     batches = -(-files // chunk)
-    return min(files, (shard - 1) * batches // shards * chunk), min(files, shard * batches // shards * chunk)
+    return min(files, (shard - 1) * batches // shards * chunk), min(
+        files, shard * batches // shards * chunk
+    )
 
 
 def fingerprint(entries: list[Entry], others: list[tuple[str, Skipped]]) -> str:
@@ -102,7 +125,9 @@ class ShardInfo:
     shard: int
     shards: int
     folder: Path
-    manifest: dict[str, Any] | None  # None: the shard has not started (or its start was interrupted)
+    manifest: (
+        dict[str, Any] | None
+    )  # None: the shard has not started (or its start was interrupted)
     done: int = 0
 
     @property
@@ -127,29 +152,41 @@ def read_shards(root: Path) -> list[ShardInfo]:
             continue
         info = ShardInfo(int(match[1]), int(match[2]), folder, None)
         if (folder / MANIFEST).is_file():
-            redo = (f"delete {folder} and run its `neuralcodes index build {root} ... --shard {info.shard}/{info.shards}` "
-                    "again")
+            redo = (
+                f"delete {folder} and run its `neuralcodes index build {root} ... --shard {info.shard}/{info.shards}` "
+                "again"
+            )
             try:
                 info.manifest = io.read_json(folder / MANIFEST)
                 info.done = committed_files(folder)
             except (OSError, ValueError, TypeError, ShardFilesUnreadable) as exc:
-                raise IndexDamagedError(f"{info.name} ({folder}) cannot be read ({exc}): {redo}") from None
+                raise IndexDamagedError(
+                    f"{info.name} ({folder}) cannot be read ({exc}): {redo}"
+                ) from None
             manifest = info.manifest if isinstance(info.manifest, dict) else {}
             options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
-            if manifest.get("format") != SHARD_FORMAT or not (_MANIFEST_KEYS <= manifest.keys()
-                                                               and OPTION_NAMES.keys() <= options.keys()):
-                raise IndexDamagedError(f"{folder / MANIFEST} is not the manifest of a neuralcodes index shard: {redo}")
+            if manifest.get("format") != SHARD_FORMAT or not (
+                _MANIFEST_KEYS <= manifest.keys() and OPTION_NAMES.keys() <= options.keys()
+            ):
+                raise IndexDamagedError(
+                    f"{folder / MANIFEST} is not the manifest of a neuralcodes index shard: {redo}"
+                )
         found.append(info)
     return sorted(found, key=lambda s: (s.shards, s.shard))
 
 
 def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """How two manifests disagree, in words (empty: they belong to the same build)."""
-    problems = [f"{OPTION_NAMES[key]} ({_show(key, a['options'][key])} against {_show(key, b['options'][key])})"
-                for key in OPTION_NAMES if a["options"].get(key) != b["options"].get(key)]
+    problems = [
+        f"{OPTION_NAMES[key]} ({_show(key, a['options'][key])} against {_show(key, b['options'][key])})"
+        for key in OPTION_NAMES
+        if a["options"].get(key) != b["options"].get(key)
+    ]
     if not problems and (a["files"], a["fingerprint"]) != (b["files"], b["fingerprint"]):
-        problems.append(f"the file list ({a['files']:,} against {b['files']:,} images, or the same number with other "
-                        "names or labels): the images changed between the shards' starts")
+        problems.append(
+            f"the file list ({a['files']:,} against {b['files']:,} images, or the same number with other "
+            "names or labels): the images changed between the shards' starts"
+        )
     return problems
 
 
@@ -165,13 +202,17 @@ def check_shards(root: Path) -> list[ShardInfo]:
     """All shards of ``root``, checked to be one complete, finished build; else a clear error naming the shard."""
     found = read_shards(root)
     if not found:
-        raise FileNotFoundError(f"{root} holds no shards to merge: build them with `neuralcodes index build {root} "
-                                "--model M --images DIR --shard K/N` (K = 1..N)")
+        raise FileNotFoundError(
+            f"{root} holds no shards to merge: build them with `neuralcodes index build {root} "
+            "--model M --images DIR --shard K/N` (K = 1..N)"
+        )
     counts = sorted({s.shards for s in found})
     if len(counts) > 1:
         names = ", ".join(s.folder.name for s in found)
-        raise ValueError(f"{root / SHARDS} holds shards of builds split {' and '.join(map(str, counts))} ways ({names}): "
-                         "every shard of one build needs the same N in --shard K/N; delete the folders of the others")
+        raise ValueError(
+            f"{root / SHARDS} holds shards of builds split {' and '.join(map(str, counts))} ways ({names}): "
+            "every shard of one build needs the same N in --shard K/N; delete the folders of the others"
+        )
     shards = counts[0]
     started = [s for s in found if s.manifest is not None]
     for info in started[1:]:
@@ -189,16 +230,24 @@ def check_shards(root: Path) -> list[ShardInfo]:
             f"{root}: {', '.join(f'shard {k}/{shards}' for k in missing)} not started (or cut short while starting): run "
             f"`neuralcodes index build {root} ... --shard K/{shards}` for each, with the other shards' options"
         )
-    unfinished = [f"{s.name} ({s.done:,} of {s.size:,} files done)" for s in started if not s.finished]
+    unfinished = [
+        f"{s.name} ({s.done:,} of {s.size:,} files done)" for s in started if not s.finished
+    ]
     if unfinished:
-        raise ShardsIncomplete(f"{root}: {', '.join(unfinished)} unfinished: run each one's `neuralcodes index build "
-                               f"{root} ... --shard K/{shards}` again (it continues where it stopped)")
+        raise ShardsIncomplete(
+            f"{root}: {', '.join(unfinished)} unfinished: run each one's `neuralcodes index build "
+            f"{root} ... --shard K/{shards}` again (it continues where it stopped)"
+        )
     for info in started:
-        expected = shard_slice(info.manifest["files"], info.manifest["options"]["chunk"], info.shard, shards)
+        expected = shard_slice(
+            info.manifest["files"], info.manifest["options"]["chunk"], info.shard, shards
+        )
         if (info.manifest["start"], info.manifest["stop"]) != expected:
-            raise IndexDamagedError(f"{info.folder / MANIFEST} names the slice {info.manifest['start']}:"
-                                    f"{info.manifest['stop']} but shard {info.shard}/{shards} is {expected[0]}:"
-                                    f"{expected[1]}; delete {info.folder} and build that shard again")
+            raise IndexDamagedError(
+                f"{info.folder / MANIFEST} names the slice {info.manifest['start']}:"
+                f"{info.manifest['stop']} but shard {info.shard}/{shards} is {expected[0]}:"
+                f"{expected[1]}; delete {info.folder} and build that shard again"
+            )
     return sorted(started, key=lambda s: s.shard)
 
 
@@ -226,7 +275,9 @@ def merge_shards(root: str | Path) -> IngestSummary | None:
     if (root / META).exists():
         if not (root / SHARDS).is_dir():
             raise FileExistsError(f"{root} is already an index: there are no shards left to merge")
-        shutil.rmtree(root / SHARDS, ignore_errors=True)  # merged, but stopped before the shards were deleted
+        shutil.rmtree(
+            root / SHARDS, ignore_errors=True
+        )  # merged, but stopped before the shards were deleted
         return None
     shards = check_shards(root)
     with merge_lock(root) as mine:
@@ -237,8 +288,13 @@ def merge_shards(root: str | Path) -> IngestSummary | None:
             shutil.rmtree(tmp)
         first = shards[0].manifest
         options = first["options"]
-        meta = Meta(first["dim"], options["dtype"], options["model"], {"requested": options["backend"], "name": None},
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        meta = Meta(
+            first["dim"],
+            options["dtype"],
+            options["model"],
+            {"requested": options["backend"], "name": None},
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         store = Store.create(tmp, meta)
         try:
             added, skipped = _replay(store, shards)
@@ -246,11 +302,21 @@ def merge_shards(root: str | Path) -> IngestSummary | None:
             store.write_report()
         finally:
             store.close()
-        for part in sorted(tmp.iterdir(), key=lambda p: p.name == META):  # meta.json last: then it is an index
+        for part in sorted(
+            tmp.iterdir(), key=lambda p: p.name == META
+        ):  # meta.json last: then it is an index
             part.replace(root / part.name)
     shutil.rmtree(root / SHARDS, ignore_errors=True)
-    return IngestSummary("build", first["files"] + first["non_images"], added, skipped, 0, backend,
-                         root / "report.csv", time.perf_counter() - start_time)
+    return IngestSummary(
+        "build",
+        first["files"] + first["non_images"],
+        added,
+        skipped,
+        0,
+        backend,
+        root / "report.csv",
+        time.perf_counter() - start_time,
+    )
 
 
 def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]:
@@ -262,7 +328,9 @@ def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]
     added = 0
     # One transaction over the whole merge: the new index (inside shards/, moved into place after) is whole or absent.
     with store.transaction(), open(store.root / "codes.bin", "r+b") as out:
-        source = store.source_id(options["source"]["kind"], options["source"]["location"])  # 1: the database is new
+        source = store.source_id(
+            options["source"]["kind"], options["source"]["location"]
+        )  # 1: the database is new
         with ShardFiles(shards[0].folder) as first:
             others = first.others()
         store.add_skipped(job, source, others)
@@ -270,27 +338,40 @@ def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]
             skipped[kind] = skipped.get(kind, 0) + 1
         for info in shards:
             codes = np.load(info.folder / SHARD_CODES, mmap_mode="r")
-            if codes.shape != (info.size, store.meta.dim) or codes.dtype != np.dtype(store.meta.dtype):
-                raise IndexDamagedError(f"{info.folder / SHARD_CODES} holds {codes.dtype} {codes.shape}, not "
-                                        f"{store.meta.dtype} ({info.size}, {store.meta.dim}); delete {info.folder} and "
-                                        f"build {info.name} again")
+            if codes.shape != (info.size, store.meta.dim) or codes.dtype != np.dtype(
+                store.meta.dtype
+            ):
+                raise IndexDamagedError(
+                    f"{info.folder / SHARD_CODES} holds {codes.dtype} {codes.shape}, not "
+                    f"{store.meta.dtype} ({info.size}, {store.meta.dim}); delete {info.folder} and "
+                    f"build {info.name} again"
+                )
             rows: list[int] = []
             with ShardFiles(info.folder) as shard_files:
                 files = shard_files.files()
-            if [f.position for f in files] != list(range(info.manifest["start"], info.manifest["stop"])):
-                raise IndexDamagedError(f"{info.folder / SHARD_FILES} does not record every file of {info.name}; "
-                                        f"delete {info.folder} and build that shard again")
+            if [f.position for f in files] != list(
+                range(info.manifest["start"], info.manifest["stop"])
+            ):
+                raise IndexDamagedError(
+                    f"{info.folder / SHARD_FILES} does not record every file of {info.name}; "
+                    f"delete {info.folder} and build that shard again"
+                )
             images: list[NewImage] = []
             skips: list[tuple[str, str, str]] = []
             for position, path, label, sha, width, height, kind, reason, when in files:
                 if kind is None and sha in seen:
-                    kind, reason = "duplicate", f"same bytes (sha256) as {seen[sha]}, which is indexed"
+                    kind, reason = (
+                        "duplicate",
+                        f"same bytes (sha256) as {seen[sha]}, which is indexed",
+                    )
                 if kind is not None:
                     skips.append((path, kind, reason))
                     skipped[kind] = skipped.get(kind, 0) + 1
                     continue
                 seen[sha] = path
-                images.append(NewImage(added + len(images), source, path, label, width, height, sha, when))
+                images.append(
+                    NewImage(added + len(images), source, path, label, width, height, sha, when)
+                )
                 rows.append(position - info.manifest["start"])
             store.add_skipped(job, source, skips)
             store.insert_images(images)

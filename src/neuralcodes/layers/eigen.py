@@ -13,6 +13,7 @@ rounding:
 Each direction is signed so that its largest coordinate is positive: a refit on the same codes gives the same
 axes, and PCA and PCA-whitening of the same codes agree.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ class Eigenbasis:
     from, so trying many dimensions / powers / shrinkages decomposes once."""
 
     mean: torch.Tensor  # (D,) float64
-    values: torch.Tensor  # (K,) variance along each direction, descending (K = D when complete, else the rank)
+    values: (
+        torch.Tensor
+    )  # (K,) variance along each direction, descending (K = D when complete, else the rank)
     vectors: torch.Tensor  # (D, K) unit directions as columns, signs fixed
     shape: tuple[int, int]  # (N, D) of the codes it was fitted on
     rank: int  # directions the float32 codes resolve (see numerical_rank)
@@ -41,7 +44,9 @@ def principal_axes(codes: torch.Tensor, complete: bool = True) -> Eigenbasis:
     n, d = (int(s) for s in codes.shape)
     mean = codes.mean(dim=0)
     if complete or n > d:
-        values, vectors = descending_eigh(torch.cov(codes.T, correction=1).reshape(d, d), fix_signs=False)
+        values, vectors = descending_eigh(
+            torch.cov(codes.T, correction=1).reshape(d, d), fix_signs=False
+        )
         rank = numerical_rank(values, (n, d))
         if not complete:
             values, vectors = values[:rank], vectors[:, :rank]
@@ -56,7 +61,9 @@ def principal_axes(codes: torch.Tensor, complete: bool = True) -> Eigenbasis:
     return Eigenbasis(mean, values, _fix_signs(vectors), (n, d), rank)
 
 
-def descending_eigh(matrix: torch.Tensor, fix_signs: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def descending_eigh(
+    matrix: torch.Tensor, fix_signs: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (descending) and unit eigenvectors (columns) of a symmetric matrix, signs fixed."""
     values, vectors = torch.linalg.eigh(matrix)
     values, vectors = values.flip(0), vectors.flip(1)

@@ -7,6 +7,7 @@
 Feature maps are (B, C, H, W) and non-negative (they follow a ReLU); every function returns (B, C).
 :class:`GeM` is the module, with p learnable (initialised at 3, cirtorch's default) or fixed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,13 @@ POOLINGS = ("mac", "spoc", "gem")
 
 def _check_map(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"pooling expects a torch tensor, got {type(x).__name__}; use torch.from_numpy(x)")
+        raise TypeError(
+            f"pooling expects a torch tensor, got {type(x).__name__}; use torch.from_numpy(x)"
+        )
     if x.ndim != 4:
-        raise ValueError(f"pooling expects a (batch, channels, height, width) feature map, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"pooling expects a (batch, channels, height, width) feature map, got shape {tuple(x.shape)}"
+        )
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:
@@ -29,7 +34,9 @@ def _upcast(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
-def gem(x: torch.Tensor, p: float | torch.Tensor = DEFAULT_P, eps: float = DEFAULT_EPS) -> torch.Tensor:
+def gem(
+    x: torch.Tensor, p: float | torch.Tensor = DEFAULT_P, eps: float = DEFAULT_EPS
+) -> torch.Tensor:
     """Generalised-mean pooling; ``p`` a number or a (1,) tensor (its gradient flows)."""
     _check_map(x)
     # A number is checked here (a tensor p is learned and kept positive by its module): p = 0 divided
@@ -56,7 +63,9 @@ def mac(x: torch.Tensor) -> torch.Tensor:
 class GeM(nn.Module):
     """Generalised-mean pooling with a learnable (``learn_p=True``) or fixed power ``p``."""
 
-    def __init__(self, p: float = DEFAULT_P, learn_p: bool = True, eps: float = DEFAULT_EPS) -> None:
+    def __init__(
+        self, p: float = DEFAULT_P, learn_p: bool = True, eps: float = DEFAULT_EPS
+    ) -> None:
         super().__init__()
         if not p > 0:
             raise ValueError(f"the GeM power p must be positive, got {p}")
@@ -93,4 +102,3 @@ def build_pooling(name: str, p: float = DEFAULT_P, learn_p: bool = False) -> nn.
     if name == "gem":
         return GeM(p, learn_p=learn_p)
     raise ValueError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
-

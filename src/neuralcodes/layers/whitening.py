@@ -17,6 +17,7 @@ The eigen-decompositions are :mod:`neuralcodes.layers.eigen`'s (the PCA of :mod:
 too): float64 on the (D, D) covariance, every direction kept (shrinkage reaches past the codes' rank), which
 is fine for pooled codes (256-2048 dimensions) and not meant for 16,384-d L5 codes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,12 @@ def whitening_shrinkage(n: int, d: int) -> tuple[float, float]:
     return (0.1, 0.1) if n <= 2 * d else (0.0, 0.01)
 
 
-def pca_whitening(codes: np.ndarray | torch.Tensor | Eigenbasis, dim: int | None = None, power: float = 0.5,
-                  shrinkage: float = 0.0) -> nn.Linear:  # fmt: skip
+def pca_whitening(
+    codes: np.ndarray | torch.Tensor | Eigenbasis,
+    dim: int | None = None,
+    power: float = 0.5,
+    shrinkage: float = 0.0,
+) -> nn.Linear:
     """Linear layer ``x -> diag(lambda_reg^-power) U^T (x - mean)`` onto the first ``dim`` components
     (``codes`` may be their :func:`eigenbasis`, computed once for many settings)."""
     if not 0 <= shrinkage <= 1:
@@ -51,8 +56,12 @@ def pca_whitening(codes: np.ndarray | torch.Tensor | Eigenbasis, dim: int | None
     if not 0 <= power <= 1:
         raise ValueError(f"power must lie in [0, 1] (0.5 = full whitening), got {power}")
     basis = codes if isinstance(codes, Eigenbasis) else eigenbasis(codes)
-    if basis.vectors.shape[1] != basis.shape[1]:  # shrinkage spreads over, and may reach, every direction
-        raise ValueError("PCA-whitening needs all the codes' directions: pass eigenbasis(codes), not a truncated basis")
+    if (
+        basis.vectors.shape[1] != basis.shape[1]
+    ):  # shrinkage spreads over, and may reach, every direction
+        raise ValueError(
+            "PCA-whitening needs all the codes' directions: pass eigenbasis(codes), not a truncated basis"
+        )
     dim = _check_dim(dim, basis.rank, basis.shape, shrinkage)
     values = basis.values.clamp_min(0)
     regularised = (1 - shrinkage) * values + shrinkage * values.mean()
@@ -79,7 +88,9 @@ def learned_whitening(
     elif labels is not None:
         cs = _within_class_covariance(x, torch.as_tensor(np.asarray(labels)))
     else:
-        raise ValueError("learned whitening needs matching pairs: pass the codes' labels (or explicit pairs)")
+        raise ValueError(
+            "learned whitening needs matching pairs: pass the codes' labels (or explicit pairs)"
+        )
     cs = (1 - shrinkage) * cs + shrinkage * torch.trace(cs) / d * torch.eye(d, dtype=cs.dtype)
     try:
         chol = torch.linalg.cholesky(cs)
@@ -109,7 +120,9 @@ def whiten(layer: nn.Module, codes: np.ndarray | torch.Tensor) -> np.ndarray:
 def _pair_covariance(x: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
     q, p = (torch.as_tensor(np.asarray(a), dtype=torch.long) for a in pairs)
     if q.ndim != 1 or q.shape != p.shape or len(q) == 0:
-        raise ValueError(f"pairs must be two equal-length 1-D index arrays, got shapes {tuple(q.shape)} and {tuple(p.shape)}")
+        raise ValueError(
+            f"pairs must be two equal-length 1-D index arrays, got shapes {tuple(q.shape)} and {tuple(p.shape)}"
+        )
     if min(int(q.min()), int(p.min())) < 0 or max(int(q.max()), int(p.max())) >= len(x):
         raise ValueError(f"pair indices must lie in [0, {len(x)}) (the number of codes)")
     diff = x[q] - x[p]
@@ -123,11 +136,17 @@ def _within_class_covariance(x: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     S_c = sum_i (x_i - mu_c)(x_i - mu_c)^T; there are n_c (n_c - 1) such pairs.
     """
     if labels.ndim != 1 or len(labels) != len(x):
-        raise ValueError(f"labels must hold one class per code, got shape {tuple(labels.shape)} for {len(x)} codes")
+        raise ValueError(
+            f"labels must hold one class per code, got shape {tuple(labels.shape)} for {len(x)} codes"
+        )
     classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     if not bool((counts >= 2).any()):
-        raise ValueError("learned whitening needs at least one class with 2 or more codes (a matching pair)")
-    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, inverse, x) / counts[:, None].to(x.dtype)
+        raise ValueError(
+            "learned whitening needs at least one class with 2 or more codes (a matching pair)"
+        )
+    means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, inverse, x) / counts[
+        :, None
+    ].to(x.dtype)
     centred = x - means[inverse]
     weights = (2 * counts.to(x.dtype))[inverse]  # each image's scatter counts 2 n_c times
     total_pairs = float((counts * (counts - 1)).sum())
@@ -149,9 +168,16 @@ def _check_dim(dim: int | None, rank: int, shape: tuple[int, int], shrinkage: fl
 
 
 def _as_codes(codes: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).detach().cpu().double()
+    x = (
+        torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
+        .detach()
+        .cpu()
+        .double()
+    )
     if x.ndim != 2 or x.shape[0] < 2:
-        raise ValueError(f"whitening is learned on a 2-D (codes, dimensions) array of at least 2 codes, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"whitening is learned on a 2-D (codes, dimensions) array of at least 2 codes, got shape {tuple(x.shape)}"
+        )
     if not torch.isfinite(x).all():
         raise ValueError("the codes to learn the whitening on contain NaN or inf")
     return x

@@ -1,4 +1,5 @@
 """Checkpoints with everything needed to resume bit-for-bit: weights, optimiser, RNG states."""
+
 from __future__ import annotations
 
 import random
@@ -66,7 +67,9 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read ({exc}); it may be damaged: delete it to start over") from exc
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({exc}); it may be damaged: delete it to start over"
+        ) from exc
     if model is not None:
         model.load_state_dict(payload["model"])
     if optimizer is not None and payload.get("optimizer") is not None:

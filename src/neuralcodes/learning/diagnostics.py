@@ -15,6 +15,7 @@ Cost: one n x n distance matrix and a sort of its rows, O(n^2 log n) for a batch
 O(n^3) triplets: per (anchor, positive), the negatives inside the gap are counted by a binary search in the
 anchor's sorted negative distances, and their distances summed by the prefix sums of that row.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ FIGURES = ("active", "loss_all", "d_ap", "d_an", "gap", "spread")
 
 
 @torch.no_grad()
-def triplet_diagnostics(embeddings: torch.Tensor, labels: torch.Tensor, gap: float,
-                        distance: BaseDistance | None = None) -> dict[str, float]:  # fmt: skip
+def triplet_diagnostics(
+    embeddings: torch.Tensor, labels: torch.Tensor, gap: float, distance: BaseDistance | None = None
+) -> dict[str, float]:
     """The :data:`FIGURES` of every triplet of the batch ``(embeddings, labels)`` for a loss with gap ``gap``;
     ``distance``: the loss's own (default :func:`~neuralcodes.learning.losses.triplet_distance`)."""
     gap = check_gap(gap)
@@ -42,18 +44,39 @@ def triplet_diagnostics(embeddings: torch.Tensor, labels: torch.Tensor, gap: flo
     n_pos, n_neg = pos.sum(1).double(), neg.sum(1).double()
     triplets = float((n_pos * n_neg).sum())
     spread = float(d[~eye].mean()) if n > 1 else 0.0
-    if triplets == 0:  # no anchor has both a positive and a negative: nothing the loss could train on
+    if (
+        triplets == 0
+    ):  # no anchor has both a positive and a negative: nothing the loss could train on
         nan = float("nan")
-        return {"active": nan, "loss_all": nan, "d_ap": nan, "d_an": nan, "gap": nan, "spread": spread}
+        return {
+            "active": nan,
+            "loss_all": nan,
+            "d_ap": nan,
+            "d_an": nan,
+            "gap": nan,
+            "spread": spread,
+        }
     # Per anchor: its negatives' distances in ascending order (the other columns pushed to the end),
     # with prefix sums; cumsum[k] = the sum of its k nearest negatives.
     sorted_neg = torch.where(neg, d, torch.inf).sort(dim=1).values
-    prefix = torch.cat([d.new_zeros(n, 1), torch.nan_to_num(sorted_neg, posinf=0.0).cumsum(1)], dim=1)
+    prefix = torch.cat(
+        [d.new_zeros(n, 1), torch.nan_to_num(sorted_neg, posinf=0.0).cumsum(1)], dim=1
+    )
     threshold = d + gap  # (a, p): a negative n violates iff D(a, n) < D(a, p) + g
-    inside = torch.searchsorted(sorted_neg.contiguous(), threshold.contiguous(), right=False)  # strictly below
+    inside = torch.searchsorted(
+        sorted_neg.contiguous(), threshold.contiguous(), right=False
+    )  # strictly below
     inside = torch.where(pos, inside, 0)
     hinge = torch.where(pos, inside * threshold - prefix.gather(1, inside), 0.0)
-    d_ap = float((d * pos).sum(1).mul(n_neg).sum()) / triplets  # each positive pair is in n_neg(a) triplets
+    d_ap = (
+        float((d * pos).sum(1).mul(n_neg).sum()) / triplets
+    )  # each positive pair is in n_neg(a) triplets
     d_an = float((d * neg).sum(1).mul(n_pos).sum()) / triplets
-    return {"active": float(inside.sum()) / triplets, "loss_all": float(hinge.sum()) / triplets, "d_ap": d_ap,
-            "d_an": d_an, "gap": d_an - d_ap, "spread": spread}  # fmt: skip
+    return {
+        "active": float(inside.sum()) / triplets,
+        "loss_all": float(hinge.sum()) / triplets,
+        "d_ap": d_ap,
+        "d_an": d_an,
+        "gap": d_an - d_ap,
+        "spread": spread,
+    }

@@ -7,6 +7,7 @@ batch, so ``batch_size`` stays the *global* batch: the gradient DDP averages ove
 single process computes on the whole batch (exactly, up to float summation order, when shards are equal).
 Augmentation and dropout draw from each process's own stream (:func:`process_seed`).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,7 +56,9 @@ def distribute(model: torch.nn.Module, world: World) -> torch.nn.Module:
     if world.size == 1:
         return model
     if next(model.parameters()).device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the children in place
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(
+            model
+        )  # replaces the children in place
     return torch.nn.parallel.DistributedDataParallel(model)
 
 

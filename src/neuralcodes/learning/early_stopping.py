@@ -1,4 +1,5 @@
 """Early stopping on validation loss, keeping the best epoch."""
+
 from __future__ import annotations
 
 import math

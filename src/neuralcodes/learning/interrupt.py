@@ -4,6 +4,7 @@ A training loop asks :class:`GracefulStop` after each batch whether to stop, and
 :class:`CheckpointTimer` whether a periodic checkpoint is due. A second Ctrl-C stops at once
 (the previous checkpoint stays intact: writes are atomic).
 """
+
 from __future__ import annotations
 
 import signal

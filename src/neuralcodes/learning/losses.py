@@ -20,6 +20,7 @@ same D, its reducer named too (pml reduces the positive and the negative pairs s
 Calling convention (pml's): ``loss(embeddings, labels, indices_tuple)`` with ``indices_tuple`` the
 (anchor, positive, negative) rows of the triplets, from a miner or from :func:`packed_triplets`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,11 @@ from pytorch_metric_learning.reducers import (
 
 # Reductions by name. "active": the mean over the terms with a positive loss only (pml's AvgNonZeroReducer).
 REDUCERS: dict[str, type[BaseReducer]] = {
-    "mean": MeanReducer, "active": AvgNonZeroReducer, "sum": SumReducer, "none": DoNothingReducer,
-}  # fmt: skip
+    "mean": MeanReducer,
+    "active": AvgNonZeroReducer,
+    "sum": SumReducer,
+    "none": DoNothingReducer,
+}
 
 
 class ExactLpDistance(LpDistance):
@@ -50,8 +54,15 @@ class ExactLpDistance(LpDistance):
 
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor | None) -> torch.Tensor:
         ref_emb = query_emb if ref_emb is None else ref_emb
-        dtype = torch.promote_types(query_emb.dtype, torch.float32)  # cdist has no half-precision kernel on CPU
-        return torch.cdist(query_emb.to(dtype), ref_emb.to(dtype), p=self.p, compute_mode="donot_use_mm_for_euclid_dist")
+        dtype = torch.promote_types(
+            query_emb.dtype, torch.float32
+        )  # cdist has no half-precision kernel on CPU
+        return torch.cdist(
+            query_emb.to(dtype),
+            ref_emb.to(dtype),
+            p=self.p,
+            compute_mode="donot_use_mm_for_euclid_dist",
+        )
 
     def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
         return torch.linalg.vector_norm(query_emb - ref_emb, ord=self.p, dim=-1)
@@ -78,31 +89,51 @@ def make_reducer(reducer: str | BaseReducer) -> BaseReducer:
     return REDUCERS[reducer]()
 
 
-def triplet_loss(gap: float = 1.0, squared: bool = False, reducer: str | BaseReducer = "mean") -> TripletMarginLoss:
+def triplet_loss(
+    gap: float = 1.0, squared: bool = False, reducer: str | BaseReducer = "mean"
+) -> TripletMarginLoss:
     """pml's triplet margin loss with gap ``gap`` over D = :func:`triplet_distance`; by default the mean over
     all triplets (``reducer``: a name of :data:`REDUCERS` or a pml reducer)."""
-    return TripletMarginLoss(margin=check_gap(gap), distance=triplet_distance(squared), reducer=make_reducer(reducer))
+    return TripletMarginLoss(
+        margin=check_gap(gap), distance=triplet_distance(squared), reducer=make_reducer(reducer)
+    )
 
 
-def contrastive_loss(pos_margin: float = 0.0, neg_margin: float = 1.0, squared: bool = False,
-                     reducer: str | BaseReducer = "mean") -> ContrastiveLoss:  # fmt: skip
+def contrastive_loss(
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    squared: bool = False,
+    reducer: str | BaseReducer = "mean",
+) -> ContrastiveLoss:
     """pml's contrastive loss: positive pairs pay D beyond ``pos_margin``, negative pairs pay ``neg_margin`` - D;
     D = :func:`triplet_distance` (the triplet loss's, so both losses compare the same figures)."""
     pos_margin, neg_margin = float(pos_margin), float(neg_margin)
     if not 0 <= pos_margin < neg_margin:  # also rejects NaN
-        raise ValueError(f"the contrastive margins need 0 <= pos_margin < neg_margin, got {pos_margin}, {neg_margin}")
-    return ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, distance=triplet_distance(squared),
-                           reducer=make_reducer(reducer))  # fmt: skip
+        raise ValueError(
+            f"the contrastive margins need 0 <= pos_margin < neg_margin, got {pos_margin}, {neg_margin}"
+        )
+    return ContrastiveLoss(
+        pos_margin=pos_margin,
+        neg_margin=neg_margin,
+        distance=triplet_distance(squared),
+        reducer=make_reducer(reducer),
+    )
 
 
-def packed_triplets(n: int, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def packed_triplets(
+    n: int, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The indices tuple of ``n`` triplets stacked as [anchors; positives; negatives] (3n rows)."""
     i = torch.arange(n, device=device)
     return i, i + n, i + 2 * n
 
 
 def triplet_ranking_loss(
-    query: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, gap: float = 1.0, squared: bool = False,
+    query: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    gap: float = 1.0,
+    squared: bool = False,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """The loss of explicit triplets (row i of each tensor is one triplet); ``reduction``: 'mean', 'sum', 'none'."""
@@ -114,7 +145,10 @@ def triplet_ranking_loss(
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"unknown reduction {reduction!r}: use 'mean', 'sum' or 'none'")
     loss = triplet_loss(gap, squared, reduction)
-    out = loss(torch.cat([query, positive, negative]), indices_tuple=packed_triplets(len(query), query.device))
+    out = loss(
+        torch.cat([query, positive, negative]),
+        indices_tuple=packed_triplets(len(query), query.device),
+    )
     if reduction != "none":
         return out
     # DoNothingReducer hands back pml's loss dict; an empty batch has no per-triplet tensor in it.

@@ -17,6 +17,7 @@ semi-hard band is the band of triplets that the loss with that gap and that D st
 Cost: ``semihard`` and ``hard`` enumerate all (a, p, n) of a batch of n rows, O(n^3) time and memory
 (measured: about 1 s and 0.5 GB per batch of 768 rows on a 2-core CPU); ``batch_hard`` is O(n^2).
 """
+
 from __future__ import annotations
 
 from pytorch_metric_learning.miners import BaseMiner, BatchHardMiner, TripletMarginMiner

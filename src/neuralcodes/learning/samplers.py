@@ -10,6 +10,7 @@ m per class (:class:`MPerClassSampler`, and :func:`m_per_class_order` for a whol
 pml's sampler, whose batches hold ``batch_size / m`` classes with ``m`` images each, so every image of a batch
 has positives and negatives to mine in that batch. The one m-per-class sampler of the package.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ from neuralcodes import io
 
 def derive_seed(seed: int, *keys: int) -> int:
     """An independent 63-bit seed for (seed, *keys): nearby epochs get unrelated streams."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, np.uint64)[0]
+        >> np.uint64(1)
+    )
 
 
 class TripletSampler:
@@ -38,7 +42,9 @@ class TripletSampler:
             raise ValueError(f"labels must be integers, got {labels.dtype}")
         classes, counts = np.unique(labels, return_counts=True)
         if len(classes) < 2:
-            raise ValueError("triplets need at least two classes (a negative comes from another class)")
+            raise ValueError(
+                "triplets need at least two classes (a negative comes from another class)"
+            )
         single = classes[counts < 2]
         if len(single):
             raise ValueError(
@@ -78,7 +84,9 @@ class TripletSampler:
 class TripletStore:
     """Per-epoch triplets saved under ``folder`` (atomic .npy files), sampled once, then re-read."""
 
-    def __init__(self, folder: str | Path, sampler: TripletSampler, per_epoch: int, seed: int) -> None:
+    def __init__(
+        self, folder: str | Path, sampler: TripletSampler, per_epoch: int, seed: int
+    ) -> None:
         self.folder = Path(folder)
         self.sampler = sampler
         self.per_epoch = int(per_epoch)
@@ -105,7 +113,9 @@ class TripletStore:
 def _epoch_random_state(seed: int, epoch: int) -> np.random.RandomState:
     # The tuned recipe's seeding since its first run (SeedSequence([seed, epoch]), one 32-bit word): kept, so
     # its batches, and the runs and the published figures made with them, stay those it always drew.
-    return np.random.RandomState(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0])
+    return np.random.RandomState(
+        np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
+    )
 
 
 class MPerClassSampler(pml_samplers.MPerClassSampler):
@@ -118,11 +128,18 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
     """
 
     def __init__(
-        self, labels: np.ndarray, m: int, batch_size: int, length_before_new_iter: int = 100_000, seed: int = 0
+        self,
+        labels: np.ndarray,
+        m: int,
+        batch_size: int,
+        length_before_new_iter: int = 100_000,
+        seed: int = 0,
     ) -> None:
         labels = np.asarray(labels)
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be a 1-d integer array, got shape {labels.shape} of {labels.dtype}")
+            raise ValueError(
+                f"labels must be a 1-d integer array, got shape {labels.shape} of {labels.dtype}"
+            )
         n_classes = len(np.unique(labels))
         if m < 1 or batch_size < 1 or batch_size % m:
             raise ValueError(f"batch_size ({batch_size}) must be a positive multiple of m ({m})")
@@ -132,8 +149,12 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
                 f"{n_classes} classes: lower batch_size to at most {n_classes * m} or raise m"
             )
         if length_before_new_iter < batch_size:
-            raise ValueError(f"length_before_new_iter ({length_before_new_iter}) must be at least batch_size ({batch_size})")
-        super().__init__(labels, m, batch_size=batch_size, length_before_new_iter=length_before_new_iter)
+            raise ValueError(
+                f"length_before_new_iter ({length_before_new_iter}) must be at least batch_size ({batch_size})"
+            )
+        super().__init__(
+            labels, m, batch_size=batch_size, length_before_new_iter=length_before_new_iter
+        )
         self._classes = list(self.labels)
         self.seed, self.epoch = int(seed), 0
 
@@ -141,7 +162,9 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
         self.epoch = int(epoch)
 
     def __iter__(self) -> Iterator[int]:
-        self.labels = list(self._classes)  # pml shuffles this list in place: start each pass from one order
+        self.labels = list(
+            self._classes
+        )  # pml shuffles this list in place: start each pass from one order
         global_rng = pml_common.NUMPY_RANDOM
         pml_common.NUMPY_RANDOM = _epoch_random_state(self.seed, self.epoch)
         try:
@@ -152,12 +175,20 @@ class MPerClassSampler(pml_samplers.MPerClassSampler):
 
 
 def m_per_class_order(
-    labels: np.ndarray, indices: np.ndarray, m: int, batch_size: int, n_batches: int, seed: int, epoch: int = 0
+    labels: np.ndarray,
+    indices: np.ndarray,
+    m: int,
+    batch_size: int,
+    n_batches: int,
+    seed: int,
+    epoch: int = 0,
 ) -> np.ndarray:
     """``n_batches * batch_size`` image indices drawn from ``indices`` by :class:`MPerClassSampler`: each
     consecutive block of ``batch_size`` holds ``m`` images of each of ``batch_size / m`` distinct classes
     (``labels`` indexed by image); a pure function of (seed, epoch)."""
     indices = np.asarray(indices)
-    sampler = MPerClassSampler(np.asarray(labels)[indices], m, batch_size, n_batches * batch_size, seed)
+    sampler = MPerClassSampler(
+        np.asarray(labels)[indices], m, batch_size, n_batches * batch_size, seed
+    )
     sampler.set_epoch(epoch)
     return indices[np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))]

@@ -3,6 +3,7 @@
 Each maps the step number to a factor of the base learning rate and becomes a ``LambdaLR``, whose
 state (the step count) the training loop checkpoints, so a resumed run continues the same curve.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,6 +36,10 @@ def build_schedule(
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}")
+        raise ValueError(
+            f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}"
+        )
     factor = SCHEDULES[name]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step, total_steps, warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: factor(step, total_steps, warmup_steps)
+    )

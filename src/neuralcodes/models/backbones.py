@@ -14,6 +14,7 @@ input and exposes ``out_features``.
   registered by :mod:`neuralcodes.recipes.neural_codes.train`, which owns that run format.
 - ``tiny``: a two-conv network for tests and smoke runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,12 @@ class TinyBackbone(nn.Module):
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
         self.out_features = 2 * width
@@ -64,7 +69,9 @@ class TorchvisionResNet(nn.Module):
         return self.net(self.normalize(x))
 
 
-def resnet_64(name: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None) -> nn.Module:
+def resnet_64(
+    name: str = "resnet18", pretrained: bool = False, weights: str | Path | None = None
+) -> nn.Module:
     """A torchvision ResNet with the 64x64 (CIFAR-style) stem described above, as a
     :class:`TorchvisionResNet` (``fc`` removed, input normalisation inside)."""
     return _resnet(name, pretrained, weights)
@@ -93,8 +100,12 @@ def _torchvision_state_dict(name: str, weights: str | Path | None) -> dict[str, 
             raise FileNotFoundError(f"weight file {path} does not exist")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
-            raise ValueError(f"weight file {path} cannot be read as PyTorch weights ({type(exc).__name__}: {exc})") from None
+        except (
+            Exception
+        ) as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
+            raise ValueError(
+                f"weight file {path} cannot be read as PyTorch weights ({type(exc).__name__}: {exc})"
+            ) from None
     enum = torchvision.models.get_model_weights(name).DEFAULT
     try:
         return enum.get_state_dict(progress=True)
@@ -113,7 +124,9 @@ class ConvNetBackbone(nn.Module):
         self.net = net
         self.layer = layer
         with torch.no_grad():
-            self.out_features = int(net.forward_features(torch.zeros(1, 3, 64, 64), (layer,))[layer].flatten(1).shape[1])
+            self.out_features = int(
+                net.forward_features(torch.zeros(1, 3, 64, 64), (layer,))[layer].flatten(1).shape[1]
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_features(x, (self.layer,))[self.layer].flatten(1)

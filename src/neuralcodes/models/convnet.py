@@ -6,6 +6,7 @@
 
 'Same' padding everywhere, so the spatial size only halves at the pools (64 -> 32 -> 16 -> 8).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,7 +26,10 @@ def _conv(in_ch: int, out_ch: int, kernel: int, batch_norm: bool) -> list[nn.Mod
     if before == after:
         layers.append(nn.Conv2d(in_ch, out_ch, kernel, padding=before, bias=not batch_norm))
     else:
-        layers += [nn.ZeroPad2d((before, after, before, after)), nn.Conv2d(in_ch, out_ch, kernel, bias=not batch_norm)]
+        layers += [
+            nn.ZeroPad2d((before, after, before, after)),
+            nn.Conv2d(in_ch, out_ch, kernel, bias=not batch_norm),
+        ]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_ch))
     layers.append(nn.ReLU(inplace=True))
@@ -40,27 +44,36 @@ def _pool() -> nn.Module:
 class NeuralCodesConvNet(nn.Module):
     """AlexNet-style classifier whose L5/L6/L7 activations are the neural codes."""
 
-    input_size = 64  # fc6 takes the 8x8 map of a 64x64 image: multi-scale views are zoomed back to it
+    input_size = (
+        64  # fc6 takes the 8x8 map of a 64x64 image: multi-scale views are zoomed back to it
+    )
 
-    def __init__(self, num_classes: int = 190, batch_norm: bool = False, dropout: float = 0.5) -> None:
+    def __init__(
+        self, num_classes: int = 190, batch_norm: bool = False, dropout: float = 0.5
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.num_classes = num_classes
         self.batch_norm = batch_norm
         self.features = nn.Sequential(
-            *_conv(3, 96, 4, batch_norm), _pool(),
-            *_conv(96, 192, 5, batch_norm), _pool(),
+            *_conv(3, 96, 4, batch_norm),
+            _pool(),
+            *_conv(96, 192, 5, batch_norm),
+            _pool(),
             *_conv(192, 288, 3, batch_norm),
             *_conv(288, 288, 3, batch_norm),
-            *_conv(288, 256, 3, batch_norm), _pool(),
-        )  # fmt: skip
+            *_conv(288, 256, 3, batch_norm),
+            _pool(),
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc6 = nn.Linear(8 * 8 * 256, 2048)
         self.fc7 = nn.Linear(2048, 2048)
         self.fc8 = nn.Linear(2048, num_classes)
 
-    def forward_features(self, x: torch.Tensor, layers: Sequence[str] = LAYERS) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, x: torch.Tensor, layers: Sequence[str] = LAYERS
+    ) -> dict[str, torch.Tensor]:
         """Activations of the named layers from one forward pass (stops after the last one asked for)."""
         unknown = set(layers) - set(LAYERS)
         if unknown:

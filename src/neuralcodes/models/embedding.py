@@ -8,6 +8,7 @@ The multi-scale embedding: the deep backbone on the image plus two shallow branc
 4x and an 8x down-sampled copy (a conv and a max-pool), each output L2-normalised, concatenated,
 mapped by a linear layer to the embedding and L2-normalised again.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,7 +31,9 @@ class ShallowBranch(nn.Module):
     def forward(self, small: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.conv(small - 0.5))
         h, w = y.shape[-2:]
-        if h % self.grid == 0 and w % self.grid == 0:  # plain max-pool: much faster than adaptive on CPU
+        if (
+            h % self.grid == 0 and w % self.grid == 0
+        ):  # plain max-pool: much faster than adaptive on CPU
             return F.max_pool2d(y, (h // self.grid, w // self.grid)).flatten(1)
         return F.adaptive_max_pool2d(y, self.grid).flatten(1)
 
@@ -47,8 +50,13 @@ class RankingEmbedding(nn.Module):
     """images -> unit-norm embedding; ``deep`` may hand in precomputed (frozen) backbone features."""
 
     def __init__(
-        self, backbone: nn.Module, embedding_dim: int = 128, multiscale: bool = True,
-        shallow_channels: int = 32, freeze_backbone: bool = False, head_hidden: int = 0,
+        self,
+        backbone: nn.Module,
+        embedding_dim: int = 128,
+        multiscale: bool = True,
+        shallow_channels: int = 32,
+        freeze_backbone: bool = False,
+        head_hidden: int = 0,
     ) -> None:
         super().__init__()
         if embedding_dim < 1:
@@ -59,15 +67,24 @@ class RankingEmbedding(nn.Module):
         if freeze_backbone:
             backbone.requires_grad_(False)
         self.shallow = nn.ModuleList(
-            [ShallowBranch(LOW_FACTOR, shallow_channels), ShallowBranch(2 * LOW_FACTOR, shallow_channels)]
-            if multiscale else []
+            [
+                ShallowBranch(LOW_FACTOR, shallow_channels),
+                ShallowBranch(2 * LOW_FACTOR, shallow_channels),
+            ]
+            if multiscale
+            else []
         )
         width = backbone.out_features + sum(b.out_features for b in self.shallow)
         # The paper's head is linear (head_hidden=0); a hidden ReLU layer is an option for frozen
         # features, where a linear map of fixed features limits what training can change.
         self.head = (
-            nn.Linear(width, embedding_dim) if head_hidden <= 0
-            else nn.Sequential(nn.Linear(width, head_hidden), nn.ReLU(inplace=True), nn.Linear(head_hidden, embedding_dim))
+            nn.Linear(width, embedding_dim)
+            if head_hidden <= 0
+            else nn.Sequential(
+                nn.Linear(width, head_hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(head_hidden, embedding_dim),
+            )
         )
 
     def train(self, mode: bool = True) -> "RankingEmbedding":
@@ -83,7 +100,10 @@ class RankingEmbedding(nn.Module):
         return self.backbone(x)
 
     def forward_features(
-        self, x: torch.Tensor | None, layers: Sequence[str] = ("embedding",), deep: torch.Tensor | None = None,
+        self,
+        x: torch.Tensor | None,
+        layers: Sequence[str] = ("embedding",),
+        deep: torch.Tensor | None = None,
         low: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Named outputs: 'backbone' (raw deep features), 'concat' (normalised branches), 'embedding'.
@@ -93,7 +113,9 @@ class RankingEmbedding(nn.Module):
         """
         unknown = set(layers) - {"backbone", "concat", "embedding"}
         if unknown:
-            raise ValueError(f"unknown layers {sorted(unknown)}: use 'backbone', 'concat', 'embedding'")
+            raise ValueError(
+                f"unknown layers {sorted(unknown)}: use 'backbone', 'concat', 'embedding'"
+            )
         if deep is None:
             if x is None:
                 raise ValueError("give images or precomputed deep features")
@@ -103,16 +125,28 @@ class RankingEmbedding(nn.Module):
         if len(self.shallow):
             if low is None:
                 if x is None:
-                    raise ValueError("the multi-scale branches need the images, not only the deep features")
+                    raise ValueError(
+                        "the multi-scale branches need the images, not only the deep features"
+                    )
                 low = downsample(x)
             # avg-pools compose exactly: the 8x copy is the 4x copy pooled by 2.
-            parts += [F.normalize(b(F.avg_pool2d(low, b.factor // LOW_FACTOR) if b.factor > LOW_FACTOR else low).float(), dim=1)
-                      for b in self.shallow]
+            parts += [
+                F.normalize(
+                    b(
+                        F.avg_pool2d(low, b.factor // LOW_FACTOR) if b.factor > LOW_FACTOR else low
+                    ).float(),
+                    dim=1,
+                )
+                for b in self.shallow
+            ]
         out["concat"] = torch.cat(parts, dim=1)
         out["embedding"] = F.normalize(self.head(out["concat"]).float(), dim=1)
         return {k: out[k] for k in layers}
 
     def forward(
-        self, x: torch.Tensor | None, deep: torch.Tensor | None = None, low: torch.Tensor | None = None
+        self,
+        x: torch.Tensor | None,
+        deep: torch.Tensor | None = None,
+        low: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.forward_features(x, ("embedding",), deep=deep, low=low)["embedding"]

@@ -8,6 +8,7 @@
 ``forward_features(x, layers)`` returns ``conv`` (the last map, what GeM pools), ``pool`` (its
 global average, the classification code) and ``logits``, like the course ConvNet's L5/L6/L7.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,10 +45,19 @@ class TinyMap(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
-        self.net = nn.Sequential(*block(3, width), nn.MaxPool2d(2), *block(width, width), nn.MaxPool2d(2),
-                                 *block(width, 2 * width))  # fmt: skip
+        self.net = nn.Sequential(
+            *block(3, width),
+            nn.MaxPool2d(2),
+            *block(width, width),
+            nn.MaxPool2d(2),
+            *block(width, 2 * width),
+        )
         self.out_channels = 2 * width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,14 +70,18 @@ class MapClassifier(nn.Module):
     def __init__(self, num_classes: int, arch: str = "resnet18") -> None:
         super().__init__()
         if arch not in ARCHS:
-            raise ValueError(f"unknown classifier architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+            raise ValueError(
+                f"unknown classifier architecture {arch!r}; choose one of {', '.join(ARCHS)}"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         self.arch = arch
         self.features = ResNetMap(arch) if arch == "resnet18" else TinyMap()
         self.fc = nn.Linear(self.features.out_channels, num_classes)
 
-    def forward_features(self, x: torch.Tensor, layers: Sequence[str] = LAYERS) -> dict[str, torch.Tensor]:
+    def forward_features(
+        self, x: torch.Tensor, layers: Sequence[str] = LAYERS
+    ) -> dict[str, torch.Tensor]:
         unknown = set(layers) - set(LAYERS)
         if unknown:
             raise ValueError(f"unknown layer(s) {sorted(unknown)}; choose from {list(LAYERS)}")

@@ -1,4 +1,5 @@
 """Figures (PNG, matplotlib with the non-interactive Agg backend)."""
+
 import matplotlib
 
 matplotlib.use("Agg")

@@ -1,4 +1,5 @@
 """Deep-ranking figures: loss curves, and queries with their top and bottom results."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,11 +23,19 @@ def plot_loss_curves(history: Sequence[dict], iterations: Sequence[dict], path: 
             smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
             ax_loss.plot(it[w - 1 :], smooth, lw=1.5, label=f"moving average ({w})")
         per_epoch = len(loss) / max(1, len(history))
-        ax_loss.plot([h["epoch"] * per_epoch for h in history], [h["loss"] for h in history], "o-", label="epoch mean")
+        ax_loss.plot(
+            [h["epoch"] * per_epoch for h in history],
+            [h["loss"] for h in history],
+            "o-",
+            label="epoch mean",
+        )
     ax_loss.set(xlabel="iteration", ylabel="triplet hinge loss", title="training loss")
     ax_loss.legend()
     epochs = [h["epoch"] for h in history]
-    for key, label in (("train_similarity_precision", "train triplets"), ("test_similarity_precision", "test triplets")):
+    for key, label in (
+        ("train_similarity_precision", "train triplets"),
+        ("test_similarity_precision", "test triplets"),
+    ):
         ax_prec.plot(epochs, [h[key] for h in history], "o-", label=label)
     ax_prec.set(xlabel="epoch", ylabel="similarity precision", title="D(q,p) < D(q,n)")
     ax_prec.legend()

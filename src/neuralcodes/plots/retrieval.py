@@ -1,4 +1,5 @@
 """Retrieval figures: ranked results (Babenko et al. Fig. 2/3), precision-recall, mAP per layer, PCA."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,9 @@ from neuralcodes.plots.style import save_figure
 SAME, OTHER = "#2ca02c", "#d62728"
 
 
-def _show(ax: plt.Axes, image: np.ndarray, title: str, color: str | None = None, fontsize: int = 7) -> None:
+def _show(
+    ax: plt.Axes, image: np.ndarray, title: str, color: str | None = None, fontsize: int = 7
+) -> None:
     ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -60,7 +63,14 @@ def plot_ranked_results(
                 _show(row[0], query, f"query\n{_short(class_names[label])}")
             else:
                 row[0].axis("off")
-                row[0].text(0.5, 0.5, f"farthest {np.asarray(labels).shape[1]}", ha="center", va="center", fontsize=8)
+                row[0].text(
+                    0.5,
+                    0.5,
+                    f"farthest {np.asarray(labels).shape[1]}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                )
             for j in range(n_cols - 1):
                 if j >= np.asarray(labels).shape[1]:
                     row[j + 1].axis("off")
@@ -74,18 +84,28 @@ def plot_ranked_results(
     return save_figure(fig, path, dpi=90)
 
 
-def plot_precision_recall(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = "") -> Path:
+def plot_precision_recall(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str = ""
+) -> Path:
     """``curves[name] = (recall, precision)``, one line each."""
     fig, ax = plt.subplots(figsize=(5, 4))
     for name, (recall, precision) in curves.items():
         ax.plot(recall, precision, label=name)
-    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1), title=title or "Precision-recall")
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title=title or "Precision-recall",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
 
 
-def plot_bars(values: Mapping[str, float], path: str | Path, ylabel: str = "mAP", title: str = "") -> Path:
+def plot_bars(
+    values: Mapping[str, float], path: str | Path, ylabel: str = "mAP", title: str = ""
+) -> Path:
     fig, ax = plt.subplots(figsize=(max(3.5, 1.1 * len(values)), 3.5))
     names = list(values)
     bars = ax.bar(names, [values[n] for n in names], color="#4c72b0")
@@ -95,14 +115,18 @@ def plot_bars(values: Mapping[str, float], path: str | Path, ylabel: str = "mAP"
     return save_figure(fig, path)
 
 
-def plot_map_vs_dimension(rows: Mapping[str, Sequence[tuple[int, float]]], path: str | Path, title: str = "") -> Path:
+def plot_map_vs_dimension(
+    rows: Mapping[str, Sequence[tuple[int, float]]], path: str | Path, title: str = ""
+) -> Path:
     """``rows[layer] = [(dim, mAP), ...]``; the full dimension is plotted at its true size."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for layer, points in rows.items():
         dims, maps = zip(*sorted(points))
         ax.plot(dims, maps, "o-", label=layer)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="code dimension after PCA", ylabel="mAP", title=title or "mAP against PCA dimension")
+    ax.set(
+        xlabel="code dimension after PCA", ylabel="mAP", title=title or "mAP against PCA dimension"
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)

@@ -1,4 +1,5 @@
 """Saving figures atomically, so a half-written PNG never replaces a good one."""
+
 from __future__ import annotations
 
 from pathlib import Path

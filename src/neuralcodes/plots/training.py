@@ -1,4 +1,5 @@
 """Training curves: loss and accuracy per epoch."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,6 +4,7 @@ Every recipe command that reads images goes through here, so a run can never be 
 evaluated on other data than it was made from (a silent wrong answer), whichever directory the
 command is started from.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,11 @@ from neuralcodes.runs import DataMismatchError, Run
 
 
 def load_run_data(
-    run: Run, spec: str | None, skip_corrupt: bool = False, dataset: Dataset | None = None, pin: bool = True
+    run: Run,
+    spec: str | None,
+    skip_corrupt: bool = False,
+    dataset: Dataset | None = None,
+    pin: bool = True,
 ) -> Dataset:
     """Load ``spec`` (or take ``dataset``) and check it against the data ``run`` pinned.
 

@@ -1,4 +1,5 @@
 """Markdown building blocks and the Markdown -> self-contained HTML page."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -38,6 +39,6 @@ def figure(path: str, caption: str) -> str:
 def to_html(markdown_text: str, title: str) -> str:
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
     )

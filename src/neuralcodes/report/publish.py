@@ -5,6 +5,7 @@ A run folder holds checkpoints and codes (hundreds of MB) that never belong in a
 keeps the copy under a size budget by shrinking the figures, and adds to ``metrics.json`` what the
 run's own metrics leave implicit: the time of every epoch and the machine that measured them.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -26,8 +27,11 @@ MIN_FIGURE_SIDE = 320  # below this a results grid is no longer readable: fail i
 
 def epoch_times(history: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-epoch wall time and rate, and their total, from the run's history."""
-    epochs = [{"epoch": h["epoch"], "seconds": h["seconds"], "images_per_s": h["images_per_s"]}
-              for h in history if "seconds" in h]  # fmt: skip
+    epochs = [
+        {"epoch": h["epoch"], "seconds": h["seconds"], "images_per_s": h["images_per_s"]}
+        for h in history
+        if "seconds" in h
+    ]
     return {"epochs": epochs, "total_hours": sum(e["seconds"] for e in epochs) / 3600}
 
 
@@ -49,7 +53,9 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def publish(run: Run | str | Path, dest: str | Path, max_side: int = 1200, budget_mb: float = 5.0) -> Path:
+def publish(
+    run: Run | str | Path, dest: str | Path, max_side: int = 1200, budget_mb: float = 5.0
+) -> Path:
     """Rewrite the run's report, then copy report, figures (longest side at most ``max_side`` px, smaller
     if the folder would exceed ``budget_mb``) and result files into ``dest``; return ``dest``."""
     run = run if isinstance(run, Run) else Run(run)
@@ -69,23 +75,37 @@ def publish(run: Run | str | Path, dest: str | Path, max_side: int = 1200, budge
         **epoch_times(run.history()),
         "machine": recorded or describe_machine(),
         # A run trained by older code did not record its machine: say the figure is the publisher's.
-        "machine_recorded": "by the training" if recorded else "at publication (the run did not record it)",
+        "machine_recorded": "by the training"
+        if recorded
+        else "at publication (the run did not record it)",
     }
-    metrics["published"] = {"from": str(run.root), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    metrics["published"] = {
+        "from": str(run.root),
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     io.write_json(dest / "metrics.json", metrics)
 
     return _figures_within_budget(run.figures, dest, max_side, budget_mb)
 
 
-def publish_comparison(folder: str | Path, dest: str | Path, tuned_runs: tuple[str | Path, ...] = (),
-                       max_side: int = 1200, budget_mb: float = 5.0) -> Path:  # fmt: skip
+def publish_comparison(
+    folder: str | Path,
+    dest: str | Path,
+    tuned_runs: tuple[str | Path, ...] = (),
+    max_side: int = 1200,
+    budget_mb: float = 5.0,
+) -> Path:
     """The same for a ``neuralcodes tuned compare`` folder: its report rewritten by today's code, the comparison
     and per-query AP it was built from, each fine-tuning run's config / history / metrics, figures in budget."""
     folder, dest = Path(folder), Path(dest)
     if dest.resolve() == folder.resolve() or folder.resolve() in dest.resolve().parents:
-        raise ValueError(f"--publish {dest}: choose a folder outside the comparison folder {folder}")
+        raise ValueError(
+            f"--publish {dest}: choose a folder outside the comparison folder {folder}"
+        )
     _check_limits(max_side, budget_mb)
-    md, html = write_comparison_report(folder, tuned_runs)  # refuses a folder without comparison.json
+    md, html = write_comparison_report(
+        folder, tuned_runs
+    )  # refuses a folder without comparison.json
     dest.mkdir(parents=True, exist_ok=True)
     for path in (md, html, folder / "comparison.json", folder / "per_query_ap.npz"):
         if path.exists():
@@ -94,9 +114,15 @@ def publish_comparison(folder: str | Path, dest: str | Path, tuned_runs: tuple[s
         for name in ("config.json", "history.csv", "metrics.json"):
             if (run.root / name).exists():
                 io.write_bytes(dest / "runs" / run.root.name / name, (run.root / name).read_bytes())
-    io.write_json(dest / "published.json", {"from": str(folder), "tuned_runs": [str(t) for t in tuned_runs],
-                                            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                            "machine": describe_machine()})  # fmt: skip
+    io.write_json(
+        dest / "published.json",
+        {
+            "from": str(folder),
+            "tuned_runs": [str(t) for t in tuned_runs],
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": describe_machine(),
+        },
+    )
     return _figures_within_budget(folder / "figures", dest, max_side, budget_mb)
 
 

@@ -3,6 +3,7 @@
 Codes are extracted in one batched forward pass per batch for all requested layers and stored as one
 ``.npz`` per layer (optionally in float16). Compression lives in :mod:`neuralcodes.retrieval.pca`.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def l2_normalize(codes: np.ndarray | torch.Tensor, what: str = "codes") -> np.nd
     """
     x = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes).float()
     if x.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D (items, dimensions) array, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{what} must be a 2-D (items, dimensions) array, got shape {tuple(x.shape)}"
+        )
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} contain NaN or inf; check the model's outputs before normalising")
     _warn_zero_codes(_count_zero_codes(x), len(x), what)
@@ -91,14 +94,20 @@ def extract_codes(
     if not layers or not all(isinstance(name, str) for name in layers):
         raise ValueError(f"layers must be a non-empty list of layer names, got {layers!r}")
     if not hasattr(model, "forward_features"):
-        raise TypeError(f"{type(model).__name__} has no forward_features(x, layers) method to extract codes from")
+        raise TypeError(
+            f"{type(model).__name__} has no forward_features(x, layers) method to extract codes from"
+        )
     if not isinstance(images, DeviceImages):  # a raw array would fail later on a missing .batch()
         raise TypeError(
             f"images must be DeviceImages, got {type(images).__name__}: wrap uint8 (N, H, W, 3) images "
             "once with DeviceImages(images, device) and reuse it for every extraction"
         )
     indices = _as_indices(indices, len(images))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = torch.device(device) if device is not None else _model_device(model, images.device)
     model.to(device)
@@ -108,7 +117,10 @@ def extract_codes(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), ProgressBar(len(indices), f"codes {'+'.join(layers)}", unit="images") as bar:
+        with (
+            torch.inference_mode(),
+            ProgressBar(len(indices), f"codes {'+'.join(layers)}", unit="images") as bar,
+        ):
             for start in range(0, len(indices), batch_size):
                 batch = indices[start : start + batch_size]
                 x = images.batch(batch).to(device, non_blocking=True)
@@ -118,14 +130,18 @@ def extract_codes(
                     for name in layers:
                         code = _batch_code(features, name).flatten(1).float()
                         if not torch.isfinite(code).all():
-                            raise ValueError(f"layer {name!r} produced NaN or inf for images {batch[:5].tolist()}...")
+                            raise ValueError(
+                                f"layer {name!r} produced NaN or inf for images {batch[:5].tolist()}..."
+                            )
                         code = F.normalize(code, dim=1, eps=ZERO_NORM)
                         summed[name] = code if name not in summed else summed[name] + code
                 for name, code in summed.items():
                     zero_counts[name] += _count_zero_codes(code)
                     if name not in outputs:
                         outputs[name] = np.empty((len(indices), code.shape[1]), dtype=np.float32)
-                    outputs[name][start : start + len(batch)] = F.normalize(code, dim=1, eps=ZERO_NORM).cpu().numpy()
+                    outputs[name][start : start + len(batch)] = (
+                        F.normalize(code, dim=1, eps=ZERO_NORM).cpu().numpy()
+                    )
                 bar.advance(len(batch))
     finally:
         model.train(was_training)
@@ -134,22 +150,32 @@ def extract_codes(
     return outputs
 
 
-def multi_views(x: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-                input_size: int | None = None) -> list[torch.Tensor]:  # fmt: skip
+def multi_views(
+    x: torch.Tensor,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    input_size: int | None = None,
+) -> list[torch.Tensor]:
     """The views of a batch (N, C, H, W) a multi-scale code averages: each scale, and each mirrored when ``flip``.
 
     A resized view is bilinear with antialiasing; with ``input_size`` it is centre-cropped (zoom in)
     or zero-padded (zoom out) back to ``input_size`` x ``input_size``.
     """
     scales = list(scales)
-    if not scales or any(isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales):
-        raise ValueError(f"scales must be positive numbers, e.g. (1, 0.7071, 1.4142), got {scales!r}")
+    if not scales or any(
+        isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0 for s in scales
+    ):
+        raise ValueError(
+            f"scales must be positive numbers, e.g. (1, 0.7071, 1.4142), got {scales!r}"
+        )
     views = []
     for scale in scales:
         view = x
         if scale != 1:
             size = tuple(_resized(n, scale, centred=input_size is not None) for n in x.shape[-2:])
-            view = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            view = F.interpolate(
+                x.float(), size=size, mode="bilinear", align_corners=False, antialias=scale < 1
+            )
             view = _fit(view, input_size) if input_size else view
         views.append(view.contiguous(memory_format=torch.channels_last))
         if flip:
@@ -204,7 +230,9 @@ def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
 def _as_indices(indices: np.ndarray | Sequence[int], n_images: int) -> np.ndarray:
     indices = np.asarray(indices)
     if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"indices must be a non-empty 1-D array of image indices, got {indices.dtype} {indices.shape}")
+        raise ValueError(
+            f"indices must be a non-empty 1-D array of image indices, got {indices.dtype} {indices.shape}"
+        )
     if indices.min() < 0 or indices.max() >= n_images:
         raise ValueError(f"indices must lie in [0, {n_images}) (the number of images)")
     return indices.astype(np.int64)
@@ -228,9 +256,13 @@ class Codes:
         self.indices = np.asarray(self.indices)
         n = len(self.codes)
         if self.codes.ndim != 2:
-            raise ValueError(f"codes must be 2-D (images, dimensions), got shape {self.codes.shape}")
+            raise ValueError(
+                f"codes must be 2-D (images, dimensions), got shape {self.codes.shape}"
+            )
         if not np.isfinite(self.codes).all():
-            raise ValueError("codes contain NaN or inf; check the model's outputs before storing them")
+            raise ValueError(
+                "codes contain NaN or inf; check the model's outputs before storing them"
+            )
         if self.labels.shape != (n,) or self.indices.shape != (n,):
             raise ValueError(
                 f"labels {self.labels.shape} and indices {self.indices.shape} must both have shape ({n},), "
@@ -250,7 +282,9 @@ class Codes:
         if dtype not in (np.dtype(np.float32), np.dtype(np.float16)):
             raise ValueError(f"codes are stored as float32 or float16, not {dtype}")
         if self.codes.size and np.abs(self.codes).max() > np.finfo(dtype).max:
-            raise ValueError(f"codes do not fit in {dtype} (values overflow to inf); save them as float32")
+            raise ValueError(
+                f"codes do not fit in {dtype} (values overflow to inf); save them as float32"
+            )
         stored = self.codes.astype(dtype)
         path = Path(path)
         save_npz(
@@ -269,7 +303,9 @@ class Codes:
         with np.load(path, allow_pickle=False) as data:
             missing = {"codes", "labels", "indices", "layer"} - set(data.files)
             if missing:
-                raise ValueError(f"{path} is not a neuralcodes codes file (missing {sorted(missing)})")
+                raise ValueError(
+                    f"{path} is not a neuralcodes codes file (missing {sorted(missing)})"
+                )
             return cls(
                 codes=data["codes"].astype(np.float32),
                 labels=data["labels"],

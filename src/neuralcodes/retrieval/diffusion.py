@@ -7,6 +7,7 @@ the query's similarities to its ``k_query`` nearest (^gamma) are diffused by sol
 with conjugate gradient. T is ranked by f (ties by similarity), then the rest of the database by
 similarity. Uses the unlabelled database's structure (its graph), never a label.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,12 +39,23 @@ def diffuse(a: sp.csr_matrix, y: np.ndarray, alpha: float, tol: float, max_iter:
     return f
 
 
-def diffusion(q: np.ndarray, x: np.ndarray, k: int = 50, n_truncate: int = 1000, k_query: int = 10,
-              gamma: float = 3.0, alpha: float = 0.99, loo: bool = False, tol: float = 1e-8,
-              max_iter: int = 100) -> np.ndarray:  # fmt: skip
+def diffusion(
+    q: np.ndarray,
+    x: np.ndarray,
+    k: int = 50,
+    n_truncate: int = 1000,
+    k_query: int = 10,
+    gamma: float = 3.0,
+    alpha: float = 0.99,
+    loo: bool = False,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+) -> np.ndarray:
     """(Q, N) scores ranking each query's database by diffusion (see the module doc)."""
     if not 0 <= alpha < 1:
-        raise ValueError(f"diffusion's alpha must be in [0, 1) (the system is then positive definite), got {alpha}")
+        raise ValueError(
+            f"diffusion's alpha must be in [0, 1) (the system is then positive definite), got {alpha}"
+        )
     q, x = normalised(q), normalised(x)
     s = similarities(q, x, loo)
     graph = mutual_knn_graph(x, k, gamma)
@@ -52,13 +64,17 @@ def diffusion(q: np.ndarray, x: np.ndarray, k: int = 50, n_truncate: int = 1000,
     scores = np.empty_like(s)
     for i, t in enumerate(truncated):
         y = np.zeros(len(t))
-        y[:k_query] = np.maximum(s[i, t[:k_query]], 0) ** gamma  # t is sorted: its first are the query's nearest
+        y[:k_query] = (
+            np.maximum(s[i, t[:k_query]], 0) ** gamma
+        )  # t is sorted: its first are the query's nearest
         f = diffuse(graph[t][:, t], y, alpha, tol, max_iter)
         inside = t[np.lexsort((-s[i, t], -f))]
         outside = np.setdiff1d(np.arange(x.shape[0]), t, assume_unique=True)
         outside = outside[np.lexsort((outside, -s[i, outside]))]
         order = np.concatenate([inside, outside])
-        scores[i, order] = -np.arange(len(order), dtype=scores.dtype)  # the rank as a score: higher is nearer
+        scores[i, order] = -np.arange(
+            len(order), dtype=scores.dtype
+        )  # the rank as a score: higher is nearer
         if loo:
             scores[i, i] = -np.inf
     return scores

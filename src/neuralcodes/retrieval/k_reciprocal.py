@@ -9,6 +9,7 @@ averaged over p's k2 nearest (local query expansion). The final distance is
 lambda * d + (1 - lambda) * Jaccard(V_p, V_g), with Jaccard = 1 - m / (2 - m), m = sum min(V_p, V_g).
 Uses the unlabelled database's structure (neighbours of neighbours), never a label.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,9 @@ def neighbourhoods(d: np.ndarray, nearest: np.ndarray, k1: int) -> sp.csr_matrix
         w = np.exp(-d[p, members])
         rows.append(np.full(len(members), p)), cols.append(members), vals.append(w / w.sum())
     n = d.shape[0]
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
 
 
 def jaccard(v: sp.csr_matrix, queries: np.ndarray) -> np.ndarray:
@@ -47,15 +50,18 @@ def jaccard(v: sp.csr_matrix, queries: np.ndarray) -> np.ndarray:
     for row, qi in enumerate(queries):
         start, end = v.indptr[qi], v.indptr[qi + 1]
         cols, vq = v.indices[start:end], v.data[start:end]
-        shared = by_column[:, cols]  # the points sharing a neighbour with the query, per shared neighbour
+        shared = by_column[
+            :, cols
+        ]  # the points sharing a neighbour with the query, per shared neighbour
         shared.data = np.minimum(shared.data, np.repeat(vq, np.diff(shared.indptr)))
         m = np.asarray(shared.sum(axis=1)).ravel()
         out[row] = 1 - m / (2 - m)
     return out
 
 
-def k_reciprocal(q: np.ndarray, x: np.ndarray, k1: int = 20, k2: int = 6, lambda_: float = 0.3,
-                 loo: bool = False) -> np.ndarray:  # fmt: skip
+def k_reciprocal(
+    q: np.ndarray, x: np.ndarray, k1: int = 20, k2: int = 6, lambda_: float = 0.3, loo: bool = False
+) -> np.ndarray:
     """(Q, N) scores (minus the re-ranked distance) of each query against the database (see the module doc)."""
     if k1 < 1 or k2 < 1:
         raise ValueError(f"k-reciprocal's k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
@@ -70,8 +76,13 @@ def k_reciprocal(q: np.ndarray, x: np.ndarray, k1: int = 20, k2: int = 6, lambda
     v = neighbourhoods(d, nearest, k1)
     if k2 != 1:  # local query expansion: V_p becomes the mean of V over p's k2 nearest
         near = nearest[:, :k2]
-        mean = sp.csr_matrix((np.full(near.size, 1 / near.shape[1]), (np.repeat(np.arange(len(d)), near.shape[1]),
-                                                                      near.ravel())), shape=d.shape)  # fmt: skip
+        mean = sp.csr_matrix(
+            (
+                np.full(near.size, 1 / near.shape[1]),
+                (np.repeat(np.arange(len(d)), near.shape[1]), near.ravel()),
+            ),
+            shape=d.shape,
+        )
         v = sp.csr_matrix(mean @ v)
     queries = np.arange(len(x)) if loo else np.arange(len(q))
     gallery = slice(0, len(x)) if loo else slice(len(q), len(points))

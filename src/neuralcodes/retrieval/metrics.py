@@ -15,6 +15,7 @@ in. Only AP and mAP take this option; P@k, R@k, mAP@R and the PR curve always br
 Recall@k here is the information-retrieval recall (share of the query's relevant items found in the
 first k), not the "at least one hit in the first k" rate some metric-learning papers call Recall@k.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, NamedTuple, Sequence
@@ -38,10 +39,14 @@ _RESULTS = "ranked results per query"
 def _as_relevance(relevance: np.ndarray) -> np.ndarray:
     relevance = np.asarray(relevance)
     if relevance.ndim != 2:
-        raise ValueError(f"relevance must be a 2-D (queries, ranked results) array, got shape {relevance.shape}")
+        raise ValueError(
+            f"relevance must be a 2-D (queries, ranked results) array, got shape {relevance.shape}"
+        )
     if relevance.dtype != bool:
         if not np.isin(relevance, (0, 1)).all():
-            raise ValueError("relevance must hold booleans (or 0/1): is result r relevant to query q")
+            raise ValueError(
+                "relevance must hold booleans (or 0/1): is result r relevant to query q"
+            )
         relevance = relevance.astype(bool)
     return relevance
 
@@ -50,10 +55,14 @@ def _as_n_relevant(n_relevant: np.ndarray, relevance: np.ndarray) -> np.ndarray:
     n_relevant = np.asarray(n_relevant)
     n_queries = relevance.shape[0]
     if n_relevant.shape != (n_queries,):
-        raise ValueError(f"n_relevant must have one count per query, shape ({n_queries},), got {n_relevant.shape}")
+        raise ValueError(
+            f"n_relevant must have one count per query, shape ({n_queries},), got {n_relevant.shape}"
+        )
     if not np.issubdtype(n_relevant.dtype, np.integer):
         if not np.all(np.isfinite(n_relevant)) or np.any(n_relevant != np.round(n_relevant)):
-            raise ValueError("n_relevant must hold whole numbers (counts of relevant database items)")
+            raise ValueError(
+                "n_relevant must hold whole numbers (counts of relevant database items)"
+            )
     n_relevant = n_relevant.astype(np.int64)
     empty = int(np.count_nonzero(n_relevant <= 0))
     if empty:
@@ -112,7 +121,9 @@ def _tie_averaged(hits: _Hits, relevance: np.ndarray, ranked_keys: np.ndarray) -
     last = relevance.shape[1] - 1
     # Position j ends a group where the next key differs; the last position always ends one.
     ends = np.full(relevance.shape, last, dtype=np.int32)
-    ends[:, :-1] = np.where(ranked_keys[:, 1:] != ranked_keys[:, :-1], np.arange(last, dtype=np.int32), last)
+    ends[:, :-1] = np.where(
+        ranked_keys[:, 1:] != ranked_keys[:, :-1], np.arange(last, dtype=np.int32), last
+    )
     ends = np.minimum.accumulate(ends[:, ::-1], axis=1)[:, ::-1]  # first group end at or after j
     end = ends[hits.rows, hits.ranks - 1]
     hits_through_end = np.cumsum(relevance, axis=1, dtype=np.int32)[hits.rows, end]
@@ -121,7 +132,9 @@ def _tie_averaged(hits: _Hits, relevance: np.ndarray, ranked_keys: np.ndarray) -
 
 def _ap_at_r(hits: _Hits, n_relevant: np.ndarray) -> np.ndarray:
     within_r = hits.ranks <= n_relevant[hits.rows]
-    summed = np.bincount(hits.rows[within_r], weights=hits.precision[within_r], minlength=hits.n_queries)
+    summed = np.bincount(
+        hits.rows[within_r], weights=hits.precision[within_r], minlength=hits.n_queries
+    )
     return summed / n_relevant
 
 
@@ -176,25 +189,38 @@ def average_precision(
 
 def _as_ties(ties: str) -> str:
     if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES} (break ties by database index, or average over them), got {ties!r}")
+        raise ValueError(
+            f"ties must be one of {TIES} (break ties by database index, or average over them), got {ties!r}"
+        )
     return ties
 
 
-def _as_ranked_distances(distances: np.ndarray | None, relevance: np.ndarray, ties: str) -> np.ndarray | None:
+def _as_ranked_distances(
+    distances: np.ndarray | None, relevance: np.ndarray, ties: str
+) -> np.ndarray | None:
     if ties == "index":
         return None
     if distances is None:
-        raise ValueError('ties="average" needs ranked_distances: the distances of the ranked results, to find the ties')
+        raise ValueError(
+            'ties="average" needs ranked_distances: the distances of the ranked results, to find the ties'
+        )
     distances = np.asarray(distances, dtype=np.float64)
     if distances.shape != relevance.shape:
-        raise ValueError(f"ranked_distances must have the shape of relevance {relevance.shape}, got {distances.shape}")
+        raise ValueError(
+            f"ranked_distances must have the shape of relevance {relevance.shape}, got {distances.shape}"
+        )
     if np.isnan(distances).any() or (np.diff(distances, axis=1) < 0).any():
-        raise ValueError("ranked_distances must be free of NaN and ascending along each row (nearest result first)")
+        raise ValueError(
+            "ranked_distances must be free of NaN and ascending along each row (nearest result first)"
+        )
     return distances
 
 
 def mean_average_precision(
-    relevance: np.ndarray, n_relevant: np.ndarray, ranked_distances: np.ndarray | None = None, ties: str = "index"
+    relevance: np.ndarray,
+    n_relevant: np.ndarray,
+    ranked_distances: np.ndarray | None = None,
+    ties: str = "index",
 ) -> float:
     """Mean over queries of :func:`average_precision`."""
     return float(average_precision(relevance, n_relevant, ranked_distances, ties).mean())
@@ -249,13 +275,24 @@ def precision_recall_curve(
     levels = _as_levels(recall_levels)
     total = np.zeros(levels.size)
     for block in _query_blocks(*relevance.shape):
-        total += _interpolated_precision(_find_hits(relevance[block]), n_relevant[block], levels).sum(axis=0)
+        total += _interpolated_precision(
+            _find_hits(relevance[block]), n_relevant[block], levels
+        ).sum(axis=0)
     return levels, total / relevance.shape[0]
 
 
 def _as_levels(recall_levels: Sequence[float] | None) -> np.ndarray:
-    levels = DEFAULT_RECALL_LEVELS if recall_levels is None else np.asarray(recall_levels, dtype=np.float64)
-    if levels.ndim != 1 or levels.size == 0 or np.any((levels < 0) | (levels > 1)) or np.any(np.isnan(levels)):
+    levels = (
+        DEFAULT_RECALL_LEVELS
+        if recall_levels is None
+        else np.asarray(recall_levels, dtype=np.float64)
+    )
+    if (
+        levels.ndim != 1
+        or levels.size == 0
+        or np.any((levels < 0) | (levels > 1))
+        or np.any(np.isnan(levels))
+    ):
         raise ValueError("recall_levels must be a non-empty 1-D list of numbers in [0, 1]")
     return levels
 

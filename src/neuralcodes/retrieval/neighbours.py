@@ -5,6 +5,7 @@ codes the Euclidean ranking of :mod:`neuralcodes.retrieval.search` and the cosin
 Leave-one-out (``loo``): the queries are the database, and a query's own item scores ``-inf`` so that no
 step takes it for a neighbour of itself.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +18,9 @@ def normalised(x: np.ndarray) -> np.ndarray:
         raise ValueError(f"codes must be a (N, D) array, got shape {x.shape}")
     x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
     if not np.isfinite(x).all():
-        raise ValueError("codes hold NaN or infinite values: re-extract them (a diverged network gives such codes)")
+        raise ValueError(
+            "codes hold NaN or infinite values: re-extract them (a diverged network gives such codes)"
+        )
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1)
 
@@ -25,7 +28,9 @@ def normalised(x: np.ndarray) -> np.ndarray:
 def similarities(q: np.ndarray, x: np.ndarray, loo: bool = False) -> np.ndarray:
     """(Q, N) cosine similarities of unit codes; with ``loo``, each query's own item is ``-inf``."""
     if loo and q.shape[0] != x.shape[0]:
-        raise ValueError(f"leave-one-out needs the queries to be the database, got {q.shape[0]} and {x.shape[0]} codes")
+        raise ValueError(
+            f"leave-one-out needs the queries to be the database, got {q.shape[0]} and {x.shape[0]} codes"
+        )
     s = q @ x.T
     if loo:
         np.fill_diagonal(s, -np.inf)

@@ -3,6 +3,7 @@
 Project onto the leading principal directions learned on in-domain training codes, optionally
 whiten, then L2-normalise again; ``pca_study`` measures mAP against the kept dimension.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -32,14 +33,20 @@ class PCA:
 
     def __init__(self, n_components: int | None = None, eps: float = 1e-8) -> None:
         if n_components is not None and (
-            isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1
+            isinstance(n_components, bool)
+            or not isinstance(n_components, (int, np.integer))
+            or n_components < 1
         ):
-            raise ValueError(f"n_components must be a positive integer or None (keep all), got {n_components!r}")
+            raise ValueError(
+                f"n_components must be a positive integer or None (keep all), got {n_components!r}"
+            )
         self.n_components = n_components
         self.eps = eps
         self.mean_: np.ndarray | None = None
         self.components_: np.ndarray | None = None  # (k, D) float32, unit rows
-        self.eigenvalues_: np.ndarray | None = None  # (k,) variance along each component (N - 1 normaliser)
+        self.eigenvalues_: np.ndarray | None = (
+            None  # (k,) variance along each component (N - 1 normaliser)
+        )
 
     @property
     def n_components_(self) -> int:
@@ -64,21 +71,27 @@ class PCA:
         self.eigenvalues_ = basis.values[:keep].numpy()
         return self
 
-    def project(self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False) -> np.ndarray:
+    def project(
+        self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False
+    ) -> np.ndarray:
         """(N, d) float32 coordinates on the first ``d`` components (whitened: divided by sqrt(eigenvalue + eps))."""
         if self.components_ is None or self.mean_ is None or self.eigenvalues_ is None:
             raise RuntimeError("PCA is not fitted: call fit(train_codes) first")
         d = self._check_dim(d)
         x = _as_matrix(x, "codes")
         if x.shape[1] != self.mean_.shape[0]:
-            raise ValueError(f"codes have {x.shape[1]} dimensions but the PCA was fitted on {self.mean_.shape[0]}")
+            raise ValueError(
+                f"codes have {x.shape[1]} dimensions but the PCA was fitted on {self.mean_.shape[0]}"
+            )
         centred = x - self.mean_.astype(np.float32)
         projected = centred @ self.components_[:d].T
         if whiten:
             projected /= np.sqrt(self.eigenvalues_[:d] + self.eps).astype(np.float32)
         return projected
 
-    def transform(self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False) -> np.ndarray:
+    def transform(
+        self, x: np.ndarray | torch.Tensor, d: int | None = None, whiten: bool = False
+    ) -> np.ndarray:
         """:meth:`project`, then L2-normalise: (N, d) float32 unit rows ready for Euclidean retrieval."""
         return l2_normalize(self.project(x, d, whiten), what="PCA codes")
 
@@ -96,11 +109,15 @@ class PCA:
 
 
 def _as_matrix(x: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):  # np.asarray fails on CUDA tensors and on tensors that require grad
+    if isinstance(
+        x, torch.Tensor
+    ):  # np.asarray fails on CUDA tensors and on tensors that require grad
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty 2-D (items, dimensions) array, got shape {x.shape}")
+        raise ValueError(
+            f"{what} must be a non-empty 2-D (items, dimensions) array, got shape {x.shape}"
+        )
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         raise ValueError(f"{what} contain NaN or inf")

@@ -15,6 +15,7 @@ ordinary unlabelled database item for the *other* queries, as an index that hold
 query's results), as the comparison tables do. Large databases: :func:`rerank_shortlist` re-ranks each
 query's first results (from an index) among themselves.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -27,11 +28,22 @@ from neuralcodes.retrieval.diffusion import diffusion
 from neuralcodes.retrieval.k_reciprocal import k_reciprocal
 from neuralcodes.retrieval.neighbours import normalised, ranking, similarities, top_k, weights
 
-__all__ = ["RERANKERS", "Reranker", "database_augmentation", "diffusion", "k_reciprocal", "query_expansion",
-           "rerank", "rerank_shortlist", "ranking"]  # fmt: skip
+__all__ = [
+    "RERANKERS",
+    "Reranker",
+    "database_augmentation",
+    "diffusion",
+    "k_reciprocal",
+    "query_expansion",
+    "rerank",
+    "rerank_shortlist",
+    "ranking",
+]
 
 
-def query_expansion(q: np.ndarray, x: np.ndarray, k: int = 10, alpha: float = 0.0, loo: bool = False) -> np.ndarray:
+def query_expansion(
+    q: np.ndarray, x: np.ndarray, k: int = 10, alpha: float = 0.0, loo: bool = False
+) -> np.ndarray:
     """(Q, N) scores of the expanded queries: normalise(q + sum over q's top k of similarity^alpha * x_j);
     alpha = 0 is average query expansion, k = 0 the plain cosine scores."""
     _at_least(k, 0, "k")
@@ -59,12 +71,21 @@ def database_augmentation(x: np.ndarray, k: int = 10, alpha: float = 0.0) -> np.
     return normalised(np.einsum("nk,nkd->nd", w, x[nn]))
 
 
-def _dba(q: np.ndarray, x: np.ndarray, k: int = 10, alpha: float = 0.0, loo: bool = False) -> np.ndarray:
+def _dba(
+    q: np.ndarray, x: np.ndarray, k: int = 10, alpha: float = 0.0, loo: bool = False
+) -> np.ndarray:
     return similarities(normalised(q), database_augmentation(x, k, alpha), loo)
 
 
-def _dba_qe(q: np.ndarray, x: np.ndarray, k_dba: int = 10, alpha_dba: float = 0.0, k_qe: int = 10,
-            alpha_qe: float = 0.0, loo: bool = False) -> np.ndarray:  # fmt: skip
+def _dba_qe(
+    q: np.ndarray,
+    x: np.ndarray,
+    k_dba: int = 10,
+    alpha_dba: float = 0.0,
+    k_qe: int = 10,
+    alpha_qe: float = 0.0,
+    loo: bool = False,
+) -> np.ndarray:
     return query_expansion(q, database_augmentation(x, k_dba, alpha_dba), k_qe, alpha_qe, loo)
 
 
@@ -80,14 +101,28 @@ class Reranker:
 
 RERANKERS: dict[str, Reranker] = {
     "aqe": Reranker(query_expansion, False, {"k": 10, "alpha": 0.0}, "average query expansion"),
-    "alpha_qe": Reranker(query_expansion, False, {"k": 10, "alpha": 3.0}, "alpha-weighted query expansion"),
+    "alpha_qe": Reranker(
+        query_expansion, False, {"k": 10, "alpha": 3.0}, "alpha-weighted query expansion"
+    ),
     "dba": Reranker(_dba, True, {"k": 10, "alpha": 0.0}, "database-side augmentation"),
-    "dba+qe": Reranker(_dba_qe, True, {"k_dba": 10, "alpha_dba": 0.0, "k_qe": 10, "alpha_qe": 0.0},
-                       "query expansion against the augmented database"),
-    "diffusion": Reranker(diffusion, True, {"k": 50, "n_truncate": 1000, "k_query": 10, "gamma": 3.0, "alpha": 0.99},
-                          "diffusion on the mutual kNN graph (Iscen et al. 2017)"),
-    "k_reciprocal": Reranker(k_reciprocal, True, {"k1": 20, "k2": 6, "lambda_": 0.3},
-                             "k-reciprocal re-ranking (Zhong et al. 2017)"),
+    "dba+qe": Reranker(
+        _dba_qe,
+        True,
+        {"k_dba": 10, "alpha_dba": 0.0, "k_qe": 10, "alpha_qe": 0.0},
+        "query expansion against the augmented database",
+    ),
+    "diffusion": Reranker(
+        diffusion,
+        True,
+        {"k": 50, "n_truncate": 1000, "k_query": 10, "gamma": 3.0, "alpha": 0.99},
+        "diffusion on the mutual kNN graph (Iscen et al. 2017)",
+    ),
+    "k_reciprocal": Reranker(
+        k_reciprocal,
+        True,
+        {"k1": 20, "k2": 6, "lambda_": 0.3},
+        "k-reciprocal re-ranking (Zhong et al. 2017)",
+    ),
 }
 
 
@@ -99,8 +134,10 @@ def parameters(name: str, **params: Any) -> dict[str, Any]:
     accepted = set(inspect.signature(step.fn).parameters) - {"q", "x", "loo"}
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise ValueError(f"re-ranking {name!r} has no parameter {', '.join(unknown)}; its parameters: "
-                         f"{', '.join(sorted(accepted))}")  # fmt: skip
+        raise ValueError(
+            f"re-ranking {name!r} has no parameter {', '.join(unknown)}; its parameters: "
+            f"{', '.join(sorted(accepted))}"
+        )
     return {**step.defaults, **params}
 
 
@@ -110,8 +147,13 @@ def rerank(name: str, q: np.ndarray, x: np.ndarray, loo: bool = False, **params:
     return RERANKERS[name].fn(q, x, loo=loo, **params)
 
 
-def rerank_shortlist(name: str, q: np.ndarray, candidates: np.ndarray, candidate_codes: Callable[[np.ndarray], np.ndarray],
-                     **params: Any) -> np.ndarray:  # fmt: skip
+def rerank_shortlist(
+    name: str,
+    q: np.ndarray,
+    candidates: np.ndarray,
+    candidate_codes: Callable[[np.ndarray], np.ndarray],
+    **params: Any,
+) -> np.ndarray:
     """(Q, n) each query's shortlist ``candidates`` (database ids from a search) re-ordered by the named step
     run on the shortlist alone; ``candidate_codes(ids)`` gives the codes of some ids (from an index)."""
     params = parameters(name, **params)

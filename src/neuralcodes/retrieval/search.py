@@ -11,6 +11,7 @@ sqrt(2), packed with the index into unique int64s (see ``_rank`` and ``_pack_key
 dropping "the first result" instead is wrong whenever a duplicate image or a second all-zero code
 ties with the query at distance 0.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,9 @@ class RankedBlock(NamedTuple):
 
     start: int
     indices: np.ndarray  # (B, k) int64 database indices, nearest first
-    distances: np.ndarray | None  # (B, k) float32 Euclidean distances, ascending (None if not asked for)
+    distances: (
+        np.ndarray | None
+    )  # (B, k) float32 Euclidean distances, ascending (None if not asked for)
 
 
 def search(
@@ -84,7 +87,12 @@ def iter_search(
             "both must come from the same layer (and the same PCA)"
         )
     exclude = _as_exclude(exclude, len(queries), len(database))
-    k = check_k(k, len(database) - (exclude is not None), "database items a query can return", allow_none=True)
+    k = check_k(
+        k,
+        len(database) - (exclude is not None),
+        "database items a query can return",
+        allow_none=True,
+    )
     block_size = _block_size(block_size, len(database))
 
     db = torch.from_numpy(database)
@@ -96,7 +104,15 @@ def iter_search(
             stop = min(start + block_size, len(queries))
             scores = torch.mm(q_all[start:stop], db.T).numpy()
             excluded = None if exclude is None else exclude[start:stop]
-            yield _rank(start, scores, q_sq_all[start:stop], db_offset, k, excluded, _output(with_distances, tie_keys))
+            yield _rank(
+                start,
+                scores,
+                q_sq_all[start:stop],
+                db_offset,
+                k,
+                excluded,
+                _output(with_distances, tie_keys),
+            )
             bar.advance(stop - start)
 
 
@@ -130,7 +146,15 @@ def iter_leave_one_out(
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
             scores = gram[start:stop].copy()
-            yield _rank(start, scores, sq[start:stop], offset, k, own[start:stop], _output(with_distances, tie_keys))
+            yield _rank(
+                start,
+                scores,
+                sq[start:stop],
+                offset,
+                k,
+                own[start:stop],
+                _output(with_distances, tie_keys),
+            )
             bar.advance(stop - start)
 
 
@@ -145,7 +169,9 @@ def iter_ranked_by_scores(
     if scores.ndim != 2:
         raise ValueError(f"scores must be a (queries, database) matrix, got shape {scores.shape}")
     if loo and scores.shape[0] != scores.shape[1]:
-        raise ValueError(f"leave-one-out scores must be square (the queries are the database), got {scores.shape}")
+        raise ValueError(
+            f"leave-one-out scores must be square (the queries are the database), got {scores.shape}"
+        )
     if np.isnan(scores).any():
         raise ValueError("scores hold NaN: a re-ranking step diverged; check its parameters")
     block_size = _block_size(block_size, scores.shape[1])
@@ -249,7 +275,9 @@ def _as_codes(codes: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
         codes = codes.detach().cpu().numpy()
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (items, dimensions) array, got shape {codes.shape}")
+        raise ValueError(
+            f"{name} must be a non-empty 2-D (items, dimensions) array, got shape {codes.shape}"
+        )
     if not (np.issubdtype(codes.dtype, np.floating) or np.issubdtype(codes.dtype, np.integer)):
         raise ValueError(f"{name} must be numeric, got dtype {codes.dtype}")
     codes = np.ascontiguousarray(codes, dtype=np.float32)
@@ -290,8 +318,14 @@ def check_k(k: int | None, available: int, what: str, allow_none: bool = False) 
 def _block_size(block_size: int | None, n_database: int) -> int:
     if block_size is None:
         return max(1, _BLOCK_ELEMENTS // n_database)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer (queries per block), got {block_size!r}")
+    if (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, (int, np.integer))
+        or block_size < 1
+    ):
+        raise ValueError(
+            f"block_size must be a positive integer (queries per block), got {block_size!r}"
+        )
     return int(block_size)
 
 

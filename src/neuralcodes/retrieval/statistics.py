@@ -5,6 +5,7 @@ difference varies far less than either mAP does, because most of the spread in A
 queries (easy and hard classes), which pairing cancels. So the interval of the mean paired
 difference, not the two mAPs' separate standard errors, says whether one layer retrieves better.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -32,7 +33,9 @@ def paired_bootstrap(
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"a and b must be 1-D and paired (one value per query each), got shapes {a.shape} and {b.shape}")
+        raise ValueError(
+            f"a and b must be 1-D and paired (one value per query each), got shapes {a.shape} and {b.shape}"
+        )
     if len(a) < 2:
         raise ValueError(f"a paired bootstrap needs at least 2 pairs, got {len(a)}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
@@ -40,7 +43,9 @@ def paired_bootstrap(
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     if n_resamples < 100:
-        raise ValueError(f"n_resamples must be at least 100 for a stable interval, got {n_resamples}")
+        raise ValueError(
+            f"n_resamples must be at least 100 for a stable interval, got {n_resamples}"
+        )
     # Resampling the paired differences is resampling the queries: each keeps both of its scores.
     difference = a - b
     n = len(difference)
@@ -52,11 +57,19 @@ def paired_bootstrap(
         means[start:stop] = difference[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = (float(v) for v in np.quantile(means, [tail, 1 - tail]))
-    return {"mean_difference": float(difference.mean()), "low": low, "high": high,
-            "confidence": confidence, "n_resamples": n_resamples, "n": len(difference)}  # fmt: skip
+    return {
+        "mean_difference": float(difference.mean()),
+        "low": low,
+        "high": high,
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "n": len(difference),
+    }
 
 
 def paired_comparisons(per_query: Mapping[str, np.ndarray], **kwargs) -> list[dict]:
     """:func:`paired_bootstrap` for every pair of entries (``a`` listed first, as in ``per_query``)."""
-    return [{"a": a, "b": b, **paired_bootstrap(per_query[a], per_query[b], **kwargs)}
-            for a, b in combinations(per_query, 2)]  # fmt: skip
+    return [
+        {"a": a, "b": b, **paired_bootstrap(per_query[a], per_query[b], **kwargs)}
+        for a, b in combinations(per_query, 2)
+    ]

@@ -16,6 +16,7 @@ builds every label and file name with ``textContent``, never as HTML, under a st
 The routes are three routers of :mod:`.routes` (page, search, images); this module puts them together
 behind the middleware: the allowed hosts, the body size limit, and an error handler that logs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,11 +35,16 @@ MAX_UPLOAD_BYTES = 20 << 20
 _MULTIPART_OVERHEAD = 64 << 10  # boundaries and part headers around the file itself
 
 
-def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: list[str] | None = None) -> FastAPI:
+def create_app(
+    index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_hosts: list[str] | None = None
+) -> FastAPI:
     """The app serving ``index``. ``allowed_hosts``: Host headers accepted (None: any), against DNS rebinding."""
     info = index.info()
-    app = FastAPI(title="neuralcodes image search", version=str(info["format_version"]),
-                  description=f"Search {info['images']:,} images by example ({info['model']}).")
+    app = FastAPI(
+        title="neuralcodes image search",
+        version=str(info["format_version"]),
+        description=f"Search {info['images']:,} images by example ({info['model']}).",
+    )
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(BodySizeLimit, limit=max_upload_bytes + _MULTIPART_OVERHEAD)
@@ -46,7 +52,9 @@ def create_app(index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, allowed_h
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("error answering %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; the server's log says more"}, status_code=500)
+        return JSONResponse(
+            {"detail": "internal error; the server's log says more"}, status_code=500
+        )
 
     app.include_router(page_routes(index, max_upload_bytes))
     app.include_router(search_routes(index, max_upload_bytes))
@@ -65,7 +73,9 @@ class BodySizeLimit:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable) -> None:
+    async def __call__(
+        self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Callable
+    ) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
@@ -97,5 +107,8 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, scope: dict, receive: Callable, send: Callable) -> None:
-        response = JSONResponse({"detail": f"the request body is over the upload limit of {describe_size(self.limit)}"}, 413)
+        response = JSONResponse(
+            {"detail": f"the request body is over the upload limit of {describe_size(self.limit)}"},
+            413,
+        )
         await response(scope, receive, send)

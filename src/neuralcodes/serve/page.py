@@ -3,6 +3,7 @@
 The server fills in only numbers and :func:`html.escape`-d text; the script builds every result with
 ``textContent``, so no label or file name is ever parsed as HTML.
 """
+
 from __future__ import annotations
 
 import html
@@ -14,8 +15,10 @@ from neuralcodes.retrieval.rerank import RERANKERS
 def page_html(info: dict[str, Any], max_upload_bytes: int) -> str:
     model = html.escape(str(info.get("model", "")))
     count = int(info.get("images", 0))
-    steps = "".join(f'<option value="{html.escape(name)}">{html.escape(step.about or name)}</option>'
-                    for name, step in RERANKERS.items())
+    steps = "".join(
+        f'<option value="{html.escape(name)}">{html.escape(step.about or name)}</option>'
+        for name, step in RERANKERS.items()
+    )
     return f"""<!doctype html>
 <html lang="en">
 <head>

@@ -6,6 +6,7 @@
 
 Images are served by id only: a path from a request never reaches the file system.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,14 +26,26 @@ from neuralcodes.retrieval.rerank import RERANKERS
 from neuralcodes.serve.page import CSS, SCRIPT, page_html
 
 MAX_K = 100
-MAX_SHORTLIST = 1000  # k-reciprocal and diffusion cost grows with the square of the shortlist, per request
+MAX_SHORTLIST = (
+    1000  # k-reciprocal and diffusion cost grows with the square of the shortlist, per request
+)
 THUMBNAIL_SIDES = (96, 160, 256)
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
-       "form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; connect-src 'self'; "
+    "form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 ImageId = Path(..., ge=0, le=2**62, description="an image id of this index")
 # A plain string checked by _step, not an enum: FastAPI's enum error is a list the page would show as raw JSON.
-Rerank = Query(None, description=f"re-rank the shortlist with a step: {', '.join(RERANKERS)} (none: plain order)")
-Shortlist = Query(100, ge=1, le=MAX_SHORTLIST, description="the nearest images a re-ranking re-orders (at least k)")
+Rerank = Query(
+    None,
+    description=f"re-rank the shortlist with a step: {', '.join(RERANKERS)} (none: plain order)",
+)
+Shortlist = Query(
+    100,
+    ge=1,
+    le=MAX_SHORTLIST,
+    description="the nearest images a re-ranking re-orders (at least k)",
+)
 
 
 def page_routes(index: Index, max_upload_bytes: int) -> APIRouter:
@@ -54,7 +67,12 @@ def page_routes(index: Index, max_upload_bytes: int) -> APIRouter:
     @router.get("/api/health", summary="Status of the server and its index")
     def health() -> dict[str, Any]:
         now = index.info()
-        return {"status": "ok", "images": now["images"], "model": now["model"], "backend": now["backend"]}
+        return {
+            "status": "ok",
+            "images": now["images"],
+            "model": now["model"],
+            "backend": now["backend"],
+        }
 
     return router
 
@@ -65,25 +83,41 @@ def search_routes(index: Index, max_upload_bytes: int) -> APIRouter:
 
     @router.get("/api/rerankers", summary="The re-ranking steps that rerank= takes")
     def rerankers() -> dict[str, Any]:
-        return {"rerankers": [{"name": name, "about": step.about, "uses_database": step.uses_database,
-                               "defaults": step.defaults} for name, step in RERANKERS.items()]}  # fmt: skip
+        return {
+            "rerankers": [
+                {
+                    "name": name,
+                    "about": step.about,
+                    "uses_database": step.uses_database,
+                    "defaults": step.defaults,
+                }
+                for name, step in RERANKERS.items()
+            ]
+        }
 
     @router.post("/api/search", summary="The k nearest images to an uploaded image")
-    async def search(image: UploadFile = File(..., description="an image file"),
-                     k: int = Query(10, ge=1, le=MAX_K), rerank: str | None = Rerank,
-                     shortlist: int = Shortlist) -> dict[str, Any]:
+    async def search(
+        image: UploadFile = File(..., description="an image file"),
+        k: int = Query(10, ge=1, le=MAX_K),
+        rerank: str | None = Rerank,
+        shortlist: int = Shortlist,
+    ) -> dict[str, Any]:
         rerank = _step(rerank)  # before the upload is decoded
         data = await image.read()
         if not data:
             raise HTTPException(400, "the upload is empty: choose an image file")
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"the upload is over the upload limit of {describe_size(max_upload_bytes)}")
+            raise HTTPException(
+                413, f"the upload is over the upload limit of {describe_size(max_upload_bytes)}"
+            )
         try:
             # The index decodes the bytes itself (once), as it decodes any query image.
             results = await run_in_threadpool(index.search, [data], k, rerank, shortlist)
         except BadQueryImage as bad:
             status = 413 if bad.kind == "too large" else 415
-            raise HTTPException(status, f"the upload is not an image this server can read: {bad.reason}") from None
+            raise HTTPException(
+                status, f"the upload is not an image this server can read: {bad.reason}"
+            ) from None
         return _results(results, k)
 
     return router
@@ -94,17 +128,32 @@ def image_routes(index: Index) -> APIRouter:
     router = APIRouter()
 
     @router.get("/api/images", summary="The collection's images in id order, a page at a time")
-    def images(offset: int = Query(0, ge=0, le=2**62), limit: int = Query(48, ge=1, le=500)) -> dict[str, Any]:
-        return {"total": len(index), "offset": offset, "images": [_hit(h) for h in index.browse(offset, limit)]}
+    def images(
+        offset: int = Query(0, ge=0, le=2**62), limit: int = Query(48, ge=1, le=500)
+    ) -> dict[str, Any]:
+        return {
+            "total": len(index),
+            "offset": offset,
+            "images": [_hit(h) for h in index.browse(offset, limit)],
+        }
 
     @router.get("/api/images/{image_id}", summary="An image file of the collection, by id")
     def image_file(image_id: int = ImageId) -> Response:
         hit, data = _read(index, image_id)
         media = mimetypes.guess_type(PurePosixPath(hit.path).name)[0] or "application/octet-stream"
-        if not media.startswith("image/") or media == "image/svg+xml":  # never serve markup or scripts
+        if (
+            not media.startswith("image/") or media == "image/svg+xml"
+        ):  # never serve markup or scripts
             media = "application/octet-stream"
-        return Response(data, media_type=media, headers={"X-Content-Type-Options": "nosniff",
-                                                         "Content-Disposition": "inline", "Cache-Control": "max-age=3600"})
+        return Response(
+            data,
+            media_type=media,
+            headers={
+                "X-Content-Type-Options": "nosniff",
+                "Content-Disposition": "inline",
+                "Cache-Control": "max-age=3600",
+            },
+        )
 
     @functools.lru_cache(maxsize=4096)  # the index does not change while it is served
     def cached_thumbnail(image_id: int, side: int) -> bytes:
@@ -112,18 +161,32 @@ def image_routes(index: Index) -> APIRouter:
         try:
             return _thumbnail(data, side)
         except Exception:  # noqa: BLE001 - changed or damaged since it was indexed
-            raise HTTPException(404, f"image {image_id} is in the index but its file can no longer be decoded") from None
+            raise HTTPException(
+                404, f"image {image_id} is in the index but its file can no longer be decoded"
+            ) from None
 
     @router.get("/api/images/{image_id}/thumbnail", summary="A JPEG thumbnail of an image, by id")
-    def thumbnail(image_id: int = ImageId, size: int = Query(160, description="96, 160 or 256")) -> Response:
+    def thumbnail(
+        image_id: int = ImageId, size: int = Query(160, description="96, 160 or 256")
+    ) -> Response:
         if size not in THUMBNAIL_SIDES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, THUMBNAIL_SIDES))}")
-        return Response(cached_thumbnail(image_id, size), media_type="image/jpeg",
-                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+        return Response(
+            cached_thumbnail(image_id, size),
+            media_type="image/jpeg",
+            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"},
+        )
 
-    @router.get("/api/images/{image_id}/neighbours", summary="The k nearest images to an image of the collection")
-    def neighbours(image_id: int = ImageId, k: int = Query(10, ge=1, le=MAX_K), rerank: str | None = Rerank,
-                   shortlist: int = Shortlist) -> dict[str, Any]:
+    @router.get(
+        "/api/images/{image_id}/neighbours",
+        summary="The k nearest images to an image of the collection",
+    )
+    def neighbours(
+        image_id: int = ImageId,
+        k: int = Query(10, ge=1, le=MAX_K),
+        rerank: str | None = Rerank,
+        shortlist: int = Shortlist,
+    ) -> dict[str, Any]:
         rerank = _step(rerank)
         try:
             results = index.search_ids([image_id], k, rerank, shortlist)
@@ -147,14 +210,18 @@ def _read(index: Index, image_id: int) -> tuple[Hit, bytes]:
         raise HTTPException(404, f"no image with id {image_id} in this index") from None
     except FileNotFoundError:
         # The file moved or was deleted since it was indexed; its location stays private to the server.
-        raise HTTPException(404, f"image {image_id} is in the index but its file can no longer be read") from None
+        raise HTTPException(
+            404, f"image {image_id} is in the index but its file can no longer be read"
+        ) from None
 
 
 def _thumbnail(data: bytes, side: int) -> bytes:
     """A JPEG no larger than side x side, aspect ratio kept, its pixels as the index saw them."""
     with Image.open(_io.BytesIO(data)) as im:
         if im.width * im.height > (Image.MAX_IMAGE_PIXELS or 2**62):
-            raise ValueError("too many pixels")  # replaced by a decompression bomb since it was indexed
+            raise ValueError(
+                "too many pixels"
+            )  # replaced by a decompression bomb since it was indexed
         im.draft("RGB", (side, side))  # JPEG: decode at a reduced scale directly
         # Not convert("RGB"): that clips 16-bit images to white and shows the hidden colour of transparent
         # pixels; the decoder's rule (orientation, alpha over white, CMYK profile) is what was indexed.
@@ -167,8 +234,16 @@ def _thumbnail(data: bytes, side: int) -> bytes:
 
 def _hit(hit: Hit) -> dict[str, Any]:
     # The source folder stays private: paths are shown relative to it.
-    return {"id": hit.id, "path": hit.path, "label": hit.label, "width": hit.width, "height": hit.height,
-            "distance": hit.distance, "image": f"/api/images/{hit.id}", "thumbnail": f"/api/images/{hit.id}/thumbnail"}
+    return {
+        "id": hit.id,
+        "path": hit.path,
+        "label": hit.label,
+        "width": hit.width,
+        "height": hit.height,
+        "distance": hit.distance,
+        "image": f"/api/images/{hit.id}",
+        "thumbnail": f"/api/images/{hit.id}/thumbnail",
+    }
 
 
 def _step(rerank: str | None) -> str | None:
@@ -176,16 +251,27 @@ def _step(rerank: str | None) -> str | None:
     if rerank in (None, "", "none"):
         return None
     if rerank not in RERANKERS:
-        raise HTTPException(422, f"unknown re-ranking {rerank!r}; rerank must be none or one of {', '.join(RERANKERS)}")
+        raise HTTPException(
+            422,
+            f"unknown re-ranking {rerank!r}; rerank must be none or one of {', '.join(RERANKERS)}",
+        )
     return rerank
 
 
 def _results(results: SearchResults, k: int) -> dict[str, Any]:
     hits = results.hits[0]
     # Re-ranked results are in the step's order: the distances need not increase, so say which order this is.
-    return {"k": k, "rerank": results.rerank, "shortlist": results.shortlist,
-            "results": [{"rank": rank, **_hit(h)} for rank, h in enumerate(hits, start=1)]}
+    return {
+        "k": k,
+        "rerank": results.rerank,
+        "shortlist": results.shortlist,
+        "results": [{"rank": rank, **_hit(h)} for rank, h in enumerate(hits, start=1)],
+    }
 
 
 def _page_headers() -> dict[str, str]:
-    return {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    return {
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }

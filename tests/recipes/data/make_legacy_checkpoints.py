@@ -8,6 +8,7 @@ longer runs on today's code (that is the point of it).
 
     .venv/bin/python tests/recipes/data/make_legacy_checkpoints.py
 """
+
 from __future__ import annotations
 
 import signal
@@ -24,8 +25,12 @@ HERE = Path(__file__).parent
 def tiny_classifier() -> torch.nn.Module:
     """The model of the classification fixture (the test builds the same one)."""
     return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(),
-        torch.nn.Dropout(0.3), torch.nn.Linear(16, 4),
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Dropout(0.3),
+        torch.nn.Linear(16, 4),
     )
 
 
@@ -40,10 +45,24 @@ def classification() -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 10)
     centres = rng.integers(40, 215, (4, 3))
-    images = np.clip(rng.normal(centres[labels][:, None, None, :], 40, (40, 8, 8, 3)), 0, 255).astype(np.uint8)
-    train, val = np.concatenate([np.arange(c * 10, c * 10 + 8) for c in range(4)]), np.arange(8, 40, 10)
-    cfg = ClassifyConfig(batch_size=8, epochs=3, patience=5, lr=1e-2, eval_batch_size=64, device="cpu", augment=True,
-                         bf16=False, seed=0)  # fmt: skip
+    images = np.clip(
+        rng.normal(centres[labels][:, None, None, :], 40, (40, 8, 8, 3)), 0, 255
+    ).astype(np.uint8)
+    train, val = (
+        np.concatenate([np.arange(c * 10, c * 10 + 8) for c in range(4)]),
+        np.arange(8, 40, 10),
+    )
+    cfg = ClassifyConfig(
+        batch_size=8,
+        epochs=3,
+        patience=5,
+        lr=1e-2,
+        eval_batch_size=64,
+        device="cpu",
+        augment=True,
+        bf16=False,
+        seed=0,
+    )
     torch.manual_seed(0)
     init = {k: v.clone() for k, v in tiny_classifier().state_dict().items()}
 
@@ -51,8 +70,13 @@ def classification() -> None:
         torch.manual_seed(cfg.seed)  # as prepare() does: dropout draws from the global stream
         model = tiny_classifier()
         model.load_state_dict(init)
-        return SimpleNamespace(model=model, images=DeviceImages(images), labels=labels, device=torch.device("cpu"),
-                               split=SimpleNamespace(train=train, val=val))  # fmt: skip
+        return SimpleNamespace(
+            model=model,
+            images=DeviceImages(images),
+            labels=labels,
+            device=torch.device("cpu"),
+            split=SimpleNamespace(train=train, val=val),
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         straight = Run(Path(tmp) / "straight")
@@ -79,20 +103,43 @@ def classification() -> None:
         last = load_checkpoint(stopped.last_checkpoint)
         assert last["in_epoch"]["next_batch"] == 2 and last["epoch"] == 0, last["in_epoch"]
         fixture = {
-            "setup": {"images": images, "labels": labels, "train": train, "val": val, "config": cfg.to_dict(),
-                      "init": init},
-            "last": last, "best": load_checkpoint(stopped.best_checkpoint),
-            "straight": {"model": load_checkpoint(straight.last_checkpoint)["model"], "history": straight.history()},
-        }  # fmt: skip
+            "setup": {
+                "images": images,
+                "labels": labels,
+                "train": train,
+                "val": val,
+                "config": cfg.to_dict(),
+                "init": init,
+            },
+            "last": last,
+            "best": load_checkpoint(stopped.best_checkpoint),
+            "straight": {
+                "model": load_checkpoint(straight.last_checkpoint)["model"],
+                "history": straight.history(),
+            },
+        }
     torch.save(fixture, HERE / "legacy_classification.pt")
 
 
 def ranking_config():
     from neuralcodes.recipes.deep_ranking.config import RankConfig
 
-    return RankConfig(backbone="tiny", pretrained=False, freeze_backbone=True, multiscale=False, embedding_dim=16,
-                      batch_size=64, epochs=2, triplets_per_epoch=256, eval_triplets=300, optimizer="sgd", lr=0.05,
-                      seed=3, bf16=False, device="cpu")  # fmt: skip
+    return RankConfig(
+        backbone="tiny",
+        pretrained=False,
+        freeze_backbone=True,
+        multiscale=False,
+        embedding_dim=16,
+        batch_size=64,
+        epochs=2,
+        triplets_per_epoch=256,
+        eval_triplets=300,
+        optimizer="sgd",
+        lr=0.05,
+        seed=3,
+        bf16=False,
+        device="cpu",
+    )
 
 
 def ranking() -> None:
@@ -121,8 +168,14 @@ def ranking() -> None:
             train.train_epoch = real
         last = load_checkpoint(Path(tmp) / "cut" / "checkpoints" / "last.pt")
         assert last["epoch"] == 1 and "in_epoch" not in last
-        fixture = {"config": ranking_config().to_dict(), "last": last,
-                   "straight": {"model": load_checkpoint(full.last_checkpoint)["model"], "history": full.history()}}
+        fixture = {
+            "config": ranking_config().to_dict(),
+            "last": last,
+            "straight": {
+                "model": load_checkpoint(full.last_checkpoint)["model"],
+                "history": full.history(),
+            },
+        }
     torch.save(fixture, HERE / "legacy_ranking.pt")
 
 

@@ -19,6 +19,7 @@ This package is the one place that speaks SQL: :mod:`.database` (metadata.sqlite
 :class:`Store`), :mod:`.shard_files` (a shard's files.sqlite); :mod:`.folder` is the rest of the folder.
 Every other module asks by name (``store.records(ids)``, ``store.insert_images(rows)``, ...).
 """
+
 from neuralcodes.index.store.database import Database, ImageFile, ImageRow, NewImage
 from neuralcodes.index.store.folder import (
     CODES,
@@ -43,6 +44,27 @@ from neuralcodes.index.store.shard_files import (
     committed_files,
 )
 
-__all__ = ["CODES", "DATABASE", "DTYPES", "FORMAT", "LOCK", "META", "REPORT", "SHARDS", "SHARD_FILES", "VERSION",
-           "Database", "ImageFile", "ImageRow", "IndexDamagedError", "Meta", "NewImage", "ShardFile", "ShardFiles",
-           "ShardFilesUnreadable", "Store", "committed_files", "faiss_path"]
+__all__ = [
+    "CODES",
+    "DATABASE",
+    "DTYPES",
+    "FORMAT",
+    "LOCK",
+    "META",
+    "REPORT",
+    "SHARDS",
+    "SHARD_FILES",
+    "VERSION",
+    "Database",
+    "ImageFile",
+    "ImageRow",
+    "IndexDamagedError",
+    "Meta",
+    "NewImage",
+    "ShardFile",
+    "ShardFiles",
+    "ShardFilesUnreadable",
+    "Store",
+    "committed_files",
+    "faiss_path",
+]

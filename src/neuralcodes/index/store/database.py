@@ -5,6 +5,7 @@ A method that writes either commits on its own, because it is one whole change (
 must commit together or not at all, so the caller opens :meth:`Database.transaction` around them, exactly
 where the commit point of the format (:mod:`neuralcodes.index.store`) falls.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ CREATE TABLE IF NOT EXISTS job_files (
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-_IMAGES = ("SELECT i.id, i.path, i.label, i.width, i.height, i.sha256, i.added, s.kind, s.location "
-           "FROM images i JOIN sources s ON s.id = i.source")
+_IMAGES = (
+    "SELECT i.id, i.path, i.label, i.width, i.height, i.sha256, i.added, s.kind, s.location "
+    "FROM images i JOIN sources s ON s.id = i.source"
+)
 _MAX_PARAMETERS = 500  # SQLite caps the parameters of one statement
 
 
@@ -94,7 +97,9 @@ class Database:
         """The empty tables and counts of a new index, in one transaction."""
         with self.db:
             self.db.executescript(SCHEMA)
-            self.db.executemany("INSERT INTO state VALUES (?, ?)", [("rows", "0"), ("live", "0"), ("jobs", "0")])
+            self.db.executemany(
+                "INSERT INTO state VALUES (?, ?)", [("rows", "0"), ("live", "0"), ("jobs", "0")]
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -155,21 +160,33 @@ class Database:
 
     def browse(self, offset: int, limit: int) -> list[ImageRow]:
         """Images in id order: ``limit`` of them after the first ``offset``."""
-        rows = self.db.execute(f"{_IMAGES} ORDER BY i.id LIMIT ? OFFSET ?", (max(0, int(limit)), max(0, int(offset))))
+        rows = self.db.execute(
+            f"{_IMAGES} ORDER BY i.id LIMIT ? OFFSET ?", (max(0, int(limit)), max(0, int(offset)))
+        )
         return list(map(ImageRow._make, rows))
 
     def image_file(self, image_id: int) -> ImageFile | None:
         """Where an image's file is, or None for an unknown id."""
-        row = self.db.execute("SELECT i.path, s.id, s.kind, s.location FROM images i JOIN sources s ON s.id = i.source "
-                              "WHERE i.id = ?", (int(image_id),)).fetchone()
+        row = self.db.execute(
+            "SELECT i.path, s.id, s.kind, s.location FROM images i JOIN sources s ON s.id = i.source "
+            "WHERE i.id = ?",
+            (int(image_id),),
+        ).fetchone()
         return None if row is None else ImageFile._make(row)
 
     def has_image(self, source: int, path: str) -> bool:
-        return self.db.execute("SELECT 1 FROM images WHERE source = ? AND path = ?", (source, path)).fetchone() is not None
+        return (
+            self.db.execute(
+                "SELECT 1 FROM images WHERE source = ? AND path = ?", (source, path)
+            ).fetchone()
+            is not None
+        )
 
     def image_id(self, source: int, path: str) -> int | None:
         """The id of the image at ``path`` in ``source``, if it is indexed."""
-        row = self.db.execute("SELECT id FROM images WHERE source = ? AND path = ?", (source, path)).fetchone()
+        row = self.db.execute(
+            "SELECT id FROM images WHERE source = ? AND path = ?", (source, path)
+        ).fetchone()
         return row[0] if row else None
 
     def ids_with_path(self, path: str) -> list[int]:
@@ -184,7 +201,9 @@ class Database:
 
     def sources_of_kind(self, kind: str) -> list[tuple[int, str]]:
         """(id, location) of the sources of one kind."""
-        return self.db.execute("SELECT id, location FROM sources WHERE kind = ?", (kind,)).fetchall()
+        return self.db.execute(
+            "SELECT id, location FROM sources WHERE kind = ?", (kind,)
+        ).fetchall()
 
     def source_location(self, source: int) -> str | None:
         row = self.db.execute("SELECT location FROM sources WHERE id = ?", (source,)).fetchone()
@@ -192,19 +211,29 @@ class Database:
 
     def source_id(self, kind: str, location: str) -> int:
         """The id of a source, recorded first if it is new; in the caller's transaction."""
-        self.db.execute("INSERT OR IGNORE INTO sources (kind, location) VALUES (?, ?)", (kind, location))
-        return self.db.execute("SELECT id FROM sources WHERE kind = ? AND location = ?", (kind, location)).fetchone()[0]
+        self.db.execute(
+            "INSERT OR IGNORE INTO sources (kind, location) VALUES (?, ?)", (kind, location)
+        )
+        return self.db.execute(
+            "SELECT id FROM sources WHERE kind = ? AND location = ?", (kind, location)
+        ).fetchone()[0]
 
     def skipped_counts(self, job: int | None = None) -> dict[str, int]:
         """Files not indexed, counted by kind (of one job, or of all)."""
         if job is None:
             return dict(self.db.execute("SELECT kind, count(*) FROM skipped GROUP BY kind"))
-        return dict(self.db.execute("SELECT kind, count(*) FROM skipped WHERE job = ? GROUP BY kind", (job,)))
+        return dict(
+            self.db.execute(
+                "SELECT kind, count(*) FROM skipped WHERE job = ? GROUP BY kind", (job,)
+            )
+        )
 
     def skipped_files(self) -> list[tuple[int, str, str, str, str]]:
         """(job, source location, path, kind, reason) of every file not indexed, in the order they were met."""
-        return self.db.execute("SELECT s.job, src.location, s.path, s.kind, s.reason FROM skipped s "
-                               "JOIN sources src ON src.id = s.source ORDER BY s.rowid").fetchall()
+        return self.db.execute(
+            "SELECT s.job, src.location, s.path, s.kind, s.reason FROM skipped s "
+            "JOIN sources src ON src.id = s.source ORDER BY s.rowid"
+        ).fetchall()
 
     # --- writing (each says whether it commits) ----------------------------------------------------
 
@@ -214,7 +243,9 @@ class Database:
 
     def add_skipped(self, job: int, source: int, files: Iterable[tuple[str, str, str]]) -> None:
         """Files (path, kind, reason) a job did not index; in the caller's transaction."""
-        self.db.executemany("INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [(job, source, *f) for f in files])
+        self.db.executemany(
+            "INSERT INTO skipped VALUES (?, ?, ?, ?, ?)", [(job, source, *f) for f in files]
+        )
 
     def remove_images(self, ids: Sequence[int]) -> None:
         """Delete the images and lower the live count, in one transaction of its own (their code rows stay)."""
@@ -227,7 +258,9 @@ class Database:
     def set_job_files(self, files: Iterable[tuple[str, str | None]]) -> None:
         """The (path, label) list of a starting job, replacing any other; in the caller's transaction."""
         self.db.execute("DELETE FROM job_files")
-        self.db.executemany("INSERT INTO job_files VALUES (?, ?, ?)", [(i, *f) for i, f in enumerate(files)])
+        self.db.executemany(
+            "INSERT INTO job_files VALUES (?, ?, ?)", [(i, *f) for i, f in enumerate(files)]
+        )
 
     def job_files(self) -> list[tuple[str, str | None]]:
         """The job's (path, label) list, in order."""
@@ -237,4 +270,6 @@ class Database:
         """Forget the finished job's file list and counters, in one transaction of its own."""
         with self.db:
             self.db.execute("DELETE FROM job_files")
-            self.db.execute("DELETE FROM state WHERE key IN ('job', 'job_done', ?)", (f"job{number}_added",))
+            self.db.execute(
+                "DELETE FROM state WHERE key IN ('job', 'job_done', ?)", (f"job{number}_added",)
+            )

@@ -1,6 +1,7 @@
 """The index folder: meta.json, the codes file, the checks that its parts agree, and the writer's lock
 (the database's statements are :class:`~.database.Database`'s, which a :class:`Store` is).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,13 @@ FORMAT = "neuralcodes-index"
 VERSION = 1
 DTYPES = ("float32", "float16")
 
-META, CODES, DATABASE, REPORT, LOCK = "meta.json", "codes.bin", "metadata.sqlite", "report.csv", ".lock"
+META, CODES, DATABASE, REPORT, LOCK = (
+    "meta.json",
+    "codes.bin",
+    "metadata.sqlite",
+    "report.csv",
+    ".lock",
+)
 SHARDS = "shards"  # the parts of a sharded build until they are merged (see :mod:`neuralcodes.index.shards`)
 
 
@@ -38,8 +45,15 @@ class Meta:
     created: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "dim": self.dim, "dtype": self.dtype, "model": self.model,
-                "backend": self.backend, "created": self.created}
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "model": self.model,
+            "backend": self.backend,
+            "created": self.created,
+        }
 
 
 class Store(Database):
@@ -84,11 +98,15 @@ class Store(Database):
             )
         meta = _read_meta(root / META)
         if not (root / DATABASE).is_file():
-            raise IndexDamagedError(f"{root / DATABASE} is missing: the index is incomplete; rebuild it")
+            raise IndexDamagedError(
+                f"{root / DATABASE} is missing: the index is incomplete; rebuild it"
+            )
         try:
             db = connect(root / DATABASE, existing=True)
         except sqlite3.DatabaseError as exc:
-            raise IndexDamagedError(f"{root / DATABASE} is not a readable SQLite database ({exc}); rebuild the index") from None
+            raise IndexDamagedError(
+                f"{root / DATABASE} is not a readable SQLite database ({exc}); rebuild the index"
+            ) from None
         store = cls(root, meta, db)
         store.check(allow_job)
         return store
@@ -157,7 +175,9 @@ class Store(Database):
         rows = self.rows
         if rows == 0:
             return np.zeros((0, self.meta.dim), dtype=self.meta.dtype)
-        return np.memmap(self.root / CODES, dtype=self.meta.dtype, mode="r", shape=(rows, self.meta.dim))
+        return np.memmap(
+            self.root / CODES, dtype=self.meta.dtype, mode="r", shape=(rows, self.meta.dim)
+        )
 
     def truncate_uncommitted(self) -> None:
         """Cut codes.bin back to the committed rows (bytes a killed batch left behind)."""
@@ -186,7 +206,9 @@ class Store(Database):
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     def set_backend(self, backend: dict[str, Any]) -> None:
-        self.meta = Meta(self.meta.dim, self.meta.dtype, self.meta.model, backend, self.meta.created)
+        self.meta = Meta(
+            self.meta.dim, self.meta.dtype, self.meta.model, backend, self.meta.created
+        )
         io.write_json(self.root / META, self.meta.to_dict())
 
     def write_report(self) -> Path:
@@ -210,15 +232,28 @@ def _read_meta(path: Path) -> Meta:
     try:
         raw = io.read_json(path)
     except (OSError, ValueError) as exc:
-        raise IndexDamagedError(f"{path} cannot be read ({exc}); the index is damaged: rebuild it") from None
+        raise IndexDamagedError(
+            f"{path} cannot be read ({exc}); the index is damaged: rebuild it"
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise IndexDamagedError(f"{path} is not the meta file of a neuralcodes index (format {FORMAT!r} expected)")
+        raise IndexDamagedError(
+            f"{path} is not the meta file of a neuralcodes index (format {FORMAT!r} expected)"
+        )
     if raw.get("version") != VERSION:
         raise IndexDamagedError(
             f"{path}: index format version {raw.get('version')!r}, but this neuralcodes reads version {VERSION}; "
             "rebuild the index with this version (or use the neuralcodes that wrote it)"
         )
     dim, dtype = raw.get("dim"), raw.get("dtype")
-    if not isinstance(dim, int) or dim < 1 or dtype not in DTYPES or not isinstance(raw.get("model"), dict):
-        raise IndexDamagedError(f"{path}: dim, dtype or model is missing or invalid; the index is damaged: rebuild it")
-    return Meta(dim, dtype, raw["model"], raw.get("backend") or {"name": "exact"}, raw.get("created", ""))
+    if (
+        not isinstance(dim, int)
+        or dim < 1
+        or dtype not in DTYPES
+        or not isinstance(raw.get("model"), dict)
+    ):
+        raise IndexDamagedError(
+            f"{path}: dim, dtype or model is missing or invalid; the index is damaged: rebuild it"
+        )
+    return Meta(
+        dim, dtype, raw["model"], raw.get("backend") or {"name": "exact"}, raw.get("created", "")
+    )

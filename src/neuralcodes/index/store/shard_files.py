@@ -3,6 +3,7 @@
 Each write commits on its own: a shard's start records its non-image files with ``done`` = 0, and each
 batch records its files with the new ``done`` in one transaction, after its codes are flushed.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -78,7 +79,9 @@ class ShardFiles:
     def commit_batch(self, files: Iterable[ShardFile], done: int) -> None:
         """A batch's files and the new count of files done, in one transaction (its codes are on disk already)."""
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", files)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", files
+            )
             self.db.execute("UPDATE state SET value = ? WHERE key = 'done'", (str(done),))
 
     def others(self) -> list[tuple[str, str, str]]:
@@ -87,6 +90,8 @@ class ShardFiles:
 
     def files(self) -> list[ShardFile]:
         """Every committed file of the slice, by position."""
-        rows = self.db.execute("SELECT position, path, label, sha256, width, height, kind, reason, added "
-                               "FROM files ORDER BY position")
+        rows = self.db.execute(
+            "SELECT position, path, label, sha256, width, height, kind, reason, added "
+            "FROM files ORDER BY position"
+        )
         return list(map(ShardFile._make, rows))

@@ -1,4 +1,5 @@
 """Deep ranking's configuration (Wang et al., CVPR 2014): everything that defines a run, saved as RUN/config.json."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ class RankConfig(RunConfig):
     made_by: ClassVar[str] = "neuralcodes rank train"
     aliases: ClassVar[tuple[str, ...]] = ("rank",)
     at_least_one: ClassVar[tuple[str, ...]] = (
-        "batch_size", "epochs", "triplets_per_epoch", "eval_triplets", "embedding_dim", "image_size", "feature_batch_size",
+        "batch_size",
+        "epochs",
+        "triplets_per_epoch",
+        "eval_triplets",
+        "embedding_dim",
+        "image_size",
+        "feature_batch_size",
     )
     positive: ClassVar[tuple[str, ...]] = ("gap", "lr")
 
@@ -29,7 +36,9 @@ class RankConfig(RunConfig):
     embedding_dim: int = 128
     head_hidden: int = 0  # 0: the paper's linear head; > 0: one hidden ReLU layer of this width
     gap: float = 1.0  # the hinge's gap g (the paper uses 1.0)
-    squared_distance: bool = False  # D squared in the loss and the miners (the paper's choice); default plain D
+    squared_distance: bool = (
+        False  # D squared in the loss and the miners (the paper's choice); default plain D
+    )
     mining: str = "random"  # random | semihard | hard | batch_hard (in-batch, learning/miners.py)
     optimizer: str = "adam"
     lr: float = 0.001
@@ -45,13 +54,17 @@ class RankConfig(RunConfig):
     def validate(self) -> "RankConfig":
         super().validate()
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
         get_miner(self.mining)
         # torch's own refusal ("Invalid weight_decay value") names no option; a negative hidden width silently
         # meant the linear head.
         for name in ("weight_decay", "head_hidden"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
+                raise ValueError(
+                    f"{name} must not be negative, got {getattr(self, name)} ({option(name)})"
+                )
         if self.image_size > MAX_IMAGE_SIZE:
             raise ValueError(
                 f"image_size {self.image_size} ({option('image_size')}) is larger than {MAX_IMAGE_SIZE}: the images "

@@ -8,6 +8,7 @@
   10 training results.
 Results go to ``RUN/metrics.json`` under "ranking" (and "ranking_mining" for the comparison).
 """
+
 from __future__ import annotations
 
 import time
@@ -47,17 +48,28 @@ QUERY_SUBSET_KEY = 1_000_004
 
 
 def retrieval_scores(
-    queries: torch.Tensor, query_labels: np.ndarray, database: torch.Tensor, database_labels: np.ndarray,
+    queries: torch.Tensor,
+    query_labels: np.ndarray,
+    database: torch.Tensor,
+    database_labels: np.ndarray,
     ks: Sequence[int] = (10, 30),
 ) -> dict[str, float]:
     """mAP and P@k of every query against the whole database (full ranking, blocked)."""
-    m = retrieval_metrics(queries.numpy(), np.asarray(query_labels), ks=ks, database=database.numpy(),
-                          database_labels=np.asarray(database_labels))  # fmt: skip
+    m = retrieval_metrics(
+        queries.numpy(),
+        np.asarray(query_labels),
+        ks=ks,
+        database=database.numpy(),
+        database_labels=np.asarray(database_labels),
+    )
     return {"mAP": m["mAP"], **{f"P@{k}": m[f"P@{k}"] for k in ks}, "n_queries": m["n_queries"]}
 
 
 def evaluate_ranking(
-    run_dir: str | Path, dataset: Dataset | None = None, max_queries: int | None = None, figure_queries: int = 5
+    run_dir: str | Path,
+    dataset: Dataset | None = None,
+    max_queries: int | None = None,
+    figure_queries: int = 5,
 ) -> dict:
     """Evaluate the run's last checkpoint; writes metrics["ranking"] and the figures. Returns the metrics."""
     run = Run(Path(run_dir))
@@ -68,8 +80,20 @@ def evaluate_ranking(
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
     test_in = make_inputs(net, config, run, dataset.val, "val", device)
     sp = {
-        "train": triplet_precision(net, train_in, eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY), device, config.bf16),
-        "test": triplet_precision(net, test_in, eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY), device, config.bf16),
+        "train": triplet_precision(
+            net,
+            train_in,
+            eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY),
+            device,
+            config.bf16,
+        ),
+        "test": triplet_precision(
+            net,
+            test_in,
+            eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY),
+            device,
+            config.bf16,
+        ),
     }
     db = embed(net, train_in, np.arange(len(train_in)), device, config.bf16)
     queries = _query_subset(len(test_in), max_queries, config.seed)
@@ -108,32 +132,55 @@ def _query_subset(n: int, max_queries: int | None, seed: int) -> np.ndarray:
 
 
 def _figure(
-    run: Run, dataset: Dataset, net, test_in: RankingInputs, train_in: RankingInputs, db: torch.Tensor,
-    config: RankConfig, n: int,
+    run: Run,
+    dataset: Dataset,
+    net,
+    test_in: RankingInputs,
+    train_in: RankingInputs,
+    db: torch.Tensor,
+    config: RankConfig,
+    n: int,
 ) -> str:
     from neuralcodes.plots.retrieval import plot_ranked_results
 
     rng = np.random.default_rng(derive_seed(config.seed, FIGURE_KEY))
-    classes = rng.choice(np.unique(test_in.labels), size=min(n, len(np.unique(test_in.labels))), replace=False)
+    classes = rng.choice(
+        np.unique(test_in.labels), size=min(n, len(np.unique(test_in.labels))), replace=False
+    )
     picks = np.array([rng.choice(np.flatnonzero(test_in.labels == c)) for c in classes])
     z = embed(net, test_in, picks, next(net.parameters()).device, config.bf16)
     indices, distances = search(z.numpy(), db.numpy())
     show = min(10, db.shape[0])
-    near, far = np.s_[:, :show], np.s_[:, -show:]  # the nearest and the farthest results of each query
+    near, far = (
+        np.s_[:, :show],
+        np.s_[:, -show:],
+    )  # the nearest and the farthest results of each query
 
     def results(part: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return dataset.train.images[indices[part]], train_in.labels[indices[part]], distances[part]
 
     name = "ranking_results.png"
     images, labels, dists = results(near)
-    plot_ranked_results(dataset.val.images[picks], test_in.labels[picks], images, labels, dataset.train.class_names,
-                        run.figures / name, distances=dists, bottom=results(far))  # fmt: skip
+    plot_ranked_results(
+        dataset.val.images[picks],
+        test_in.labels[picks],
+        images,
+        labels,
+        dataset.train.class_names,
+        run.figures / name,
+        distances=dists,
+        bottom=results(far),
+    )
     return f"figures/{name}"
 
 
 def compare_mining(
-    run_dir: str | Path, miners: Sequence[str] = MINERS, epochs: int | None = None,
-    triplets_per_epoch: int | None = None, max_queries: int | None = 2000, dataset: Dataset | None = None,
+    run_dir: str | Path,
+    miners: Sequence[str] = MINERS,
+    epochs: int | None = None,
+    triplets_per_epoch: int | None = None,
+    max_queries: int | None = 2000,
+    dataset: Dataset | None = None,
 ) -> dict:
     """Train a fresh head per negative-mining strategy on the run's data (same seed, same triplets).
 
@@ -142,7 +189,11 @@ def compare_mining(
     """
     run = Run(Path(run_dir))
     base = RankConfig.from_dict(run.config(expect="neuralcodes rank train"), source=run.root)
-    base = replace(base, epochs=epochs or base.epochs, triplets_per_epoch=triplets_per_epoch or base.triplets_per_epoch)
+    base = replace(
+        base,
+        epochs=epochs or base.epochs,
+        triplets_per_epoch=triplets_per_epoch or base.triplets_per_epoch,
+    )
     dataset = dataset if dataset is not None else _load(run, base)
     results = {}
     for name in miners:
@@ -168,15 +219,42 @@ def _fit_and_score(run: Run, config: RankConfig, dataset: Dataset, max_queries: 
     losses: list[float] = []
     for epoch in range(config.epochs):
         triplets = sampler.sample(config.triplets_per_epoch, derive_seed(config.seed, epoch))
-        losses += train_epoch(net, optimizer, loss_fn, miner, train_in, triplets, config.batch_size, device, config.bf16, epoch)
+        losses += train_epoch(
+            net,
+            optimizer,
+            loss_fn,
+            miner,
+            train_in,
+            triplets,
+            config.batch_size,
+            device,
+            config.bf16,
+            epoch,
+        )
     seconds = time.perf_counter() - t0
     queries = _query_subset(len(test_in), max_queries, config.seed)
     scores = retrieval_scores(
-        embed(net, test_in, queries, device, config.bf16), test_in.labels[queries],
-        embed(net, train_in, np.arange(len(train_in)), device, config.bf16), train_in.labels,
+        embed(net, test_in, queries, device, config.bf16),
+        test_in.labels[queries],
+        embed(net, train_in, np.arange(len(train_in)), device, config.bf16),
+        train_in.labels,
     )
     return {
-        "train_similarity_precision": triplet_precision(net, train_in, eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY), device, config.bf16),
-        "test_similarity_precision": triplet_precision(net, test_in, eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY), device, config.bf16),
-        **scores, "final_loss": float(np.mean(losses[-max(1, len(losses) // 10):])), "train_seconds": seconds,
+        "train_similarity_precision": triplet_precision(
+            net,
+            train_in,
+            eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY),
+            device,
+            config.bf16,
+        ),
+        "test_similarity_precision": triplet_precision(
+            net,
+            test_in,
+            eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY),
+            device,
+            config.bf16,
+        ),
+        **scores,
+        "final_loss": float(np.mean(losses[-max(1, len(losses) // 10) :])),
+        "train_seconds": seconds,
     }

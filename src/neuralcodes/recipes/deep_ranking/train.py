@@ -12,6 +12,7 @@ multi-scale shallow branches, which read the 64x64 images and cost little). With
     RUN/loss_iterations.csv            loss per iteration
     RUN/checkpoints/last.pt            weights + optimiser + RNG + position in the epoch (resume)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -48,15 +49,20 @@ TRAIN_EVAL_KEY, TEST_EVAL_KEY = 1_000_001, 1_000_002
 def build_network(config: RankConfig) -> RankingEmbedding:
     backbone = build_backbone(config.backbone, config.pretrained, config.weights, config.image_size)
     return RankingEmbedding(
-        backbone, config.embedding_dim, multiscale=config.multiscale, freeze_backbone=config.freeze_backbone,
+        backbone,
+        config.embedding_dim,
+        multiscale=config.multiscale,
+        freeze_backbone=config.freeze_backbone,
         head_hidden=config.head_hidden,
     )
 
 
 def build_objective(config: RankConfig) -> tuple[TripletMarginLoss, BaseMiner | None]:
     """The triplet loss (gap g, plain or squared D) and the in-batch miner of ``config`` (None: random)."""
-    return (triplet_loss(config.gap, config.squared_distance),
-            get_miner(config.mining, config.gap, config.squared_distance))
+    return (
+        triplet_loss(config.gap, config.squared_distance),
+        get_miner(config.mining, config.gap, config.squared_distance),
+    )
 
 
 class FeatureCache:
@@ -69,12 +75,21 @@ class FeatureCache:
     def path(self) -> Path:
         return self.folder / f"{self.name}.npy"
 
-    def get(self, backbone: nn.Module, images: np.ndarray, device: torch.device, batch_size: int, bf16: bool) -> np.ndarray:
+    def get(
+        self,
+        backbone: nn.Module,
+        images: np.ndarray,
+        device: torch.device,
+        batch_size: int,
+        bf16: bool,
+    ) -> np.ndarray:
         if self.path.exists():
             feats = np.load(self.path)  # read whole: torch wants writable memory, and it is reused
             if len(feats) == len(images):
                 return feats
-            raise ValueError(f"{self.path} holds {len(feats)} features for {len(images)} images; delete it to recompute")
+            raise ValueError(
+                f"{self.path} holds {len(feats)} features for {len(images)} images; delete it to recompute"
+            )
         parts = self.folder / f"{self.name}_parts"
         n_chunks = (len(images) + self.chunk - 1) // self.chunk
         # channels-last + bf16: about 2x the conv throughput on AVX-512-BF16 CPUs and on GPUs.
@@ -84,7 +99,10 @@ class FeatureCache:
                 part = parts / f"{c:05d}.npy"
                 lo, hi = c * self.chunk, min((c + 1) * self.chunk, len(images))
                 if not part.exists():
-                    io.save_npy(part, _backbone_features(backbone, images[lo:hi], device, batch_size, bf16, bar))
+                    io.save_npy(
+                        part,
+                        _backbone_features(backbone, images[lo:hi], device, batch_size, bf16, bar),
+                    )
                 else:
                     bar.advance(hi - lo)
         feats = np.concatenate([np.load(parts / f"{c:05d}.npy") for c in range(n_chunks)])
@@ -97,7 +115,12 @@ class FeatureCache:
 
 @torch.no_grad()
 def _backbone_features(
-    backbone: nn.Module, images: np.ndarray, device: torch.device, batch_size: int, bf16: bool, bar: ProgressBar
+    backbone: nn.Module,
+    images: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool,
+    bar: ProgressBar,
 ) -> np.ndarray:
     source = DeviceImages(images, device)
     out = []
@@ -119,42 +142,72 @@ class RankingInputs:
     """What the network reads for image indices: images, or cached deep features and the cached
     4x down-sampled images of the shallow branches (both fixed when the backbone is frozen)."""
 
-    def __init__(self, images: ImageSet, device: torch.device, features: np.ndarray | None, need: str) -> None:
+    def __init__(
+        self, images: ImageSet, device: torch.device, features: np.ndarray | None, need: str
+    ) -> None:
         self.labels = np.asarray(images.labels, dtype=np.int64)
         self.images = DeviceImages(images.images, device) if need == "images" else None
         self.low = _downsampled(images.images, device) if need == "low" else None
-        self.features = None if features is None else torch.from_numpy(np.asarray(features)).to(device)
+        self.features = (
+            None if features is None else torch.from_numpy(np.asarray(features)).to(device)
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def get(self, idx: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    def get(
+        self, idx: np.ndarray
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """(images, deep features, 4x down-sampled images) of ``idx``; None where not used."""
         t = torch.as_tensor(idx, dtype=torch.long)
         x = None if self.images is None else self.images.batch(idx)
-        deep = None if self.features is None else self.features.index_select(0, t.to(self.features.device)).float()
+        deep = (
+            None
+            if self.features is None
+            else self.features.index_select(0, t.to(self.features.device)).float()
+        )
         low = None if self.low is None else self.low.index_select(0, t.to(self.low.device))
         return x, deep, low
 
 
 def _downsampled(images: np.ndarray, device: torch.device, chunk: int = 8192) -> torch.Tensor:
     source = DeviceImages(images, device)
-    return torch.cat([downsample(source.batch(np.arange(lo, min(lo + chunk, len(source)))))
-                      for lo in range(0, len(source), chunk)]).contiguous()
+    return torch.cat(
+        [
+            downsample(source.batch(np.arange(lo, min(lo + chunk, len(source)))))
+            for lo in range(0, len(source), chunk)
+        ]
+    ).contiguous()
 
 
-def make_inputs(net: RankingEmbedding, config: RankConfig, run: Run, images: ImageSet, name: str, device: torch.device) -> RankingInputs:
+def make_inputs(
+    net: RankingEmbedding,
+    config: RankConfig,
+    run: Run,
+    images: ImageSet,
+    name: str,
+    device: torch.device,
+) -> RankingInputs:
     """Cached backbone features when the backbone is frozen; images when anything reads them."""
     features = None
     if config.freeze_backbone:
         cache = FeatureCache(run.root / "features", name)
-        features = cache.get(net.backbone, images.images, device, config.feature_batch_size, config.bf16)
+        features = cache.get(
+            net.backbone, images.images, device, config.feature_batch_size, config.bf16
+        )
     need = "images" if not config.freeze_backbone else ("low" if len(net.shallow) else "none")
     return RankingInputs(images, device, features, need)
 
 
 @torch.no_grad()
-def embed(net: RankingEmbedding, inputs: RankingInputs, indices: np.ndarray, device: torch.device, bf16: bool, batch_size: int = 1024) -> torch.Tensor:
+def embed(
+    net: RankingEmbedding,
+    inputs: RankingInputs,
+    indices: np.ndarray,
+    device: torch.device,
+    bf16: bool,
+    batch_size: int = 1024,
+) -> torch.Tensor:
     """Unit embeddings (float32, on CPU) of ``indices``."""
     net.eval()
     out = []
@@ -165,7 +218,13 @@ def embed(net: RankingEmbedding, inputs: RankingInputs, indices: np.ndarray, dev
     return torch.cat(out) if out else torch.zeros(0, net.embedding_dim)
 
 
-def triplet_precision(net: RankingEmbedding, inputs: RankingInputs, triplets: np.ndarray, device: torch.device, bf16: bool) -> float:
+def triplet_precision(
+    net: RankingEmbedding,
+    inputs: RankingInputs,
+    triplets: np.ndarray,
+    device: torch.device,
+    bf16: bool,
+) -> float:
     """Similarity precision: share of triplets with D(q, p) < D(q, n)."""
     from neuralcodes.retrieval.metrics import similarity_precision
 
@@ -197,8 +256,14 @@ class IterationLosses:
 
 
 def ranking_step(
-    net: RankingEmbedding, optimizer: torch.optim.Optimizer, loss_fn: TripletMarginLoss, miner: BaseMiner | None,
-    inputs: RankingInputs, device: torch.device, bf16: bool, record: Callable[[float], None] = lambda loss: None,
+    net: RankingEmbedding,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: TripletMarginLoss,
+    miner: BaseMiner | None,
+    inputs: RankingInputs,
+    device: torch.device,
+    bf16: bool,
+    record: Callable[[float], None] = lambda loss: None,
 ) -> Callable[[np.ndarray], dict[str, float]]:
     """One optimiser step on a batch of triplets (rows of image indices); ``record`` gets its loss.
 
@@ -229,8 +294,16 @@ def ranking_step(
 
 
 def train_epoch(
-    net: RankingEmbedding, optimizer: torch.optim.Optimizer, loss_fn: TripletMarginLoss, miner: BaseMiner | None,
-    inputs: RankingInputs, triplets: np.ndarray, batch_size: int, device: torch.device, bf16: bool, epoch: int,
+    net: RankingEmbedding,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: TripletMarginLoss,
+    miner: BaseMiner | None,
+    inputs: RankingInputs,
+    triplets: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    bf16: bool,
+    epoch: int,
 ) -> list[float]:
     """One pass over ``triplets`` outside a run (the mining comparison); returns the loss of every iteration."""
     losses: list[float] = []
@@ -244,23 +317,37 @@ def upgrade_checkpoint(payload: dict) -> dict:
     """A checkpoint of before the shared loop: ``epoch`` counted the epochs done (the loop names the last one
     done, from 0) and there was no early stopping nor position inside an epoch; older ones still name every
     weight "embedding.*" (the network sat in a TripletNetwork wrapper)."""
-    payload = {**payload, "model": {k.removeprefix("embedding."): v for k, v in payload["model"].items()}}
-    if "epoch" in payload and "early_stopping" not in payload:  # (a file of weights alone has neither)
-        payload.update(epoch=payload["epoch"] - 1, early_stopping=EarlyStopping().state_dict(), in_epoch=None)
+    payload = {
+        **payload,
+        "model": {k.removeprefix("embedding."): v for k, v in payload["model"].items()},
+    }
+    if (
+        "epoch" in payload and "early_stopping" not in payload
+    ):  # (a file of weights alone has neither)
+        payload.update(
+            epoch=payload["epoch"] - 1, early_stopping=EarlyStopping().state_dict(), in_epoch=None
+        )
     return payload
 
 
 def prepare_run(config: RankConfig, run: Run, dataset: Dataset, resume: bool) -> None:
     if run.exists() and not resume:
-        raise FileExistsError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
+        raise FileExistsError(
+            f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
+        )
     if dataset.val is None:
         raise ValueError(f"dataset {dataset.name!r} has no separate validation set to test on")
     run.pin_data(dataset.name, dataset.checksum, dataset.location, dataset.skipped)
     run.write_config(config)
 
 
-def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None = None, resume: bool = False,
-                  checkpoint_minutes: float = 5.0) -> Run:  # fmt: skip
+def train_ranking(
+    config: RankConfig,
+    out: str | Path,
+    dataset: Dataset | None = None,
+    resume: bool = False,
+    checkpoint_minutes: float = 5.0,
+) -> Run:
     """Train (or resume) a deep-ranking run in ``out``; returns the Run.
 
     A checkpoint is written at the end of every epoch, every ``checkpoint_minutes`` inside one and on
@@ -269,7 +356,9 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
     config.validate()
     run = Run(Path(out))
     if run.exists() and not resume:  # before the data loads
-        raise FileExistsError(f"{run.root} already holds a run; pass --resume to continue it or choose another --out")
+        raise FileExistsError(
+            f"{run.root} already holds a run; pass --resume to continue it or choose another --out"
+        )
     # The lock refuses a second writer, and a start that fails on its input (an unknown backbone, an unreadable
     # weight file) leaves no folder behind: everything that can fail is built before the run is recorded, so the
     # corrected command is not refused as "already holds a run" / "a different configuration".
@@ -285,43 +374,81 @@ def train_ranking(config: RankConfig, out: str | Path, dataset: Dataset | None =
         net = build_network(config).to(device)
         if device.type == "cuda" or not config.freeze_backbone:
             net = net.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(config.optimizer, net.parameters(), config.lr, config.weight_decay)
+        optimizer = build_optimizer(
+            config.optimizer, net.parameters(), config.lr, config.weight_decay
+        )
         prepare_run(config, run, dataset, resume)
         _train(run, config, dataset, net, optimizer, device, resume, checkpoint_minutes)
         run.finish()
     return run
 
 
-def _train(run: Run, config: RankConfig, dataset: Dataset, net: RankingEmbedding, optimizer: torch.optim.Optimizer,
-           device: torch.device, resume: bool, checkpoint_minutes: float) -> None:
+def _train(
+    run: Run,
+    config: RankConfig,
+    dataset: Dataset,
+    net: RankingEmbedding,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    resume: bool,
+    checkpoint_minutes: float,
+) -> None:
     train_in = make_inputs(net, config, run, dataset.train, "train", device)
     test_in = make_inputs(net, config, run, dataset.val, "val", device)
     loss_fn, miner = build_objective(config)
     generator = torch.Generator().manual_seed(config.seed)
-    store = TripletStore(run.root / "triplets", TripletSampler(train_in.labels), config.triplets_per_epoch, config.seed)
+    store = TripletStore(
+        run.root / "triplets",
+        TripletSampler(train_in.labels),
+        config.triplets_per_epoch,
+        config.seed,
+    )
     train_eval = eval_triplets(train_in.labels, config.eval_triplets, config.seed, TRAIN_EVAL_KEY)
     test_eval = eval_triplets(test_in.labels, config.eval_triplets, config.seed, TEST_EVAL_KEY)
     iterations = IterationLosses(-(-config.triplets_per_epoch // config.batch_size))
 
     def validate() -> dict[str, float]:
-        return {"train_similarity_precision": triplet_precision(net, train_in, train_eval, device, config.bf16),
-                "test_similarity_precision": triplet_precision(net, test_in, test_eval, device, config.bf16)}  # fmt: skip
+        return {
+            "train_similarity_precision": triplet_precision(
+                net, train_in, train_eval, device, config.bf16
+            ),
+            "test_similarity_precision": triplet_precision(
+                net, test_in, test_eval, device, config.bf16
+            ),
+        }
 
     if not (resume and run.last_checkpoint.exists()):
         run.update_metrics("ranking_untrained", validate())
-    step = ranking_step(net, optimizer, loss_fn, miner, train_in, device, config.bf16, record=iterations.add)
+    step = ranking_step(
+        net, optimizer, loss_fn, miner, train_in, device, config.bf16, record=iterations.add
+    )
 
     def on_epoch(history: list[dict]) -> None:
         write_history(run, history, iterations.rows)
         h = history[-1]
-        console.print(f"epoch {h['epoch']}/{config.epochs}: loss {h['loss']:.4f}, similarity precision "
-                      f"train {h['train_similarity_precision']:.4f} test {h['test_similarity_precision']:.4f}")  # fmt: skip
+        console.print(
+            f"epoch {h['epoch']}/{config.epochs}: loss {h['loss']:.4f}, similarity precision "
+            f"train {h['train_similarity_precision']:.4f} test {h['test_similarity_precision']:.4f}"
+        )
 
     # No model selection: the similarity precision is measured on the test set, and the last weights are the result.
-    loop = Loop(run, net, optimizer, generator, lambda epoch, g: store.get(epoch), step, validate, epochs=config.epochs,
-                batch_size=config.batch_size, monitor=None, checkpoint_minutes=checkpoint_minutes, unit="triplets",
-                summarise=lambda totals: {"loss": totals["loss"] / totals["steps"]}, stateful={"iterations": iterations},
-                upgrade=upgrade_checkpoint)  # fmt: skip
+    loop = Loop(
+        run,
+        net,
+        optimizer,
+        generator,
+        lambda epoch, g: store.get(epoch),
+        step,
+        validate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        monitor=None,
+        checkpoint_minutes=checkpoint_minutes,
+        unit="triplets",
+        summarise=lambda totals: {"loss": totals["loss"] / totals["steps"]},
+        stateful={"iterations": iterations},
+        upgrade=upgrade_checkpoint,
+    )
     result = fit(loop, resume, on_epoch)
     _plot_losses(run, result.history, iterations.rows)
 
@@ -338,13 +465,17 @@ def _plot_losses(run: Run, history: list[dict], iterations: list[dict]) -> None:
     plot_loss_curves(history, iterations, run.figures / "ranking_loss.png")
 
 
-def load_network(run: Run, device: torch.device | None = None) -> tuple[RankConfig, RankingEmbedding, dict]:
+def load_network(
+    run: Run, device: torch.device | None = None
+) -> tuple[RankConfig, RankingEmbedding, dict]:
     """The config and network of a trained run (weights of its last checkpoint), and that checkpoint, whose
     ``epoch`` counts the epochs completed (as deep-ranking runs always have; the loop counts from 0)."""
     config = RankConfig.from_dict(run.config(expect="neuralcodes rank train"), source=run.root)
     device = device or pick_device(config.device)
     if not run.last_checkpoint.exists():
-        raise FileNotFoundError(f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)")
+        raise FileNotFoundError(
+            f"{run.last_checkpoint} does not exist: train the run first (`neuralcodes rank train`)"
+        )
     net = build_network(config)
     payload = upgrade_checkpoint(load_checkpoint(run.last_checkpoint, map_location="cpu"))
     net.load_state_dict(payload["model"])

@@ -1,4 +1,5 @@
 """The course recipe's configuration: the Babenko et al. ConvNet trained as a classifier of the in-domain classes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,11 +17,17 @@ class ClassifyConfig(RunConfig):
     aliases: ClassVar[tuple[str, ...]] = ("classify",)
     at_least_one: ClassVar[tuple[str, ...]] = ("batch_size", "epochs", "eval_batch_size", "n_ood")
     positive: ClassVar[tuple[str, ...]] = ("lr",)
-    code_layers: ClassVar[tuple[str, ...]] = ("L5", "L6", "L7")  # scored on the class-disjoint validation classes
+    code_layers: ClassVar[tuple[str, ...]] = (
+        "L5",
+        "L6",
+        "L7",
+    )  # scored on the class-disjoint validation classes
 
     split_seed: int = 42  # the course split's np.random.seed
     n_ood: int = 10  # the last n_ood classes are held out for retrieval ...
-    ood_classes: list[str] | None = None  # ... unless these are named (folder names / wnids / class names)
+    ood_classes: list[str] | None = (
+        None  # ... unless these are named (folder names / wnids / class names)
+    )
     batch_size: int = 100
     lr: float = 1e-4
     epochs: int = 100
@@ -56,17 +63,29 @@ class ClassifyConfig(RunConfig):
         from neuralcodes.learning.schedules import SCHEDULES
 
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r} (option --optimizer); choose one of {', '.join(OPTIMIZERS)}")
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r} (option --optimizer); choose one of {', '.join(OPTIMIZERS)}"
+            )
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r} (option --schedule); choose one of {', '.join(SCHEDULES)}")
+            raise ValueError(
+                f"unknown schedule {self.schedule!r} (option --schedule); choose one of {', '.join(SCHEDULES)}"
+            )
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing} (option --label-smoothing)")
+            raise ValueError(
+                f"label_smoothing must be in [0, 1), got {self.label_smoothing} (option --label-smoothing)"
+            )
         if self.val_class_images < 2:
-            raise ValueError(f"val_class_images must be at least 2 (leave-one-out), got {self.val_class_images} (option --val-class-images)")
+            raise ValueError(
+                f"val_class_images must be at least 2 (leave-one-out), got {self.val_class_images} (option --val-class-images)"
+            )
         if self.select_layer not in self.code_layers:
-            raise ValueError(f"select_layer must be one of {', '.join(self.code_layers)}, got {self.select_layer!r} "
-                             "(option --select-layer)")
+            raise ValueError(
+                f"select_layer must be one of {', '.join(self.code_layers)}, got {self.select_layer!r} "
+                "(option --select-layer)"
+            )
         for name in ("patience", "split_seed", "weight_decay", "warmup_epochs", "n_val_classes"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
+                raise ValueError(
+                    f"{name} must not be negative, got {getattr(self, name)} ({option(name)})"
+                )
         return self

@@ -1,4 +1,5 @@
 """Classification quality of a trained run: cross-entropy, accuracy and top-5 on train/val/test."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,10 @@ SPLITS = ("train", "val", "test")
 
 
 def evaluate_run(
-    run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None, data: str | None = None,
+    run: Run | str | Path,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    data: str | None = None,
     split: Split | None = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate the best epoch of ``run`` (dropout off) and store the table in metrics.json.
@@ -27,7 +31,9 @@ def evaluate_run(
         p, cfg = open_trained(run, dataset, device, data, split)
         labels = p.labels
         results = {
-            name: evaluate_classifier(p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16)
+            name: evaluate_classifier(
+                p.model, p.images, labels, getattr(p.split, name), cfg.eval_batch_size, cfg.bf16
+            )
             for name in SPLITS
         }
         run.update_metrics("classification", results)

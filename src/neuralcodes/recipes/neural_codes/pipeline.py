@@ -8,6 +8,7 @@ once per extra seed (RUN/seeds/<variant>-seed<k>/, training and evaluation only)
 can be compared with the spread over seeds.
 Every stage resumes: a finished stage's results are kept, an interrupted training continues.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, replace
@@ -40,23 +41,32 @@ def validate_study(options: StudyOptions) -> StudyOptions:
         raise ValueError(f"--pca-fit-images must be at least 1, got {options.pca_fit_images}")
     unknown = set(options.layers) - set(CODE_LAYERS)
     if unknown:
-        raise ValueError(f"unknown code layer(s) {sorted(unknown)}; choose from {', '.join(CODE_LAYERS)}")
+        raise ValueError(
+            f"unknown code layer(s) {sorted(unknown)}; choose from {', '.join(CODE_LAYERS)}"
+        )
     bad = [d for d in options.pca_dims if d is not None and d < 1]
     if bad:
         raise ValueError(f"PCA dimensions must be at least 1, got {bad}")
-    if not options.scales or any(not isinstance(x, (int, float)) or isinstance(x, bool) or not x > 0 for x in options.scales):
-        raise ValueError(f"--scales must be positive numbers, e.g. 1,0.7071,1.4142, got {list(options.scales)!r}")
+    if not options.scales or any(
+        not isinstance(x, (int, float)) or isinstance(x, bool) or not x > 0 for x in options.scales
+    ):
+        raise ValueError(
+            f"--scales must be positive numbers, e.g. 1,0.7071,1.4142, got {list(options.scales)!r}"
+        )
     if options.code_dtype not in ("float32", "float16"):
         raise ValueError(f"code dtype must be float32 or float16, got {options.code_dtype!r}")
     return options
 
 
-def _train_and_evaluate(cfg: ClassifyConfig, run: Run, dataset: Dataset, split: Split, resume: bool,
-                        minutes: float) -> dict:  # fmt: skip
+def _train_and_evaluate(
+    cfg: ClassifyConfig, run: Run, dataset: Dataset, split: Split, resume: bool, minutes: float
+) -> dict:
     """Train (or continue training), then evaluate; with ``resume`` a finished stage is kept as it is."""
     metrics = run.metrics() if resume else {}
     if "training" not in metrics:
-        train_classifier(cfg, run.root, resume=resume, dataset=dataset, checkpoint_minutes=minutes, split=split)
+        train_classifier(
+            cfg, run.root, resume=resume, dataset=dataset, checkpoint_minutes=minutes, split=split
+        )
     if "classification" in metrics:
         return metrics["classification"]
     run.write_progress("evaluation")
@@ -93,10 +103,14 @@ def run_protocol(
     study = validate_study(replace(study or StudyOptions(), device=cfg.device))
     run = Run(out)
     if run.exists() and not resume and run.last_checkpoint.exists():
-        raise FileExistsError(f"{run.root} already holds a run; pass --resume to continue it or choose another folder")
+        raise FileExistsError(
+            f"{run.root} already holds a run; pass --resume to continue it or choose another folder"
+        )
     with run.lock():
         if run.exists():
-            run.write_config(cfg)  # a resumed run: refuses other options, naming them, before any work
+            run.write_config(
+                cfg
+            )  # a resumed run: refuses other options, naming them, before any work
         # Decoded once and split once, shared by every stage, variant and seed run (VARIANTS and seeds leave
         # the split options alone; each stage still checks it against its folder's split.json). A held-out
         # class too small to query fails now, not after hours.
@@ -108,7 +122,16 @@ def run_protocol(
 
         if variants:
             extra = [s for s in seeds if s != cfg.seed]
-            table = {"baseline": _variant_row(run, classification, results, _seed_runs(run, "baseline", cfg, extra, dataset, split, resume, checkpoint_minutes))}
+            table = {
+                "baseline": _variant_row(
+                    run,
+                    classification,
+                    results,
+                    _seed_runs(
+                        run, "baseline", cfg, extra, dataset, split, resume, checkpoint_minutes
+                    ),
+                )
+            }
             # Written after every variant: a variant takes hours on a CPU, so the report of a run still
             # training shows the finished ones and names those to come.
             run.update_metrics("variants_pending", list(variants))
@@ -118,31 +141,50 @@ def run_protocol(
                 vrun = Run(run.root / "variants" / name)
                 run.write_progress(f"variant {name}")
                 with vrun.lock():
-                    vcls = _train_and_evaluate(vcfg, vrun, dataset, split, resume, checkpoint_minutes)
+                    vcls = _train_and_evaluate(
+                        vcfg, vrun, dataset, split, resume, checkpoint_minutes
+                    )
                     vres = _study(vrun, dataset, split, replace(study, pca_dims=(None,)), resume)
                     vrun.finish()  # else `status` shows its last stage as if it stopped there
-                table[name] = _variant_row(vrun, vcls, vres, _seed_runs(run, name, vcfg, extra, dataset, split, resume, checkpoint_minutes))
+                table[name] = _variant_row(
+                    vrun,
+                    vcls,
+                    vres,
+                    _seed_runs(run, name, vcfg, extra, dataset, split, resume, checkpoint_minutes),
+                )
                 run.update_metrics("variants", table)
-                run.update_metrics("variants_pending", list(variants[i + 1:]))
+                run.update_metrics("variants_pending", list(variants[i + 1 :]))
         run.write_progress("done")
     return run
 
 
-def _seed_runs(run: Run, name: str, cfg: ClassifyConfig, seeds: Sequence[int], dataset: Dataset, split: Split,
-               resume: bool, minutes: float) -> list[float]:  # fmt: skip
+def _seed_runs(
+    run: Run,
+    name: str,
+    cfg: ClassifyConfig,
+    seeds: Sequence[int],
+    dataset: Dataset,
+    split: Split,
+    resume: bool,
+    minutes: float,
+) -> list[float]:
     """Test accuracy of ``cfg`` trained once per extra seed (training and evaluation only)."""
     accuracies = []
     for seed in seeds:
         srun = Run(run.root / "seeds" / f"{name}-seed{seed}")
         run.write_progress(f"seed runs: {name}, seed {seed}")
         with srun.lock():
-            result = _train_and_evaluate(replace(cfg, seed=seed), srun, dataset, split, resume, minutes)
+            result = _train_and_evaluate(
+                replace(cfg, seed=seed), srun, dataset, split, resume, minutes
+            )
             accuracies.append(result["test"]["accuracy"])
             srun.finish()
     return accuracies
 
 
-def _variant_row(run: Run, classification: dict, results: dict, seed_accuracies: list[float]) -> dict:
+def _variant_row(
+    run: Run, classification: dict, results: dict, seed_accuracies: list[float]
+) -> dict:
     training = run.metrics()["training"]
     row = {
         "n_test": io.read_json(run.root / "split.json")["sizes"]["test"],

@@ -14,6 +14,7 @@ its row says ``uses_database`` where the step reads the unlabelled database's ow
     RUN/metrics.json["quality"]    validation choices (every candidate tried) and the held-out table
     RUN/codes/quality_ap.npz       per-query held-out AP of every row (for intervals between any two)
 """
+
 from __future__ import annotations
 
 import time
@@ -64,7 +65,9 @@ class QualityOptions:
     max_whiten_dim: int = 4096  # the eigen-decomposition is (D, D) in float64: not for 16,384-d L5
     seed: int = 0
     device: str | None = None
-    reranking: dict[str, Grid] = field(default_factory=lambda: dict(DEFAULT_RERANKING))  # step -> its grid
+    reranking: dict[str, Grid] = field(
+        default_factory=lambda: dict(DEFAULT_RERANKING)
+    )  # step -> its grid
 
     def validate(self) -> "QualityOptions":
         if not self.layers or not set(self.layers) <= {"L5", "L6", "L7"}:
@@ -72,10 +75,14 @@ class QualityOptions:
         if self.fit_images < 2:
             raise ValueError(f"fit_images must be at least 2 (a covariance), got {self.fit_images}")
         if any(d is not None and d < 1 for d in self.dims):
-            raise ValueError(f"whitening dimensions must be at least 1 (or None for all), got {list(self.dims)}")
+            raise ValueError(
+                f"whitening dimensions must be at least 1 (or None for all), got {list(self.dims)}"
+            )
         for method, grid in self.reranking.items():
             for params in expand(grid):
-                parameters(method, **params)  # an unknown step or parameter: a clear error before any work
+                parameters(
+                    method, **params
+                )  # an unknown step or parameter: a clear error before any work
         return self
 
 
@@ -85,26 +92,41 @@ def expand(grid: Grid) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in product(*(grid[n] for n in names))]
 
 
-def scores(codes: np.ndarray, labels: np.ndarray, reranking: str | None = None,
-           params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def scores(
+    codes: np.ndarray,
+    labels: np.ndarray,
+    reranking: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Leave-one-out figures of some codes, ranked by distance or re-ranked by the named step
     (:mod:`neuralcodes.retrieval.rerank`): mAP, mAP@R, P@1, P@10 and the per-query AP."""
     ks = tuple(k for k in (1, 10) if k < len(labels))
     if reranking is None:
         m = retrieval_metrics(codes, labels, ks=ks)
     else:
-        m = retrieval_metrics(None, labels, ks=ks, scores=rerank(reranking, codes, codes, loo=True, **(params or {})))
-    return {"mAP": m["mAP"], "mAP@R": m["mAP@R"], **{k: m[k] for k in ("P@1", "P@10") if k in m}, "AP": m["AP"]}
+        m = retrieval_metrics(
+            None, labels, ks=ks, scores=rerank(reranking, codes, codes, loo=True, **(params or {}))
+        )
+    return {
+        "mAP": m["mAP"],
+        "mAP@R": m["mAP@R"],
+        **{k: m[k] for k in ("P@1", "P@10") if k in m},
+        "AP": m["AP"],
+    }
 
 
 def whitening_grid(options: QualityOptions, dim: int) -> list[dict[str, Any]]:
     """The whitening candidates for ``dim``-d codes (output dimensions above ``dim`` left out)."""
     dims = sorted({d for d in options.dims if d is None or d < dim}, key=lambda d: -(d or dim))
-    return [{"dim": d, "power": p, "shrinkage": s} for d, p, s in product(dims, options.powers, options.shrinkages)]
+    return [
+        {"dim": d, "power": p, "shrinkage": s}
+        for d, p, s in product(dims, options.powers, options.shrinkages)
+    ]
 
 
-def choose_whitening(val: np.ndarray, val_labels: np.ndarray, fit: np.ndarray,
-                     options: QualityOptions) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:  # fmt: skip
+def choose_whitening(
+    val: np.ndarray, val_labels: np.ndarray, fit: np.ndarray, options: QualityOptions
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The whitening (fitted on ``fit``) that scores best on the validation codes, or None when none beats
     leaving the codes as they are; with every candidate's validation mAP."""
     plain = scores(val, val_labels)["mAP"]
@@ -133,8 +155,9 @@ def _views(codes: dict[str, dict[str, np.ndarray]], chosen: dict[str, Any], name
     return lambda x: whiten(layer, x)
 
 
-def quality_study(run: Run | str | Path, dataset: Dataset | None = None,
-                  options: QualityOptions | None = None) -> dict[str, Any]:  # fmt: skip
+def quality_study(
+    run: Run | str | Path, dataset: Dataset | None = None, options: QualityOptions | None = None
+) -> dict[str, Any]:
     """Choose on the class-disjoint validation classes, then score on the held-out classes; see the module doc.
     Each re-ranking step of ``options.reranking`` (:mod:`neuralcodes.retrieval.rerank`) is tried over its grid
     on the best representation's validation codes; the held-out row uses the parameters chosen there."""
@@ -148,11 +171,21 @@ def quality_study(run: Run | str | Path, dataset: Dataset | None = None,
             "the pipeline on: train with --n-val-classes (e.g. 20)"
         )
     rng = np.random.default_rng(opt.seed)
-    fit_idx = np.sort(rng.choice(split.train, size=min(opt.fit_images, len(split.train)), replace=False))
+    fit_idx = np.sort(
+        rng.choice(split.train, size=min(opt.fit_images, len(split.train)), replace=False)
+    )
 
     def extract(indices: np.ndarray) -> dict[str, np.ndarray]:
-        return extract_codes(p.model, p.images, indices, list(opt.layers), cfg.eval_batch_size, autocast=cfg.bf16,
-                             scales=opt.scales, flip=opt.flip)  # fmt: skip
+        return extract_codes(
+            p.model,
+            p.images,
+            indices,
+            list(opt.layers),
+            cfg.eval_batch_size,
+            autocast=cfg.bf16,
+            scales=opt.scales,
+            flip=opt.flip,
+        )
 
     codes = {"val": extract(split.val_retrieval), "fit": extract(fit_idx)}
     val_labels = labels[split.val_retrieval]
@@ -171,10 +204,15 @@ def quality_study(run: Run | str | Path, dataset: Dataset | None = None,
     rerank_choice: dict[str, dict[str, Any]] = {}
     val_best = _views(codes, chosen, best_rep)(codes["val"][best_rep.split("+")[0]])
     for method, grid in opt.reranking.items():
-        results = [(scores(val_best, val_labels, method, params)["mAP"], params) for params in expand(grid)]
+        results = [
+            (scores(val_best, val_labels, method, params)["mAP"], params) for params in expand(grid)
+        ]
         best_map, params = max(results, key=lambda r: r[0])
-        rerank_choice[method] = {"params": params, "val_mAP": best_map,
-                                 "tried": [{"params": q, "val_mAP": m} for m, q in results]}  # fmt: skip
+        rerank_choice[method] = {
+            "params": params,
+            "val_mAP": best_map,
+            "tried": [{"params": q, "val_mAP": m} for m, q in results],
+        }
 
     # 2. The held-out classes, read once: every representation plain, then the best one re-ranked.
     ood = extract(split.ood)
@@ -184,29 +222,57 @@ def quality_study(run: Run | str | Path, dataset: Dataset | None = None,
         t = time.perf_counter()
         x = _views(codes, chosen, name)(ood[name.split("+")[0]])
         s = scores(x, ood_labels)
-        rows.append({"representation": name, "reranking": "none", "dim": int(x.shape[1]), **s,
-                     "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "whitening": chosen[name],
-                     "val_mAP": val_maps[name], "saw_held_out": False})  # fmt: skip
+        rows.append(
+            {
+                "representation": name,
+                "reranking": "none",
+                "dim": int(x.shape[1]),
+                **s,
+                "ms_per_query": 1000 * (time.perf_counter() - t) / len(x),
+                "whitening": chosen[name],
+                "val_mAP": val_maps[name],
+                "saw_held_out": False,
+            }
+        )
     x = _views(codes, chosen, best_rep)(ood[best_rep.split("+")[0]])
     for method, choice in rerank_choice.items():
         t = time.perf_counter()
         s = scores(x, ood_labels, method, choice["params"])
-        rows.append({"representation": best_rep, "reranking": method, "dim": int(x.shape[1]), **s,
-                     "ms_per_query": 1000 * (time.perf_counter() - t) / len(x), "params": choice["params"],
-                     "uses_database": RERANKERS[method].uses_database, "val_mAP": choice["val_mAP"],
-                     "saw_held_out": False})  # fmt: skip
+        rows.append(
+            {
+                "representation": best_rep,
+                "reranking": method,
+                "dim": int(x.shape[1]),
+                **s,
+                "ms_per_query": 1000 * (time.perf_counter() - t) / len(x),
+                "params": choice["params"],
+                "uses_database": RERANKERS[method].uses_database,
+                "val_mAP": choice["val_mAP"],
+                "saw_held_out": False,
+            }
+        )
     per_query = {f"{r['representation']}__{r['reranking']}": r.pop("AP") for r in rows}
     baseline = per_query.get(f"{BASELINE}__none")
     for row, ap in zip(rows, per_query.values()):
         if baseline is not None:
             row["vs_L7"] = paired_bootstrap(ap, baseline, seed=opt.seed)
     grids = {m: {k: list(v) for k, v in g.items()} for m, g in opt.reranking.items()}
-    result = {"options": {**asdict(opt), "scales": list(opt.scales), "reranking": grids}, "n_val_queries": len(val_labels),
-              "val_classes": list(split.val_classes), "n_queries": len(ood_labels), "chosen": chosen,
-              "best_on_validation": best_rep, "validation": validation, "reranking": rerank_choice, "rows": rows}  # fmt: skip
+    result = {
+        "options": {**asdict(opt), "scales": list(opt.scales), "reranking": grids},
+        "n_val_queries": len(val_labels),
+        "val_classes": list(split.val_classes),
+        "n_queries": len(ood_labels),
+        "chosen": chosen,
+        "best_on_validation": best_rep,
+        "validation": validation,
+        "reranking": rerank_choice,
+        "rows": rows,
+    }
     run.update_metrics("quality", result)
     io.save_npz(run.codes_dir / "quality_ap.npz", **per_query)
     best_row = max(rows, key=lambda r: r["val_mAP"])
-    console.print(f"chosen on the class-disjoint classes: {best_row['representation']} + {best_row['reranking']}: "
-                  f"held-out mAP {best_row['mAP']:.4f}")  # fmt: skip
+    console.print(
+        f"chosen on the class-disjoint classes: {best_row['representation']} + {best_row['reranking']}: "
+        f"held-out mAP {best_row['mAP']:.4f}"
+    )
     return result

@@ -1,5 +1,6 @@
 """The neural-codes study of a trained run: codes per layer -> leave-one-out retrieval on the
 held-out classes -> mAP, figures -> PCA compression (Babenko et al., sections 4-5)."""
+
 from __future__ import annotations
 
 import warnings
@@ -35,21 +36,33 @@ KS = (1, 5, 10, 100)
 class StudyOptions:
     layers: Sequence[str] = CODE_LAYERS
     pca_dims: Sequence[int | None] = DEFAULT_PCA_DIMS
-    pca_fit_images: int = 10_000  # in-domain train images the PCA is learned on (memory: 16,384-d codes)
+    pca_fit_images: int = (
+        10_000  # in-domain train images the PCA is learned on (memory: 16,384-d codes)
+    )
     whiten: bool = False
     n_shown: int = 10  # queries in the ranked-results figures
     code_dtype: str = "float32"
     device: str | None = None
-    scales: Sequence[float] = (1.0,)  # multi-scale codes (e.g. 1, 0.7071, 1.4142), PCA fitted on the same views
+    scales: Sequence[float] = (
+        1.0,
+    )  # multi-scale codes (e.g. 1, 0.7071, 1.4142), PCA fitted on the same views
     flip: bool = False  # codes averaged with the mirrored image's
 
 
-def _extract(model, images: DeviceImages, indices: np.ndarray, layers: Sequence[str], bf16: bool,
-             opt: StudyOptions) -> tuple[dict, dict]:  # fmt: skip
+def _extract(
+    model,
+    images: DeviceImages,
+    indices: np.ndarray,
+    layers: Sequence[str],
+    bf16: bool,
+    opt: StudyOptions,
+) -> tuple[dict, dict]:
     """Codes plus the count of all-zero codes per layer (recorded, not only warned)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ZeroCodeWarning)
-        codes = extract_codes(model, images, indices, layers, autocast=bf16, scales=opt.scales, flip=opt.flip)
+        codes = extract_codes(
+            model, images, indices, layers, autocast=bf16, scales=opt.scales, flip=opt.flip
+        )
     for w in caught:
         if issubclass(w.category, ZeroCodeWarning):
             console.print(f"[yellow]warning:[/yellow] {w.message}")
@@ -57,8 +70,12 @@ def _extract(model, images: DeviceImages, indices: np.ndarray, layers: Sequence[
     return codes, zero
 
 
-def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, options: StudyOptions | None = None,
-                    split: Split | None = None) -> dict:  # fmt: skip
+def retrieval_study(
+    run: Run | str | Path,
+    dataset: Dataset | None = None,
+    options: StudyOptions | None = None,
+    split: Split | None = None,
+) -> dict:
     """Compute codes, mAP per layer, figures and the PCA table; store them in the run folder.
     ``split``: the run's split when the caller holds it already (``neuralcodes run`` draws it once)."""
     run = run if isinstance(run, Run) else Run(run)
@@ -69,46 +86,79 @@ def retrieval_study(run: Run | str | Path, dataset: Dataset | None = None, optio
     ood_labels = np.asarray(data.labels)[split.ood]
     ood_codes, zero = _extract(model, images, split.ood, opt.layers, cfg.bf16, opt)
     for layer, c in ood_codes.items():
-        Codes(c, ood_labels, split.ood, layer).save(run.codes_dir / f"ood_{layer}.npz", dtype=opt.code_dtype)
+        Codes(c, ood_labels, split.ood, layer).save(
+            run.codes_dir / f"ood_{layer}.npz", dtype=opt.code_dtype
+        )
 
     layers, curves, shown_same, per_query_ap = {}, {}, {}, {}
     queries = np.arange(min(opt.n_shown, len(split.ood)))
-    ks = tuple(k for k in KS if k < len(split.ood))  # a small collection has fewer results per query
+    ks = tuple(
+        k for k in KS if k < len(split.ood)
+    )  # a small collection has fewer results per query
     shown_k = min(5, len(split.ood) - 1)
     for layer, c in ood_codes.items():
         m = retrieval_metrics(c, ood_labels, ks=ks)  # ties in distance broken by database index
         per_query_ap[layer] = m["AP"]
         se = float(np.std(m["AP"], ddof=1) / np.sqrt(len(m["AP"])))
-        layers[layer] = {"dim": int(c.shape[1]), "mAP": m["mAP"], "mAP_se": se, "mAP@R": m["mAP@R"],
-                         **{f"P@{k}": m[f"P@{k}"] for k in ks}}  # fmt: skip
+        layers[layer] = {
+            "dim": int(c.shape[1]),
+            "mAP": m["mAP"],
+            "mAP_se": se,
+            "mAP@R": m["mAP@R"],
+            **{f"P@{k}": m[f"P@{k}"] for k in ks},
+        }
         curves[layer] = (m["recall_levels"], m["precision_at_recall"])
         top, dist = search(c[queries], c, k=shown_k, exclude=queries)
         shown_same[layer] = float((ood_labels[top] == ood_labels[queries, None]).mean())
         plot_ranked_results(
-            data.images[split.ood[queries]], ood_labels[queries], data.images[split.ood[top]], ood_labels[top],
-            data.class_names, run.figures / f"results_{layer}.png", distances=dist,
+            data.images[split.ood[queries]],
+            ood_labels[queries],
+            data.images[split.ood[top]],
+            ood_labels[top],
+            data.class_names,
+            run.figures / f"results_{layer}.png",
+            distances=dist,
             title=f"Layer {layer}: {shown_k} nearest held-out images (green: same class)",
-        )  # fmt: skip
-    plot_bars({k: v["mAP"] for k, v in layers.items()}, run.figures / "map_per_layer.png", title="mAP per layer")
+        )
+    plot_bars(
+        {k: v["mAP"] for k, v in layers.items()},
+        run.figures / "map_per_layer.png",
+        title="mAP per layer",
+    )
     plot_precision_recall(curves, run.figures / "precision_recall.png")
     n_classes = len(np.unique(ood_labels))
     # Layers are scored on the same queries, so a paired interval of the mean AP difference says whether
     # one layer retrieves better; the mAPs' separate standard errors mostly measure how queries differ.
-    retrieval = {"n_queries": len(split.ood), "n_classes": n_classes, "layers": layers, "ties": "index",
-                 "paired": paired_comparisons(per_query_ap), "zero_codes": zero,
-                 "views": {"scales": [float(x) for x in opt.scales], "flip": bool(opt.flip)},
-                 "shown_same_class": shown_same}  # fmt: skip
+    retrieval = {
+        "n_queries": len(split.ood),
+        "n_classes": n_classes,
+        "layers": layers,
+        "ties": "index",
+        "paired": paired_comparisons(per_query_ap),
+        "zero_codes": zero,
+        "views": {"scales": [float(x) for x in opt.scales], "flip": bool(opt.flip)},
+        "shown_same_class": shown_same,
+    }
     run.update_metrics("retrieval", retrieval)
 
     # PCA is learned on in-domain training images only, never on the held-out set it is scored on.
     rng = np.random.default_rng(cfg.seed)
-    fit_idx = np.sort(rng.choice(split.train, size=min(opt.pca_fit_images, len(split.train)), replace=False))
+    fit_idx = np.sort(
+        rng.choice(split.train, size=min(opt.pca_fit_images, len(split.train)), replace=False)
+    )
     fit_codes, _ = _extract(model, images, fit_idx, opt.layers, cfg.bf16, opt)
     pca_layers = {}
     for layer in opt.layers:
-        rows = pca_study(fit_codes[layer], ood_codes[layer], ood_labels, dims=opt.pca_dims, whiten=opt.whiten)
-        pca_layers[layer] = [{"dim": r["dim"], "mAP": r["mAP"], "mAP@R": r["mAP@R"], "pca": r["pca"]} for r in rows]
-    plot_map_vs_dimension({k: [(r["dim"], r["mAP"]) for r in v] for k, v in pca_layers.items()}, run.figures / "pca_map.png")
+        rows = pca_study(
+            fit_codes[layer], ood_codes[layer], ood_labels, dims=opt.pca_dims, whiten=opt.whiten
+        )
+        pca_layers[layer] = [
+            {"dim": r["dim"], "mAP": r["mAP"], "mAP@R": r["mAP@R"], "pca": r["pca"]} for r in rows
+        ]
+    plot_map_vs_dimension(
+        {k: [(r["dim"], r["mAP"]) for r in v] for k, v in pca_layers.items()},
+        run.figures / "pca_map.png",
+    )
     pca = {"n_fit": len(fit_idx), "fit_seed": cfg.seed, "whiten": opt.whiten, "layers": pca_layers}
     run.update_metrics("pca", pca)
     return {"retrieval": retrieval, "pca": pca}

@@ -5,6 +5,7 @@ Cross-entropy, Adam (amsgrad), early stopping on validation loss keeping the bes
 at the end of every epoch, every ``checkpoint_minutes`` inside an epoch, and on SIGINT/SIGTERM, so
 ``resume=True`` continues from the exact batch to the same weights as an uninterrupted run.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from neuralcodes.recipes.neural_codes.loop import fit
 from neuralcodes.recipes.run_data import check_split, data_spec, load_run_data
 from neuralcodes.runs import TRAINS_ON, Run
 
+
 @dataclass
 class Prepared:
     """Everything a classification run reads: data, split, device-resident images, model."""
@@ -47,11 +49,23 @@ class Prepared:
 def make_split(cfg: ClassifyConfig, dataset: Dataset) -> Split:
     """The course split of ``dataset``; every held-out class must be able to query (at least 2 images)."""
     data = dataset.train
-    chosen = class_indices(cfg.ood_classes, data.class_ids, data.class_names) if cfg.ood_classes else None
-    split = course_split(data.labels, data.num_classes, n_ood=None if chosen else cfg.n_ood, seed=cfg.split_seed,
-                         ood_classes=chosen, n_val_classes=cfg.n_val_classes,
-                         val_class_images=cfg.val_class_images)  # fmt: skip
-    counts = np.bincount(np.asarray(dataset.train.labels)[split.ood], minlength=dataset.train.num_classes)
+    chosen = (
+        class_indices(cfg.ood_classes, data.class_ids, data.class_names)
+        if cfg.ood_classes
+        else None
+    )
+    split = course_split(
+        data.labels,
+        data.num_classes,
+        n_ood=None if chosen else cfg.n_ood,
+        seed=cfg.split_seed,
+        ood_classes=chosen,
+        n_val_classes=cfg.n_val_classes,
+        val_class_images=cfg.val_class_images,
+    )
+    counts = np.bincount(
+        np.asarray(dataset.train.labels)[split.ood], minlength=dataset.train.num_classes
+    )
     for c in split.ood_classes:
         if counts[c] < 2:
             raise ValueError(
@@ -70,7 +84,11 @@ def _given_split(cfg: ClassifyConfig, dataset: Dataset, split: Split | None) -> 
     if split is None:
         return make_split(cfg, dataset)
     data = dataset.train
-    chosen = tuple(class_indices(cfg.ood_classes, data.class_ids, data.class_names)) if cfg.ood_classes else None
+    chosen = (
+        tuple(class_indices(cfg.ood_classes, data.class_ids, data.class_names))
+        if cfg.ood_classes
+        else None
+    )
     drawn_with = (split.seed, split.num_classes, len(split.ood_classes), len(split.val_classes))
     if drawn_with != (cfg.split_seed, data.num_classes, cfg.n_ood, cfg.n_val_classes) or (
         chosen is not None and split.ood_classes != chosen
@@ -83,15 +101,23 @@ def _given_split(cfg: ClassifyConfig, dataset: Dataset, split: Split | None) -> 
     return split
 
 
-Network = Callable[[Any, int], torch.nn.Module]  # (config, number of in-domain classes) -> classifier
+Network = Callable[
+    [Any, int], torch.nn.Module
+]  # (config, number of in-domain classes) -> classifier
 
 
 def course_convnet(cfg: ClassifyConfig, n_classes: int) -> NeuralCodesConvNet:
     return NeuralCodesConvNet(n_classes, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
 
 
-def prepare(run: Run, cfg: ClassifyConfig, dataset: Dataset | None = None, device: torch.device | None = None,
-            network: Network = course_convnet, split: Split | None = None) -> Prepared:  # fmt: skip
+def prepare(
+    run: Run,
+    cfg: ClassifyConfig,
+    dataset: Dataset | None = None,
+    device: torch.device | None = None,
+    network: Network = course_convnet,
+    split: Split | None = None,
+) -> Prepared:
     """Load (and pin) data, draw (or take ``split``) and check the course split, build the model (CUDA when
     present, channels-last)."""
     device = device or pick_device(cfg.device)
@@ -123,16 +149,29 @@ def train_classifier(
     cfg.validate()
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
-        raise FileExistsError(f"{run.root} already holds a training run; pass --resume to continue it or choose another folder")
+        raise FileExistsError(
+            f"{run.root} already holds a training run; pass --resume to continue it or choose another folder"
+        )
     world, device = init_world(pick_device(cfg.device))
-    if not world.is_main:  # the first process checks and records the data; the others then only verify
+    if (
+        not world.is_main
+    ):  # the first process checks and records the data; the others then only verify
         barrier(world)
-        fit(run, cfg, prepare(run, cfg, dataset, device, network, split), resume, checkpoint_minutes, world)
+        fit(
+            run,
+            cfg,
+            prepare(run, cfg, dataset, device, network, split),
+            resume,
+            checkpoint_minutes,
+            world,
+        )
         return run
     with run.lock():
         if run.exists():
             _refuse_a_stretched_schedule(run, cfg)
-            run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run: refuses other options (naming them) before any work
+            run.write_config(
+                cfg, may_change=TRAINS_ON
+            )  # a resumed run: refuses other options (naming them) before any work
         p = prepare(run, cfg, dataset, device, network, split)
         run.write_config(cfg)  # only once data, split and options are known to be good
         barrier(world)
@@ -177,7 +216,10 @@ def load_trained(
 
 
 def open_trained(
-    run: Run, dataset: Dataset | None = None, device: str | None = None, data: str | None = None,
+    run: Run,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    data: str | None = None,
     split: Split | None = None,
 ) -> tuple[Prepared, ClassifyConfig]:
     """A trained run ready to be measured: its best model, (pinned) data, course split and device-resident images.
@@ -194,9 +236,13 @@ def open_trained(
 
 
 @register_backbone("convnet")
-def convnet_backbone(pretrained: bool, weights: str | Path | None, image_size: int) -> torch.nn.Module:
+def convnet_backbone(
+    pretrained: bool, weights: str | Path | None, image_size: int
+) -> torch.nn.Module:
     """The ConvNet of a ``neuralcodes train`` run (``weights``: the run folder) up to its L7 code."""
     if weights is None:
-        raise ValueError("the convnet backbone is initialised from a `neuralcodes train` run: pass --weights RUN")
+        raise ValueError(
+            "the convnet backbone is initialised from a `neuralcodes train` run: pass --weights RUN"
+        )
     model, _ = load_trained(Run(weights), device="cpu")
     return ConvNetBackbone(model.train())

@@ -6,6 +6,7 @@ torchvision's transforms draw one set of parameters per call, so per-image param
 Python loop over the batch; one batched affine warp keeps the batch on the GPU. Every draw comes from
 the given CPU generator: a resumed run replays the same augmentations.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,11 @@ class RetrievalAugment:
 
     def _jitter(self, x: torch.Tensor, uniform) -> torch.Tensor:
         def factor(strength: float) -> torch.Tensor:
-            return uniform(1 - strength, 1 + strength).to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+            return (
+                uniform(1 - strength, 1 + strength)
+                .to(device=x.device, dtype=x.dtype)
+                .view(-1, 1, 1, 1)
+            )
 
         luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         x = x * factor(self.brightness)

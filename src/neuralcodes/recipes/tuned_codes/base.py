@@ -10,6 +10,7 @@ classification codes (what the comparison beats):
 - ``efficientnet_lite0``: ImageNet-1k weights off the shelf, images upsampled to ``image_size``;
   map = the 1280-channel head; it has seen every Tiny ImageNet class in pretraining.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,11 @@ from neuralcodes.recipes.tuned_codes.classifier import open_map_classifier
 from neuralcodes.recipes.tuned_codes.config import PRETRAINED_BASES
 from neuralcodes.runs import Run
 
-_LABELS = {"convnet": "ConvNet", "resnet18": "ResNet-18", "efficientnet_lite0": "EfficientNet-Lite0 (ImageNet)"}
+_LABELS = {
+    "convnet": "ConvNet",
+    "resnet18": "ResNet-18",
+    "efficientnet_lite0": "EfficientNet-Lite0 (ImageNet)",
+}
 _MAPS = {"convnet": "conv5", "resnet18": "layer4", "efficientnet_lite0": "head"}
 
 
@@ -87,26 +92,42 @@ class Base:
         return self.split.in_domain_labels(self.dataset.train.labels)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "run": str(self.run.root) if self.run else None, "saw_held_out": self.saw_held_out,
-                "channels": int(self.feature_map.out_channels)}  # fmt: skip
+        return {
+            "name": self.name,
+            "run": str(self.run.root) if self.run else None,
+            "saw_held_out": self.saw_held_out,
+            "channels": int(self.feature_map.out_channels),
+        }
 
 
 def pretrained_base(name: str, like: Base, image_size: int = 128) -> Base:
     """ImageNet weights (``efficientnet_lite0``) on the data, split and images of another base."""
     if name not in PRETRAINED_BASES:
-        raise ValueError(f"unknown pretrained base {name!r}; choose one of {', '.join(PRETRAINED_BASES)}")
+        raise ValueError(
+            f"unknown pretrained base {name!r}; choose one of {', '.join(PRETRAINED_BASES)}"
+        )
     net = EfficientNetLite0Features(pretrained=True, image_size=image_size)
     fmap = EfficientNetMap(net).to(like.device, memory_format=torch.channels_last).eval()
-    return Base(name, fmap, None, (), like.dataset, like.split, like.images, like.device, True, None)
+    return Base(
+        name, fmap, None, (), like.dataset, like.split, like.images, like.device, True, None
+    )
 
 
-def open_base(spec: str, dataset: Dataset | None = None, device: str | None = None, data: str | None = None,
-              split_options: Any = None, image_size: int = 128) -> Base:  # fmt: skip
+def open_base(
+    spec: str,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    data: str | None = None,
+    split_options: Any = None,
+    image_size: int = 128,
+) -> Base:
     """The base ``spec`` names: a classifier run folder, or a pretrained name with ``split_options``
     (an object with ``split_seed``, ``n_ood``, ``ood_classes``, ``skip_corrupt``, e.g. a TunedConfig)."""
     if spec in PRETRAINED_BASES:
         if split_options is None:
-            raise ValueError(f"a pretrained base ({spec}) needs the split options (split seed, held-out classes)")
+            raise ValueError(
+                f"a pretrained base ({spec}) needs the split options (split seed, held-out classes)"
+            )
         dev = pick_device(device)
         dataset = dataset if dataset is not None else _load(data, split_options.skip_corrupt)
         split = make_split(split_options, dataset)
@@ -117,11 +138,32 @@ def open_base(spec: str, dataset: Dataset | None = None, device: str | None = No
     kind = run.config("neuralcodes train").get("kind")
     if kind in ("neural_codes", "classify"):
         p, _ = open_trained(run, dataset, device, data)
-        return Base("convnet", ConvNetConv5(p.model), p.model, ("L5", "L6", "L7"), p.dataset, p.split, p.images,
-                    p.device, False, run)  # fmt: skip
+        return Base(
+            "convnet",
+            ConvNetConv5(p.model),
+            p.model,
+            ("L5", "L6", "L7"),
+            p.dataset,
+            p.split,
+            p.images,
+            p.device,
+            False,
+            run,
+        )
     if kind == "tuned_classifier":
         p, cfg = open_map_classifier(run, dataset, device, data)
-        return Base(cfg.arch, p.model.features, p.model, ("pool",), p.dataset, p.split, p.images, p.device, False, run)
+        return Base(
+            cfg.arch,
+            p.model.features,
+            p.model,
+            ("pool",),
+            p.dataset,
+            p.split,
+            p.images,
+            p.device,
+            False,
+            run,
+        )
     raise ValueError(
         f"{run.root} is a {kind!r} run; fine-tuning starts from a classifier run (`neuralcodes train` or "
         f"`neuralcodes tuned classifier`) or from one of {', '.join(PRETRAINED_BASES)}"

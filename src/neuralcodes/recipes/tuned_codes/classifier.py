@@ -8,6 +8,7 @@ from the batch it stopped at, and trains under torchrun the same way.
     RUN/history.json / history.csv           per-epoch training and validation loss / accuracy
     RUN/checkpoints/{last,best}.pt           resume state; the best epoch's weights
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,15 +27,26 @@ from neuralcodes.runs import Run
 
 
 def train_map_classifier(
-    cfg: ClassifierConfig, out: str | Path, resume: bool = False, dataset: Dataset | None = None,
+    cfg: ClassifierConfig,
+    out: str | Path,
+    resume: bool = False,
+    dataset: Dataset | None = None,
     checkpoint_minutes: float = 5.0,
-) -> Run:  # fmt: skip
+) -> Run:
     """Train into the run folder ``out`` (``resume=True`` continues it); the best epoch ends in best.pt."""
-    return train_classifier(cfg, out, resume, dataset, checkpoint_minutes,
-                            network=lambda cfg, n_classes: MapClassifier(n_classes, cfg.arch))
+    return train_classifier(
+        cfg,
+        out,
+        resume,
+        dataset,
+        checkpoint_minutes,
+        network=lambda cfg, n_classes: MapClassifier(n_classes, cfg.arch),
+    )
 
 
-def load_map_classifier(run: Run, device: str | None = None) -> tuple[MapClassifier, ClassifierConfig]:
+def load_map_classifier(
+    run: Run, device: str | None = None
+) -> tuple[MapClassifier, ClassifierConfig]:
     """The best epoch's classifier of a ``neuralcodes tuned classifier`` run, in eval mode."""
     cfg = ClassifierConfig.from_dict(run.config("neuralcodes tuned classifier"), source=run.root)
     if not run.best_checkpoint.exists():
@@ -45,11 +57,14 @@ def load_map_classifier(run: Run, device: str | None = None) -> tuple[MapClassif
     state = load_checkpoint(run.best_checkpoint)["model"]
     model = MapClassifier(state["fc.weight"].shape[0], cfg.arch)
     model.load_state_dict(state)
-    return model.to(pick_device(device or cfg.device), memory_format=torch.channels_last).eval(), cfg
+    return model.to(
+        pick_device(device or cfg.device), memory_format=torch.channels_last
+    ).eval(), cfg
 
 
-def open_map_classifier(run: Run, dataset: Dataset | None = None, device: str | None = None,
-                        data: str | None = None) -> tuple[Prepared, ClassifierConfig]:  # fmt: skip
+def open_map_classifier(
+    run: Run, dataset: Dataset | None = None, device: str | None = None, data: str | None = None
+) -> tuple[Prepared, ClassifierConfig]:
     """A trained classifier run with its (pinned) data, verified split and device-resident images."""
     model, cfg = load_map_classifier(run, device)
     dataset = load_run_data(run, data_spec(run, cfg.data, data), cfg.skip_corrupt, dataset)

@@ -1,4 +1,5 @@
 """Configurations of the retrieval-tuned-codes recipe, saved whole as RUN/config.json."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,10 @@ PRETRAINED_BASES = ("efficientnet_lite0",)  # bases that are no run folder: Imag
 WHITENINGS = ("none", "pca", "learned")
 LOSSES = ("triplet", "contrastive")
 MININGS = ("semihard", "hard", "all")
-DEFAULT_MARGINS = {"triplet": 0.1, "contrastive": 0.7}  # cirtorch's contrastive margin for small networks
+DEFAULT_MARGINS = {
+    "triplet": 0.1,
+    "contrastive": 0.7,
+}  # cirtorch's contrastive margin for small networks
 
 
 @register_config
@@ -41,7 +45,9 @@ class ClassifierConfig(ClassifyConfig):
     def validate(self) -> ClassifierConfig:
         super().validate()
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r} ({option('arch')}); choose one of {', '.join(ARCHS)}")
+            raise ValueError(
+                f"unknown architecture {self.arch!r} ({option('arch')}); choose one of {', '.join(ARCHS)}"
+            )
         return self
 
 
@@ -54,9 +60,15 @@ class TunedConfig(RunConfig):
     made_by: ClassVar[str] = "neuralcodes tuned train"
     seeds: ClassVar[tuple[str, ...]] = ("seed", "split_seed")
     at_least_one: ClassVar[tuple[str, ...]] = (
-        "m_per_class", "batch_size", "batches_per_epoch", "epochs", "val_images", "whiten_images", "eval_batch_size",
+        "m_per_class",
+        "batch_size",
+        "batches_per_epoch",
+        "epochs",
+        "val_images",
+        "whiten_images",
+        "eval_batch_size",
         "image_size",
-    )  # fmt: skip
+    )
     positive: ClassVar[tuple[str, ...]] = ("lr", "p")
 
     base: str = ""  # a classifier run folder (`neuralcodes train` / `neuralcodes tuned classifier`) or efficientnet_lite0
@@ -70,7 +82,9 @@ class TunedConfig(RunConfig):
     pooling: str = "gem"
     p: float = 3.0
     learn_p: bool = True
-    whitening: str = "none"  # a linear layer after pooling, fitted on in-domain training codes, then fine-tuned
+    whitening: str = (
+        "none"  # a linear layer after pooling, fitted on in-domain training codes, then fine-tuned
+    )
     whiten_dim: int | None = None  # None: as many as the pooled code
     whiten_images: int = 5000  # in-domain training images the whitening is fitted on
 
@@ -89,7 +103,9 @@ class TunedConfig(RunConfig):
     lr: float = 1e-4  # the network; GeM's p and the whitening learn at 10x, as in cirtorch
     weight_decay: float = 1e-6
     augment: bool = False  # random resized crop, flip, small rotation and tilt, colour jitter
-    freeze_bn: bool = True  # batch-norm statistics stay those of the classifier (batches of few classes)
+    freeze_bn: bool = (
+        True  # batch-norm statistics stay those of the classifier (batches of few classes)
+    )
 
     val_images: int = 2000  # in-domain validation images scored leave-one-out after every epoch
     eval_batch_size: int = 256
@@ -103,30 +119,50 @@ class TunedConfig(RunConfig):
     def validate(self) -> TunedConfig:
         super().validate()
         if not self.base:
-            raise ValueError(f"no base to fine-tune ({option('base')}): give a classifier run folder or one of {', '.join(PRETRAINED_BASES)}")
-        for name, value, choices in (("pooling", self.pooling, POOLINGS), ("whitening", self.whitening, WHITENINGS),
-                                     ("loss", self.loss, LOSSES), ("mining", self.mining, MININGS),
-                                     ("optimizer", self.optimizer, tuple(OPTIMIZERS))):  # fmt: skip
+            raise ValueError(
+                f"no base to fine-tune ({option('base')}): give a classifier run folder or one of {', '.join(PRETRAINED_BASES)}"
+            )
+        for name, value, choices in (
+            ("pooling", self.pooling, POOLINGS),
+            ("whitening", self.whitening, WHITENINGS),
+            ("loss", self.loss, LOSSES),
+            ("mining", self.mining, MININGS),
+            ("optimizer", self.optimizer, tuple(OPTIMIZERS)),
+        ):
             if value not in choices:
-                raise ValueError(f"unknown {name} {value!r} ({option(name)}); choose one of {', '.join(choices)}")
+                raise ValueError(
+                    f"unknown {name} {value!r} ({option(name)}); choose one of {', '.join(choices)}"
+                )
         if self.batch_size % self.m_per_class:
             raise ValueError(
                 f"batch_size {self.batch_size} ({option('batch_size')}) must be a multiple of m_per_class "
                 f"{self.m_per_class} ({option('m_per_class')}): a batch holds m images of each of its classes"
             )
         if self.batch_size // self.m_per_class < 2:
-            raise ValueError(f"a batch needs at least 2 classes for negatives: raise {option('batch_size')} to at least {2 * self.m_per_class}")
+            raise ValueError(
+                f"a batch needs at least 2 classes for negatives: raise {option('batch_size')} to at least {2 * self.m_per_class}"
+            )
         if self.m_per_class < 2:
-            raise ValueError(f"m_per_class must be at least 2 so each image has a positive in its batch ({option('m_per_class')})")
+            raise ValueError(
+                f"m_per_class must be at least 2 so each image has a positive in its batch ({option('m_per_class')})"
+            )
         if self.margin is not None and not self.margin > 0:
             raise ValueError(f"margin must be positive, got {self.margin} ({option('margin')})")
         if self.whiten_dim is not None and self.whiten_dim < 1:
-            raise ValueError(f"whiten_dim must be positive, got {self.whiten_dim} ({option('whiten_dim')})")
+            raise ValueError(
+                f"whiten_dim must be positive, got {self.whiten_dim} ({option('whiten_dim')})"
+            )
         if self.whiten_dim is not None and self.whitening == "none":
-            raise ValueError(f"{option('whiten_dim')} needs a whitening: add --whitening pca or --whitening learned")
+            raise ValueError(
+                f"{option('whiten_dim')} needs a whitening: add --whitening pca or --whitening learned"
+            )
         for name in ("patience", "split_seed", "weight_decay"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)} ({option(name)})")
+                raise ValueError(
+                    f"{name} must not be negative, got {getattr(self, name)} ({option(name)})"
+                )
         if self.image_size > MAX_IMAGE_SIZE:
-            raise ValueError(f"image_size {self.image_size} ({option('image_size')}) is larger than {MAX_IMAGE_SIZE}")
+            raise ValueError(
+                f"image_size {self.image_size} ({option('image_size')}) is larger than {MAX_IMAGE_SIZE}"
+            )
         return self

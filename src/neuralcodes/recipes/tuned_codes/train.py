@@ -34,13 +34,17 @@ the violators' mean gap -0.146 -> +0.005 (so their mean loss 0.246 -> 0.095). Th
 figures were not logged then: a rerun shows them); its +0.000 on the held-out classes then points to codes
 that improve on the in-domain classes and do not transfer, not to a loss that stopped learning.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_metric_learning.utils.distributed import DistributedLossWrapper, DistributedMinerWrapper
+from pytorch_metric_learning.utils.distributed import (
+    DistributedLossWrapper,
+    DistributedMinerWrapper,
+)
 
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.device import autocast, describe_machine, pick_device
@@ -83,7 +87,9 @@ FIT_SEED_KEY, VAL_SEED_KEY = 1, 2
 REDUCER = "active"
 
 
-def build_objective(cfg: TunedConfig, world: World = World()) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+def build_objective(
+    cfg: TunedConfig, world: World = World()
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The loss and in-batch miner (None: every triplet / pair of the batch), from :mod:`neuralcodes.learning`.
 
     On several processes both see the whole batch: pytorch-metric-learning's wrappers gather every
@@ -92,8 +98,11 @@ def build_objective(cfg: TunedConfig, world: World = World()) -> tuple[torch.nn.
     gradient. Without them each process would only compare its own shard's images.
     """
     margin = cfg.resolved_margin
-    loss = (triplet_loss(margin, reducer=REDUCER) if cfg.loss == "triplet"
-            else contrastive_loss(pos_margin=0.0, neg_margin=margin, reducer=REDUCER))  # fmt: skip
+    loss = (
+        triplet_loss(margin, reducer=REDUCER)
+        if cfg.loss == "triplet"
+        else contrastive_loss(pos_margin=0.0, neg_margin=margin, reducer=REDUCER)
+    )
     miner = get_batch_miner(cfg.mining, margin)
     if world.size > 1:
         loss = DistributedLossWrapper(loss)
@@ -113,15 +122,19 @@ def queryable(indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(labels[indices], return_inverse=True, return_counts=True)
     kept = indices[counts[inverse] >= 2]
     if len(np.unique(labels[kept])) < 2:
-        raise ValueError(f"the {len(indices)} validation images hold fewer than 2 classes with 2 images each: "
-                         "raise --val-images (or use data with more validation images)")  # fmt: skip
+        raise ValueError(
+            f"the {len(indices)} validation images hold fewer than 2 classes with 2 images each: "
+            "raise --val-images (or use data with more validation images)"
+        )
     return kept
 
 
 def build_network(cfg: TunedConfig, base: Base, fit_whitening: bool = True) -> RetrievalNet:
     """GeM (or MAC / SPoC) on the base's map; the whitening layer fitted on in-domain training codes
     (``fit_whitening=False``: only shaped, for weights loaded next)."""
-    net = RetrievalNet(base.feature_map, build_pooling(cfg.pooling, cfg.p, cfg.learn_p), None, cfg.freeze_bn)
+    net = RetrievalNet(
+        base.feature_map, build_pooling(cfg.pooling, cfg.p, cfg.learn_p), None, cfg.freeze_bn
+    )
     net = net.to(base.device)
     if cfg.whitening == "none":
         return net
@@ -130,7 +143,9 @@ def build_network(cfg: TunedConfig, base: Base, fit_whitening: bool = True) -> R
         net.whitening = torch.nn.Linear(net.dim, dim).to(base.device)
         return net
     idx = subset(base.split.train, cfg.whiten_images, cfg.seed, FIT_SEED_KEY)
-    codes = extract_codes(net, base.images, idx, "pooled", batch_size=cfg.eval_batch_size, autocast=cfg.bf16)["pooled"]
+    codes = extract_codes(
+        net, base.images, idx, "pooled", batch_size=cfg.eval_batch_size, autocast=cfg.bf16
+    )["pooled"]
     pca_shrink, learned_shrink = whitening_shrinkage(*codes.shape)
     if cfg.whitening == "pca":
         layer = pca_whitening(codes, cfg.whiten_dim, shrinkage=pca_shrink)
@@ -140,31 +155,54 @@ def build_network(cfg: TunedConfig, base: Base, fit_whitening: bool = True) -> R
     return net
 
 
-def validation_scores(net: RetrievalNet, base: Base, indices: np.ndarray, cfg: TunedConfig) -> dict[str, float]:
+def validation_scores(
+    net: RetrievalNet, base: Base, indices: np.ndarray, cfg: TunedConfig
+) -> dict[str, float]:
     """Leave-one-out retrieval among in-domain validation images."""
-    codes = extract_codes(net, base.images, indices, "code", batch_size=cfg.eval_batch_size, autocast=cfg.bf16)["code"]
+    codes = extract_codes(
+        net, base.images, indices, "code", batch_size=cfg.eval_batch_size, autocast=cfg.bf16
+    )["code"]
     k = min(10, len(indices) - 1)
     m = retrieval_metrics(codes, base.labels[indices], ks=(k,))
     return {"val_mAP": m["mAP"], "val_mAP@R": m["mAP@R"], f"val_P@{k}": m[f"P@{k}"]}
 
 
-def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset: Dataset | None = None,
-                checkpoint_minutes: float = 5.0) -> Run:  # fmt: skip
+def train_tuned(
+    cfg: TunedConfig,
+    out: str | Path,
+    resume: bool = False,
+    dataset: Dataset | None = None,
+    checkpoint_minutes: float = 5.0,
+) -> Run:
     """Fine-tune ``cfg.base`` into the run folder ``out`` (``resume=True`` continues it); under torchrun
     every process takes its shard of each batch and the loss sees the whole batch's codes."""
     cfg.validate()
     run = Run(out)
     if run.last_checkpoint.exists() and not resume:
-        raise FileExistsError(f"{run.root} already holds a fine-tuning run; pass --resume to continue it or choose another folder")
+        raise FileExistsError(
+            f"{run.root} already holds a fine-tuning run; pass --resume to continue it or choose another folder"
+        )
     world, device = init_world(pick_device(cfg.device))
-    if not world.is_main:  # the first process checks and records everything; the others then only open the base
+    if (
+        not world.is_main
+    ):  # the first process checks and records everything; the others then only open the base
         barrier(world)
         base = open_base(cfg.base, dataset, str(device), cfg.data, cfg, cfg.image_size)
         # Shaped only: DistributedDataParallel copies the first process's weights (whitening included) into it.
-        return _fine_tune(run, cfg, base, build_network(cfg, base, fit_whitening=False), resume, checkpoint_minutes, world)
+        return _fine_tune(
+            run,
+            cfg,
+            base,
+            build_network(cfg, base, fit_whitening=False),
+            resume,
+            checkpoint_minutes,
+            world,
+        )
     with run.lock():
         if run.exists():
-            run.write_config(cfg, may_change=TRAINS_ON)  # a resumed run refuses other options before any work
+            run.write_config(
+                cfg, may_change=TRAINS_ON
+            )  # a resumed run refuses other options before any work
         base = open_base(cfg.base, dataset, str(device), cfg.data, cfg, cfg.image_size)
         if base.split.n_in_domain * cfg.m_per_class < cfg.batch_size:
             raise ValueError(
@@ -182,12 +220,21 @@ def train_tuned(cfg: TunedConfig, out: str | Path, resume: bool = False, dataset
     return result
 
 
-def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume: bool, checkpoint_minutes: float,
-               world: World = World()) -> Run:  # fmt: skip
+def _fine_tune(
+    run: Run,
+    cfg: TunedConfig,
+    base: Base,
+    net: RetrievalNet,
+    resume: bool,
+    checkpoint_minutes: float,
+    world: World = World(),
+) -> Run:
     labels = base.labels
     labels_t = torch.as_tensor(labels, device=base.device)
     model = distribute(net, world)
-    optimizer = OPTIMIZERS[cfg.optimizer](net.parameter_groups(cfg.lr, cfg.weight_decay), cfg.lr, cfg.weight_decay)
+    optimizer = OPTIMIZERS[cfg.optimizer](
+        net.parameter_groups(cfg.lr, cfg.weight_decay), cfg.lr, cfg.weight_decay
+    )
     generator = torch.Generator().manual_seed(process_seed(cfg.seed, world))  # augmentation's draws
     loss_fn, miner = build_objective(cfg, world)
     distance = (loss_fn.loss if isinstance(loss_fn, DistributedLossWrapper) else loss_fn).distance
@@ -195,8 +242,15 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
     val_idx = queryable(subset(base.split.val, cfg.val_images, cfg.seed, VAL_SEED_KEY), labels)
 
     def plan(epoch: int, g: torch.Generator) -> np.ndarray:
-        return m_per_class_order(labels, base.split.train, cfg.m_per_class, cfg.batch_size, cfg.batches_per_epoch,
-                                 cfg.seed, epoch)  # fmt: skip
+        return m_per_class_order(
+            labels,
+            base.split.train,
+            cfg.m_per_class,
+            cfg.batch_size,
+            cfg.batches_per_epoch,
+            cfg.seed,
+            epoch,
+        )
 
     def step(idx: np.ndarray) -> dict[str, float]:
         x = base.images.batch(idx)
@@ -213,21 +267,43 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
         # Under torchrun the loss is of the whole batch, scaled by the number of processes (see build_objective).
         figures = {"loss": loss.item() / world.size}
         if chosen is not None:
-            figures["triplets"] = float(len(chosen[0]))  # how many the miner found in this (whole) batch
+            figures["triplets"] = float(
+                len(chosen[0])
+            )  # how many the miner found in this (whole) batch
         if net.p is not None:
             figures["p"] = net.p
         # Of the whole batch on every process (as the loss), so the epoch's mean over processes is its own.
-        triplet_figures = triplet_diagnostics(gather_rows(world, z), gather_rows(world, y), cfg.resolved_margin, distance)
-        if cfg.loss != "triplet":  # "active" and "loss_all" are the triplet hinge's: not what this loss trains on
-            triplet_figures = {k: v for k, v in triplet_figures.items() if k not in ("active", "loss_all")}
+        triplet_figures = triplet_diagnostics(
+            gather_rows(world, z), gather_rows(world, y), cfg.resolved_margin, distance
+        )
+        if (
+            cfg.loss != "triplet"
+        ):  # "active" and "loss_all" are the triplet hinge's: not what this loss trains on
+            triplet_figures = {
+                k: v for k, v in triplet_figures.items() if k not in ("active", "loss_all")
+            }
         return figures | triplet_figures
 
     def validate() -> dict[str, float]:
         return from_main(world, lambda: validation_scores(net, base, val_idx, cfg))
 
-    loop = Loop(run, net, optimizer, generator, plan, step, validate, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                monitor="val_mAP", mode="max", patience=cfg.patience, checkpoint_minutes=checkpoint_minutes,
-                validate_start=True, world=world)  # fmt: skip
+    loop = Loop(
+        run,
+        net,
+        optimizer,
+        generator,
+        plan,
+        step,
+        validate,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        monitor="val_mAP",
+        mode="max",
+        patience=cfg.patience,
+        checkpoint_minutes=checkpoint_minutes,
+        validate_start=True,
+        world=world,
+    )
     result = fit(loop, resume)
     if not world.is_main:
         return run
@@ -238,23 +314,40 @@ def _fine_tune(run: Run, cfg: TunedConfig, base: Base, net: RetrievalNet, resume
     plot_tuning_curves(result.history, run.figures / "tuning_curves.png", cfg.resolved_margin)
     best = load_checkpoint(run.best_checkpoint)["model"]
     net.load_state_dict(best)
-    run.update_metrics("tuned", {
-        "start_val_mAP": result.history[0]["val_mAP"], "best_val_mAP": result.best, "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history) - 1, "stopped_early": result.stopped_early, "p": net.p, "dim": net.dim,
-        "n_val": len(val_idx), "base": base.describe(), "processes": world.size, "machine": describe_machine(),
-    })  # fmt: skip
+    run.update_metrics(
+        "tuned",
+        {
+            "start_val_mAP": result.history[0]["val_mAP"],
+            "best_val_mAP": result.best,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history) - 1,
+            "stopped_early": result.stopped_early,
+            "p": net.p,
+            "dim": net.dim,
+            "n_val": len(val_idx),
+            "base": base.describe(),
+            "processes": world.size,
+            "machine": describe_machine(),
+        },
+    )
     run.write_progress("done", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
     return run
 
 
-def load_tuned(run: Run | str | Path, dataset: Dataset | None = None, device: str | None = None,
-               data: str | None = None) -> tuple[RetrievalNet, TunedConfig, Base]:  # fmt: skip
+def load_tuned(
+    run: Run | str | Path,
+    dataset: Dataset | None = None,
+    device: str | None = None,
+    data: str | None = None,
+) -> tuple[RetrievalNet, TunedConfig, Base]:
     """The best weights of a fine-tuning run, with its base (data, split, images), in eval mode."""
     run = run if isinstance(run, Run) else Run(run)
     cfg = TunedConfig.from_dict(run.config("neuralcodes tuned train"), source=run.root)
     if not run.best_checkpoint.exists():
-        raise FileNotFoundError(f"{run.root} has no fine-tuned weights yet ({run.best_checkpoint} is missing): "
-                                f"run `neuralcodes tuned train --out {run.root} ...` (with --resume to continue it)")  # fmt: skip
+        raise FileNotFoundError(
+            f"{run.root} has no fine-tuned weights yet ({run.best_checkpoint} is missing): "
+            f"run `neuralcodes tuned train --out {run.root} ...` (with --resume to continue it)"
+        )
     base = open_base(cfg.base, dataset, device or cfg.device, data or cfg.data, cfg, cfg.image_size)
     check_split(run, base.split)
     net = build_network(cfg, base, fit_whitening=False)

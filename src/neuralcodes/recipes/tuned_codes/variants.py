@@ -4,6 +4,7 @@
 Variants that come out of one forward pass (L5, L6 and L7; MAC, SPoC and the GeMs of one map)
 share that pass's time: pooling costs nothing next to the convolutions.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,7 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuralcodes.layers.pooling import GeM, build_pooling
-from neuralcodes.layers.whitening import learned_whitening, pca_whitening, whiten, whitening_shrinkage
+from neuralcodes.layers.whitening import (
+    learned_whitening,
+    pca_whitening,
+    whiten,
+    whitening_shrinkage,
+)
 from neuralcodes.learning.losses import triplet_loss
 from neuralcodes.learning.miners import get_miner
 from neuralcodes.learning.samplers import m_per_class_order
@@ -44,8 +50,12 @@ class Variant:
     seconds: float  # computing the held-out codes
     saw_held_out: bool
     note: str = ""
-    reference: bool = False  # the base's classification codes: what the other variants are measured against
-    of_reference: bool = False  # derived from the reference codes (compressed): not a contender against them
+    reference: bool = (
+        False  # the base's classification codes: what the other variants are measured against
+    )
+    of_reference: bool = (
+        False  # derived from the reference codes (compressed): not a contender against them
+    )
 
     @property
     def dim(self) -> int:
@@ -65,30 +75,70 @@ class PooledHeads(nn.Module):
         return {name: self.poolings[name](fmap) for name in layers}
 
 
-def _timed_codes(model: nn.Module, base: Base, indices: np.ndarray, layers: Sequence[str], bf16: bool,
-                 batch_size: int) -> tuple[dict[str, np.ndarray], float]:  # fmt: skip
+def _timed_codes(
+    model: nn.Module,
+    base: Base,
+    indices: np.ndarray,
+    layers: Sequence[str],
+    bf16: bool,
+    batch_size: int,
+) -> tuple[dict[str, np.ndarray], float]:
     if base.device.type == "cuda":
         torch.cuda.synchronize(base.device)
     t0 = time.perf_counter()
-    codes = extract_codes(model, base.images, indices, list(layers), batch_size=batch_size, autocast=bf16)
+    codes = extract_codes(
+        model, base.images, indices, list(layers), batch_size=batch_size, autocast=bf16
+    )
     return codes, time.perf_counter() - t0
 
 
-def network_variants(model: nn.Module, layers: dict[str, str], family: str, base: Base, sets: ImageSets,
-                     saw_held_out: bool, bf16: bool = True, batch_size: int = 256, note: str = "",
-                     reference: bool = False) -> list[Variant]:  # fmt: skip
+def network_variants(
+    model: nn.Module,
+    layers: dict[str, str],
+    family: str,
+    base: Base,
+    sets: ImageSets,
+    saw_held_out: bool,
+    bf16: bool = True,
+    batch_size: int = 256,
+    note: str = "",
+    reference: bool = False,
+) -> list[Variant]:
     """Codes of ``model.forward_features`` layers (``layers``: layer -> variant name)."""
     ood, seconds = _timed_codes(model, base, sets.ood, list(layers), bf16, batch_size)
     fit, _ = _timed_codes(model, base, sets.fit, list(layers), bf16, batch_size)
     extra, _ = _timed_codes(model, base, sets.distractors, list(layers), bf16, batch_size)
-    return [Variant(name, family, ood[layer], fit[layer], extra[layer], seconds, saw_held_out, note, reference)
-            for layer, name in layers.items()]  # fmt: skip
+    return [
+        Variant(
+            name,
+            family,
+            ood[layer],
+            fit[layer],
+            extra[layer],
+            seconds,
+            saw_held_out,
+            note,
+            reference,
+        )
+        for layer, name in layers.items()
+    ]
 
 
-def pooled_variants(base: Base, sets: ImageSets, learned_p: float | None, prefix: str, family: str = "pooled",
-                    bf16: bool = True, batch_size: int = 256) -> list[Variant]:  # fmt: skip
+def pooled_variants(
+    base: Base,
+    sets: ImageSets,
+    learned_p: float | None,
+    prefix: str,
+    family: str = "pooled",
+    bf16: bool = True,
+    batch_size: int = 256,
+) -> list[Variant]:
     """MAC, SPoC, GeM (p = 3) and GeM with ``learned_p`` of the base's map."""
-    poolings = {"mac": build_pooling("mac"), "spoc": build_pooling("spoc"), "gem3": GeM(3.0, learn_p=False)}
+    poolings = {
+        "mac": build_pooling("mac"),
+        "spoc": build_pooling("spoc"),
+        "gem3": GeM(3.0, learn_p=False),
+    }
     names = {"mac": f"{prefix} MAC", "spoc": f"{prefix} SPoC", "gem3": f"{prefix} GeM p=3"}
     if learned_p is not None:
         poolings["gem_learned"] = GeM(learned_p, learn_p=False)
@@ -102,14 +152,28 @@ def whitened_variants(variant: Variant, fit_labels: np.ndarray) -> list[Variant]
     n, d = variant.fit.shape
     out = []
     pca_shrink, learned_shrink = whitening_shrinkage(n, d)
-    for kind, fit in (("PCA-whitened", lambda: pca_whitening(variant.fit, shrinkage=pca_shrink)),
-                      ("learned whitening", lambda: learned_whitening(variant.fit, fit_labels, shrinkage=learned_shrink))):  # fmt: skip
+    for kind, fit in (
+        ("PCA-whitened", lambda: pca_whitening(variant.fit, shrinkage=pca_shrink)),
+        (
+            "learned whitening",
+            lambda: learned_whitening(variant.fit, fit_labels, shrinkage=learned_shrink),
+        ),
+    ):
         layer = fit()
         t0 = time.perf_counter()
         ood = whiten(layer, variant.ood)
         seconds = variant.seconds + time.perf_counter() - t0
-        out.append(replace(variant, name=f"{variant.name} + {kind}", reference=False, ood=ood, fit=whiten(layer, variant.fit),
-                           distractors=whiten(layer, variant.distractors), seconds=seconds))  # fmt: skip
+        out.append(
+            replace(
+                variant,
+                name=f"{variant.name} + {kind}",
+                reference=False,
+                ood=ood,
+                fit=whiten(layer, variant.fit),
+                distractors=whiten(layer, variant.distractors),
+                seconds=seconds,
+            )
+        )
     return out
 
 
@@ -127,14 +191,26 @@ def compressed_variants(variant: Variant, dim: int) -> list[Variant]:
         t0 = time.perf_counter()
         ood = pca.transform(variant.ood, dim, whiten=whitened)
         seconds = variant.seconds + time.perf_counter() - t0
-        out.append(replace(variant, name=f"{variant.name} -> {label} {dim}", family="compressed", reference=False,
-                           of_reference=variant.reference or variant.of_reference, ood=ood, fit=pca.transform(variant.fit, dim, whiten=whitened),
-                           distractors=pca.transform(variant.distractors, dim, whiten=whitened), seconds=seconds))  # fmt: skip
+        out.append(
+            replace(
+                variant,
+                name=f"{variant.name} -> {label} {dim}",
+                family="compressed",
+                reference=False,
+                of_reference=variant.reference or variant.of_reference,
+                ood=ood,
+                fit=pca.transform(variant.fit, dim, whiten=whitened),
+                distractors=pca.transform(variant.distractors, dim, whiten=whitened),
+                seconds=seconds,
+            )
+        )
     return out
 
 
 @torch.no_grad()
-def feature_maps(base: Base, indices: np.ndarray, bf16: bool = True, batch_size: int = 128) -> torch.Tensor:
+def feature_maps(
+    base: Base, indices: np.ndarray, bf16: bool = True, batch_size: int = 128
+) -> torch.Tensor:
     """The base's feature maps of ``indices`` in float16 on the CPU (to learn p on without the network)."""
     base.feature_map.eval()
     out = []
@@ -145,8 +221,16 @@ def feature_maps(base: Base, indices: np.ndarray, bf16: bool = True, batch_size:
     return torch.cat(out)
 
 
-def learn_gem_power(maps: torch.Tensor, labels: np.ndarray, steps: int = 200, seed: int = 0, m: int = 4,
-                    batch_size: int = 80, lr: float = 0.05, margin: float = 0.1) -> float:  # fmt: skip
+def learn_gem_power(
+    maps: torch.Tensor,
+    labels: np.ndarray,
+    steps: int = 200,
+    seed: int = 0,
+    m: int = 4,
+    batch_size: int = 80,
+    lr: float = 0.05,
+    margin: float = 0.1,
+) -> float:
     """GeM's p learned alone (the network frozen) with the semi-hard triplet loss on in-domain maps."""
     labels = np.asarray(labels)
     n_classes = len(np.unique(labels))
