@@ -131,6 +131,25 @@ def test_no_choice_reads_the_held_out_classes(trained, tmp_path):
     ]  # the held-out scores did change
 
 
+def test_the_report_shows_each_row_and_what_its_step_added(trained):
+    from neuralcodes.report.quality import quality_section
+
+    run, data = trained
+    result = quality_study(run, data, options())
+    rows = {(r["representation"], r["reranking"]): r for r in result["rows"]}
+    best = result["best_on_validation"]
+    added = rows[(best, "k_reciprocal")]["vs_before_step"]
+    assert added["before"] == best
+    # The paired difference is the mean of per-query differences: the two rows' mAPs differ by it.
+    assert added["mean_difference"] == pytest.approx(
+        rows[(best, "k_reciprocal")]["mAP"] - rows[(best, "none")]["mAP"], abs=1e-9
+    )
+    assert "vs_before_step" not in rows[("L7", "none")]
+    text = quality_section({"quality": result})
+    assert f"| {best} + k_reciprocal | yes |" in text and f"| {best} + aqe |  |" in text
+    assert f"{result['n_queries']:,} images of the held-out classes" in text
+
+
 def test_a_run_without_class_disjoint_validation_is_refused(tmp_path):
     data = synthetic_dataset()
     cfg = ClassifyConfig(n_ood=2, batch_size=16, epochs=1, eval_batch_size=64, device="cpu")

@@ -10,6 +10,7 @@ from neuralcodes import io
 from neuralcodes.report.analysis import write_analysis
 from neuralcodes.report.classification import classification_section, variants_section
 from neuralcodes.report.document import table, to_html
+from neuralcodes.report.quality import quality_section
 from neuralcodes.report.retrieval import pca_section, retrieval_section
 from neuralcodes.runs import Run
 
@@ -117,6 +118,7 @@ def build_report(
             variants_section(metrics),
             retrieval_section(metrics),
             pca_section(metrics),
+            quality_section(metrics),
             *_ranking_sections(run, ranking),
             write_analysis(metrics),
             _skipped(run),

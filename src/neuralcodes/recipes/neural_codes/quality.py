@@ -256,6 +256,16 @@ def quality_study(
     for row, ap in zip(rows, per_query.values()):
         if baseline is not None:
             row["vs_L7"] = paired_bootstrap(ap, baseline, seed=opt.seed)
+        # What this row's own step added: re-ranking over its plain codes, whitening over its layer's.
+        if row["reranking"] != "none":
+            before = f"{row['representation']}__none"
+        else:
+            before = f"{row['representation'].split('+')[0]}__none"
+        if before != f"{row['representation']}__{row['reranking']}":
+            row["vs_before_step"] = {
+                "before": before.replace("__none", ""),
+                **paired_bootstrap(ap, per_query[before], seed=opt.seed),
+            }
     grids = {m: {k: list(v) for k, v in g.items()} for m, g in opt.reranking.items()}
     result = {
         "options": {**asdict(opt), "scales": list(opt.scales), "reranking": grids},
