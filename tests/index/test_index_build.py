@@ -227,16 +227,16 @@ def test_a_build_that_fails_before_its_job_is_recorded_leaves_nothing_to_block_t
     path = tmp_path / "idx"
     if existed:
         path.mkdir()  # an empty folder the user made for it stays
-    real = ingest._start_job
+    real = ingest.start_job
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest, "_start_job", fail)
+    monkeypatch.setattr(ingest, "start_job", fail)
     with pytest.raises(RuntimeError, match="disk full"):
         build_index(path, "tiny", images=photos, image_size=32)
     assert (path.is_dir() and not any(path.iterdir())) if existed else not path.exists()
-    monkeypatch.setattr(ingest, "_start_job", real)
+    monkeypatch.setattr(ingest, "start_job", real)
     assert build_index(path, "tiny", images=photos, image_size=32).added == 24
 
 
@@ -255,11 +255,13 @@ def test_an_add_with_a_bad_chunk_leaves_the_index_usable(photos: Path, tmp_path:
     with Index.open(index) as opened:
         assert len(opened) == 24
     # An index left with such a job by an older version resumes it (nothing was done) with the default chunk.
-    from neuralcodes.index.ingest import FolderCollection, _start_job, list_collection
+    from neuralcodes.index.collection import FolderCollection
+    from neuralcodes.index.ingest import list_collection
+    from neuralcodes.index.job import start_job
 
     collection = FolderCollection(new, exclude=index)
     store = Store.open(index)
-    _start_job(store, "add", list_collection(collection), collection, 0)
+    start_job(store, "add", list_collection(collection), collection, 0)
     store.close()
     summary = add_images(index, images=new)
     assert (summary.files, summary.added, summary.skipped) == (24, 0, {"duplicate": 24})

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuralcodes.index import Index, build_index
-from neuralcodes.index.ingest import finish_backend
+from neuralcodes.index.backends import finish_backend
 from neuralcodes.index.reranked import rerank_results
 from neuralcodes.index.store import Store
 from neuralcodes.retrieval.rerank import RERANKERS, rerank

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from neuralcodes.index import Index, IndexDamagedError, build_index
-from neuralcodes.index.ingest import finish_backend
+from neuralcodes.index.backends import finish_backend
 from neuralcodes.index.store import Store
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from synthetic import png_header  # tests/synthetic.py
 import neuralcodes.data.decode
-import neuralcodes.index.index
+import neuralcodes.index.queries
 from neuralcodes.index import Index
 from neuralcodes.serve import create_app
 
@@ -26,7 +26,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """How often the bytes are decoded, and how often pixels are made RGB (once per decode, once more
     if decoded pixels were handed back to the index as an array)."""
     calls = {"decode": 0, "rgb": 0}
-    decode, rgb = neuralcodes.index.index.decode_bytes, neuralcodes.data.decode.viewed_rgb
+    decode, rgb = neuralcodes.index.queries.decode_bytes, neuralcodes.data.decode.viewed_rgb
 
     def counted_decode(*args, **kwargs):
         calls["decode"] += 1
@@ -36,8 +36,8 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         calls["rgb"] += 1
         return rgb(*args, **kwargs)
 
-    monkeypatch.setattr(neuralcodes.index.index, "decode_bytes", counted_decode)
-    monkeypatch.setattr(neuralcodes.index.index, "viewed_rgb", counted_rgb)
+    monkeypatch.setattr(neuralcodes.index.queries, "decode_bytes", counted_decode)
+    monkeypatch.setattr(neuralcodes.index.queries, "viewed_rgb", counted_rgb)
     monkeypatch.setattr(neuralcodes.data.decode, "viewed_rgb", counted_rgb)
     return calls
 

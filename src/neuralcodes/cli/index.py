@@ -252,7 +252,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _backend(args: argparse.Namespace) -> None:
-    from neuralcodes.index.ingest import finish_backend
+    from neuralcodes.index.backends import finish_backend
     from neuralcodes.index.store import Store
 
     store = Store.open(args.index)

@@ -6,14 +6,17 @@
     neuralcodes search INDEX IMAGE... [-k 10] [--json] [--figure out.png] [--rerank STEP --shortlist 100]
 
 Modules: :mod:`.store` (the folder format, its checks, and every SQL statement), :mod:`.models` (the model registry),
-:mod:`.collection` (folders, data sources, safe decoding), :mod:`.ingest` (resumable build/add),
-:mod:`.backends` (exact and FAISS search), :mod:`.index` (:class:`Index`), :mod:`.figure`,
+:mod:`.collection` (folders, data sources, safe decoding), :mod:`.ingest` (build/add: options, folders, listing),
+:mod:`.job` (a build's or an add's batches, resumable), :mod:`.backends` (exact and FAISS search),
+:mod:`.index` (:class:`Index`), :mod:`.queries` (query images and codes), :mod:`.figure`,
 :mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge),
 :mod:`.reranked` (search results re-ranked on each query's shortlist).
 """
 
-from neuralcodes.index.index import BadQueryImage, Hit, Index, SearchResults
-from neuralcodes.index.ingest import IngestSummary, add_images, build_index
+from neuralcodes.index.index import Hit, Index, SearchResults
+from neuralcodes.index.ingest import add_images, build_index
+from neuralcodes.index.job import IngestSummary
+from neuralcodes.index.queries import BadQueryImage
 from neuralcodes.index.shard_build import ShardSummary, build_shard
 from neuralcodes.index.shards import merge_shards
 from neuralcodes.index.store import IndexDamagedError

@@ -17,7 +17,8 @@ an inner product then ranks near-duplicates (distances of that order) by their n
 candidates that the exact re-ranking cannot repair.
 
 ``auto`` picks exact up to :data:`EXACT_MAX_ROWS` images, HNSW while the float codes take at most
-a quarter of the machine's memory, IVF-PQ beyond.
+a quarter of the machine's memory, IVF-PQ beyond. :func:`finish_backend` brings an index's backend up to
+date with its codes after a build, an add, a merge or `neuralcodes index backend`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from neuralcodes import io
-from neuralcodes.index.store import IndexDamagedError
+from neuralcodes.index.store import IndexDamagedError, Store, faiss_path
+from neuralcodes.progress import console
 from neuralcodes.retrieval.search import search
 
 BACKENDS = ("exact", "flat", "hnsw", "ivfpq")
@@ -212,6 +214,41 @@ def load_backend(name: str, params: dict[str, Any], path: Path) -> Backend:
             "rebuild it with `neuralcodes index backend INDEX NAME`"
         ) from None
     return FaissBackend(name, params, index)
+
+
+def finish_backend(store: Store, requested: str | None = None) -> str:
+    """Bring the search backend up to date with the codes (building it when new or changed); its name."""
+    requested = requested or store.meta.backend.get("requested") or "auto"
+    rows = store.rows
+    name = choose_backend(rows, store.meta.dim) if requested == "auto" else requested
+    if (
+        name == "ivfpq" and rows < IVFPQ_MIN_ROWS
+    ):  # kept as requested: it is built once there are enough
+        console.print(
+            f"the ivfpq backend trains on at least {IVFPQ_MIN_ROWS:,} images and this index has {rows:,}: "
+            "searching exactly until it has them"
+        )
+        name = "exact"
+    old = store.meta.backend
+    file = faiss_path(store.root, name)
+    params = backend_params(
+        name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None
+    )
+    if old.get("name") == name and name != "exact" and file.exists():
+        backend = load_backend(name, params, file)
+        if not backend.extendable(rows):
+            backend = new_backend(name, params)
+    else:
+        backend = new_backend(name, params)
+    with console.status(f"{name} backend: indexing {rows:,} codes"):
+        backend.sync(store.codes())
+    if name != "exact":
+        backend.save(file)
+    store.set_backend({"requested": requested, "name": name, "params": params})
+    for other in store.root.glob("faiss-*.index"):
+        if other != file:
+            other.unlink()
+    return name
 
 
 def rank_candidates(

@@ -14,36 +14,18 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
-from neuralcodes.data.decode import viewed_rgb
 from neuralcodes.index.backends import load_backend, rank_candidates
-from neuralcodes.index.collection import (
-    FOLDER,
-    Collection,
-    Skipped,
-    decode_bytes,
-    open_collection,
-)
-from neuralcodes.index.ingest import IngestSummary, add_images
+from neuralcodes.index.collection import FOLDER, Collection, Skipped, open_collection
+from neuralcodes.index.ingest import add_images
+from neuralcodes.index.job import IngestSummary
 from neuralcodes.index.models import Embedder, ModelRef
+from neuralcodes.index.queries import Query, query_codes, query_pixels
 from neuralcodes.index.reranked import check_rerank, rerank_results
 from neuralcodes.index.store import VERSION, ImageRow, IndexDamagedError, Store, faiss_path
-
-Query = Union[str, os.PathLike, bytes, np.ndarray, Image.Image]
-
-
-class BadQueryImage(ValueError):
-    """A query image that cannot be used: its file or bytes do not decode. ``kind`` sorts it as the skipped
-    files of a build are sorted ("unreadable", "too large", "empty"), ``reason`` says why in words."""
-
-    def __init__(self, message: str, kind: str, reason: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -143,16 +125,7 @@ class Index:
     def embed(self, queries: Query | Sequence[Query]) -> np.ndarray:
         """Codes (Q, dim) of image files, image bytes, PIL images, uint8 (H, W, 3) arrays, or codes themselves."""
         if isinstance(queries, np.ndarray) and np.issubdtype(queries.dtype, np.floating):
-            codes = queries[None] if queries.ndim == 1 else queries
-            if codes.ndim != 2 or codes.shape[1] != self.store.meta.dim:
-                hint = (
-                    "; an image array must be uint8 (H, W, 3) RGB" if queries.ndim > 2 else ""
-                )  # a float image
-                raise ValueError(
-                    f"a float array is taken as codes, which must have {self.store.meta.dim} dimensions "
-                    f"(this index's), got shape {queries.shape}{hint}"
-                )
-            return np.ascontiguousarray(codes, dtype=np.float32)
+            return query_codes(queries, self.store.meta.dim)
         if isinstance(queries, np.ndarray) and queries.ndim == 4:
             queries = list(queries)
         elif not isinstance(queries, (list, tuple)):
@@ -172,55 +145,8 @@ class Index:
 
     def query_pixels(self, query: Query) -> np.ndarray:
         """uint8 (S, S, 3): a query image prepared exactly as the collection's images were;
-        :class:`BadQueryImage` when it does not decode."""
-        size = self.model.image_size
-        if isinstance(query, (str, os.PathLike)):
-            path = Path(query)
-            try:
-                return decode_bytes(path.read_bytes(), str(path), size).pixels
-            except OSError as exc:
-                raise FileNotFoundError(f"query image {path}: {exc.strerror or exc}") from None
-            except Skipped as skipped:
-                raise BadQueryImage(
-                    f"query image {path} cannot be used: {skipped.reason}",
-                    skipped.kind,
-                    skipped.reason,
-                ) from None
-        if isinstance(query, bytes):
-            try:
-                return decode_bytes(query, "query", size).pixels
-            except Skipped as skipped:
-                raise BadQueryImage(
-                    f"the query image cannot be used: {skipped.reason}",
-                    skipped.kind,
-                    skipped.reason,
-                ) from None
-        if isinstance(query, np.ndarray):
-            if query.dtype != np.uint8 or query.ndim != 3 or query.shape[2] != 3:
-                raise ValueError(
-                    f"an image array must be uint8 (H, W, 3) RGB, got {query.dtype} {query.shape}"
-                )
-            query = Image.fromarray(query)
-        if isinstance(query, Image.Image):
-            # The same conversion as the collection's files (EXIF orientation, transparency over white,
-            # 16-bit scaling, CMYK profile): Image.open(f) must find what the path f finds.
-            try:
-                rgb = Image.fromarray(viewed_rgb(query))
-            except (
-                OSError,
-                ValueError,
-                SyntaxError,
-            ) as exc:  # a lazily loaded image whose file is damaged
-                reason = " ".join(str(exc).split()) or type(exc).__name__
-                raise BadQueryImage(
-                    f"the query image cannot be used: {reason}", "unreadable", reason
-                ) from None
-            if rgb.size != (size, size):  # the same stretch as decode_image applies to files
-                rgb = rgb.resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
-        raise TypeError(
-            f"cannot search with a {type(query).__name__}; give a path, bytes, a PIL image or an array"
-        )
+        :class:`~neuralcodes.index.queries.BadQueryImage` when it does not decode."""
+        return query_pixels(query, self.model.image_size)
 
     def search(
         self,

@@ -1,73 +1,30 @@
-"""Building and extending an index: embed every image of a collection, batch by batch, resumably.
+"""Building and extending an index: the options and folders checked, the collection listed, then its job run.
 
-A build or an add is a *job*: its file list is written to the database when it starts, and each
-batch of ``chunk`` files is committed (codes, then one SQLite transaction; see :mod:`.store`) with
-the number of files done. Run the same command again after an interruption and it continues at
-the first uncommitted batch. The batches are the same fixed slices of the same file list, so a
-resumed build ends with the same codes, bit for bit, as an uninterrupted one.
+A build or an add is a *job* (:mod:`.job`): resumable batch by batch; the same command, run again after
+an interruption, continues it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from neuralcodes.data.decode import decodable_extensions
-from neuralcodes.index.backends import (
-    BACKENDS,
-    IVFPQ_MIN_ROWS,
-    backend_params,
-    choose_backend,
-    load_backend,
-    new_backend,
-)
+from neuralcodes.index.backends import BACKENDS
 from neuralcodes.index.collection import (
     Collection,
     DataCollection,
     Entry,
     FolderCollection,
-    LoadedImage,
     Skipped,
-    load_image,
 )
+from neuralcodes.index.job import IngestSummary, run_job, source_location, start_job
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
-from neuralcodes.index.store import DTYPES, META, SHARDS, Meta, NewImage, Store, faiss_path
-from neuralcodes.progress import ProgressBar, console
-
-
-@dataclass
-class IngestSummary:
-    """What one build or add did (over all its runs, when resumed); ``skipped`` counts files not indexed, by kind."""
-
-    op: str
-    files: int
-    added: int
-    skipped: dict[str, int] = field(default_factory=dict)
-    resumed_at: int = 0
-    backend: str = "exact"
-    report: Path | None = None
-    seconds: float = 0.0
-
-    def describe(self) -> str:
-        skipped = sum(self.skipped.values())
-        text = f"index {self.op}: {self.added:,} images added, {skipped:,} files skipped"
-        if skipped:
-            text += (
-                " ("
-                + ", ".join(f"{kind} {n:,}" for kind, n in sorted(self.skipped.items()))
-                + f"; see {self.report})"
-            )
-        if self.resumed_at:
-            text += f"; resumed after {self.resumed_at:,} files"
-        return text + f"; backend {self.backend}; {self.seconds:.1f} s"
+from neuralcodes.index.store import DTYPES, META, SHARDS, Meta, Store
 
 
 def check_ingest_options(chunk: int, workers: int | None) -> None:
@@ -130,53 +87,74 @@ def build_index(
     collection = collection_for(images, data, labels, exclude=path)
     embedder = None
     if (path / META).exists():
-        store = Store.open(path, allow_job=True)
-        job = store.job()
-        problem = None
-        if job is None or job["op"] != "build":
-            problem = FileExistsError(
-                f"{path} is already an index; add images with `neuralcodes index add {path} DIR`"
-            )
-        elif (
-            ModelRef.from_dict(store.meta.model) != ref
-            or _source_location(store, job["source"]) != collection.location
-        ):
-            problem = ValueError(
-                f"{path} holds an unfinished build of {_source_location(store, job['source'])} with "
-                f"{ModelRef.from_dict(store.meta.model).describe()}; run it again with the same --model, --layer, "
-                "--image-size and images, or delete the folder to start over"
-            )
-        if problem is not None:
-            store.close()
-            raise problem
+        store = _unfinished_build(path, ref, collection)
     else:
         check_index_folder(path, new=True)
         listing = list_collection(collection)  # a wrong folder fails before the model loads
         embedder = Embedder(ref, device)
-        dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
-        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        existed = path.exists()
-        store = Store.create(
-            path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created)
-        )
-        try:
-            _start_job(store, "build", listing, collection, chunk)
-        except BaseException:
-            # An index without its job is neither a build to resume nor an index to add to: undo the creation,
-            # so that the same command, once its cause is mended, starts afresh (the folder was new or empty).
-            store.close()
-            for part in path.iterdir():
-                if part.is_dir():
-                    shutil.rmtree(part)
-                else:
-                    part.unlink()
-            if not existed:
-                path.rmdir()
-            raise
+        store = _new_build(path, ref, embedder, dtype, backend, listing, collection, chunk)
     try:
-        return _run_job(store, collection, device, workers, embedder)
+        return run_job(store, collection, device, workers, embedder)
     finally:
         store.close()
+
+
+def _unfinished_build(path: Path, ref: ModelRef, collection: Collection) -> Store:
+    """The store of the unfinished build at ``path``, if it is one of this collection with this model."""
+    store = Store.open(path, allow_job=True)
+    job = store.job()
+    problem = None
+    if job is None or job["op"] != "build":
+        problem = FileExistsError(
+            f"{path} is already an index; add images with `neuralcodes index add {path} DIR`"
+        )
+    elif (
+        ModelRef.from_dict(store.meta.model) != ref
+        or source_location(store, job["source"]) != collection.location
+    ):
+        problem = ValueError(
+            f"{path} holds an unfinished build of {source_location(store, job['source'])} with "
+            f"{ModelRef.from_dict(store.meta.model).describe()}; run it again with the same --model, --layer, "
+            "--image-size and images, or delete the folder to start over"
+        )
+    if problem is not None:
+        store.close()
+        raise problem
+    return store
+
+
+def _new_build(
+    path: Path,
+    ref: ModelRef,
+    embedder: Embedder,
+    dtype: str,
+    backend: str,
+    listing: tuple[list[Entry], list[tuple[str, Skipped]]],
+    collection: Collection,
+    chunk: int,
+) -> Store:
+    """A new index folder at ``path`` (absent or empty) with its build job recorded."""
+    dim = embedder.embed(np.zeros((1, ref.image_size, ref.image_size, 3), np.uint8)).shape[1]
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    existed = path.exists()
+    store = Store.create(
+        path, Meta(dim, dtype, ref.to_dict(), {"requested": backend, "name": None}, created)
+    )
+    try:
+        start_job(store, "build", listing, collection, chunk)
+    except BaseException:
+        # An index without its job is neither a build to resume nor an index to add to: undo the creation,
+        # so that the same command, once its cause is mended, starts afresh (the folder was new or empty).
+        store.close()
+        for part in path.iterdir():
+            if part.is_dir():
+                shutil.rmtree(part)
+            else:
+                part.unlink()
+        if not existed:
+            path.rmdir()
+        raise
+    return store
 
 
 def add_images(
@@ -195,54 +173,16 @@ def add_images(
         collection = collection_for(images, data, labels, exclude=Path(path))
         job = store.job()
         if job is not None:
-            if job["op"] != "add" or _source_location(store, job["source"]) != collection.location:
+            if job["op"] != "add" or source_location(store, job["source"]) != collection.location:
                 raise ValueError(
-                    f"{path} holds an unfinished `index {job['op']}` of {_source_location(store, job['source'])}: "
+                    f"{path} holds an unfinished `index {job['op']}` of {source_location(store, job['source'])}: "
                     f"finish it first by running that command again"
                 )
         else:
-            _start_job(store, "add", list_collection(collection), collection, chunk)
-        return _run_job(store, collection, device, workers)
+            start_job(store, "add", list_collection(collection), collection, chunk)
+        return run_job(store, collection, device, workers)
     finally:
         store.close()
-
-
-def finish_backend(store: Store, requested: str | None = None) -> str:
-    """Bring the search backend up to date with the codes (building it when new or changed); its name."""
-    requested = requested or store.meta.backend.get("requested") or "auto"
-    rows = store.rows
-    name = choose_backend(rows, store.meta.dim) if requested == "auto" else requested
-    if (
-        name == "ivfpq" and rows < IVFPQ_MIN_ROWS
-    ):  # kept as requested: it is built once there are enough
-        console.print(
-            f"the ivfpq backend trains on at least {IVFPQ_MIN_ROWS:,} images and this index has {rows:,}: "
-            "searching exactly until it has them"
-        )
-        name = "exact"
-    old = store.meta.backend
-    file = faiss_path(store.root, name)
-    params = backend_params(
-        name, rows, store.meta.dim, old.get("params") if old.get("name") == name else None
-    )
-    if old.get("name") == name and name != "exact" and file.exists():
-        backend = load_backend(name, params, file)
-        if not backend.extendable(rows):
-            backend = new_backend(name, params)
-    else:
-        backend = new_backend(name, params)
-    with console.status(f"{name} backend: indexing {rows:,} codes"):
-        backend.sync(store.codes())
-    if name != "exact":
-        backend.save(file)
-    store.set_backend({"requested": requested, "name": name, "params": params})
-    for other in store.root.glob("faiss-*.index"):
-        if other != file:
-            other.unlink()
-    return name
-
-
-# --- the job -----------------------------------------------------------------------------------------
 
 
 def collection_for(
@@ -257,11 +197,6 @@ def collection_for(
         if images is not None
         else DataCollection(data)
     )
-
-
-def _source_location(store: Store, source: int) -> str:
-    location = store.source_location(source)
-    return "?" if location is None else location
 
 
 def list_collection(collection: Collection) -> tuple[list[Entry], list[tuple[str, Skipped]]]:
@@ -279,195 +214,3 @@ def list_collection(collection: Collection) -> tuple[list[Entry], list[tuple[str
             "in the folder or any sub-folder"
         )
     return entries, others
-
-
-def _start_job(
-    store: Store,
-    op: str,
-    listing: tuple[list[Entry], list[tuple[str, Skipped]]],
-    collection: Collection,
-    chunk: int,
-) -> None:
-    entries, others = listing
-    # One transaction: a job is recorded whole (its source, file list, non-image files, counters) or not at all.
-    with store.lock(), store.transaction():
-        source = store.source_id(collection.kind, collection.location)
-        number = int(store.state("jobs", "0")) + 1
-        store.set_job_files([(e.path, e.label) for e in entries])
-        store.add_skipped(number, source, [(p, s.kind, s.reason) for p, s in others])
-        store.set_state("jobs", number)
-        store.set_state("job_done", 0)
-        store.set_state(
-            "job",
-            json.dumps(
-                {
-                    "op": op,
-                    "source": source,
-                    "total": len(entries),
-                    "chunk": chunk,
-                    "number": number,
-                    "non_images": len(others),
-                }
-            ),
-        )
-
-
-def _run_job(
-    store: Store,
-    collection: Collection,
-    device: str | None,
-    workers: int | None,
-    embedder: Embedder | None = None,
-) -> IngestSummary:
-    start_time = time.perf_counter()
-    job = store.job()
-    assert job is not None
-    with store.lock():
-        store.truncate_uncommitted()
-        entries = [Entry(p, label) for p, label in store.job_files()]
-        done = int(store.state("job_done", "0"))
-        ref = ModelRef.from_dict(store.meta.model)
-        if done:
-            console.print(
-                f"resuming the {job['op']} of {store.root}: {done:,} of {len(entries):,} files were done"
-            )
-        if done < len(entries):
-            embedder = embedder or Embedder(ref, device)
-            workers = workers or min(4, os.cpu_count() or 1)
-            # A job recorded with a chunk of 0 (before the option was checked) has done nothing yet: any
-            # chunk resumes it, the default does, rather than leaving the index stuck on it for good.
-            chunk = job["chunk"] if job["chunk"] >= 1 else 64
-            with (
-                ProgressBar(len(entries), f"index {job['op']}", unit="images", initial=done) as bar,
-                ThreadPoolExecutor(workers) as pool,
-            ):
-                for pos in range(done, len(entries), chunk):
-                    batch = entries[pos : pos + chunk]
-                    loaded = list(
-                        pool.map(lambda e: load_or_skip(collection, e, ref.image_size), batch)
-                    )
-                    keep, skips = _dedupe(store, job["source"], loaded)
-                    codes = _embed(embedder, job["op"], loaded, keep)
-                    _commit(store, job, keep, skips, codes, pos + len(batch))
-                    bar.advance(len(batch))
-        backend = finish_backend(store)
-        report = store.write_report()
-        counts = store.skipped_counts(job["number"])
-        added = _job_added(store, job)
-        store.end_job(job["number"])
-    return IngestSummary(
-        job["op"],
-        len(entries) + job["non_images"],
-        added,
-        counts,
-        done,
-        backend,
-        report,
-        time.perf_counter() - start_time,
-    )
-
-
-def _embed(
-    embedder: Embedder,
-    op: str,
-    loaded: list[LoadedImage | tuple[Entry, Skipped]],
-    keep: list[LoadedImage],
-) -> np.ndarray | None:
-    """The codes of ``keep``. A build runs every decodable file of the batch through the model, duplicates
-    included: each image is then embedded in the same batch as in a sharded build (whose shards find the
-    duplicates only when merged), and the codes agree bit for bit even where kernels depend on the batch."""
-    if not keep:
-        return None
-    if (
-        op != "build"
-    ):  # an add skips already indexed files, which may be whole folders: never embed them
-        return embedder.embed(np.stack([k.image.pixels for k in keep]))
-    decoded = [item for item in loaded if isinstance(item, LoadedImage)]
-    codes = embedder.embed(np.stack([item.image.pixels for item in decoded]))
-    row = {id(item): i for i, item in enumerate(decoded)}
-    return codes[[row[id(k)] for k in keep]]
-
-
-def load_or_skip(
-    collection: Collection, entry: Entry, size: int
-) -> LoadedImage | tuple[Entry, Skipped]:
-    try:
-        return load_image(collection, entry, size)
-    except Skipped as skipped:
-        return entry, skipped
-
-
-def _dedupe(
-    store: Store, source: int, loaded: list[LoadedImage | tuple[Entry, Skipped]]
-) -> tuple[list[LoadedImage], list[tuple[str, Skipped]]]:
-    """The images to add, and the files skipped with why: unreadable, already indexed, or a duplicate."""
-    keep: list[LoadedImage] = []
-    skips: list[tuple[str, Skipped]] = []
-    seen: dict[str, str] = {}
-    here = _source_location(store, source)
-    for item in loaded:
-        if isinstance(item, tuple):
-            skips.append((item[0].path, item[1]))
-            continue
-        path = item.entry.path
-        if store.has_image(source, path):
-            skips.append(
-                (
-                    path,
-                    Skipped(
-                        "already indexed", "already in the index (remove it first to index it anew)"
-                    ),
-                )
-            )
-            continue
-        same = store.find_sha256(item.sha256)
-        original = seen.get(item.sha256) or (
-            same and (same.path if same.location == here else f"{same.location}/{same.path}")
-        )
-        if original:
-            skips.append(
-                (path, Skipped("duplicate", f"same bytes (sha256) as {original}, which is indexed"))
-            )
-            continue
-        seen[item.sha256] = path
-        keep.append(item)
-    return keep, skips
-
-
-def _commit(
-    store: Store,
-    job: dict,
-    keep: list[LoadedImage],
-    skips: list[tuple[str, Skipped]],
-    codes: np.ndarray | None,
-    done: int,
-) -> None:
-    """One batch: codes after the committed rows, then one transaction that makes them count."""
-    rows = store.rows
-    if codes is not None:
-        store.append_codes(codes)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with store.transaction():
-        store.insert_images(
-            [
-                NewImage(
-                    rows + i,
-                    job["source"],
-                    k.entry.path,
-                    k.entry.label,
-                    *k.image.original_size,
-                    k.sha256,
-                    now,
-                )
-                for i, k in enumerate(keep)
-            ]
-        )
-        store.add_skipped(job["number"], job["source"], [(p, s.kind, s.reason) for p, s in skips])
-        store.set_state("rows", rows + len(keep))
-        store.set_state("live", store.live + len(keep))
-        store.set_state("job_done", done)
-        store.set_state(f"job{job['number']}_added", _job_added(store, job) + len(keep))
-
-
-def _job_added(store: Store, job: dict) -> int:
-    return int(store.state(f"job{job['number']}_added", "0"))

@@ -27,13 +27,12 @@ import numpy as np
 from neuralcodes import io
 from neuralcodes.index.collection import Collection, Entry, LoadedImage
 from neuralcodes.index.ingest import (
-    IngestSummary,
     check_build_options,
     check_index_folder,
     collection_for,
     list_collection,
-    load_or_skip,
 )
+from neuralcodes.index.job import IngestSummary, load_or_skip
 from neuralcodes.index.models import Embedder, ModelRef, resolve_model
 from neuralcodes.index.shards import (
     MANIFEST,

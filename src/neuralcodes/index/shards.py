@@ -36,7 +36,8 @@ import numpy as np
 
 from neuralcodes import io
 from neuralcodes.index.collection import Entry, Skipped
-from neuralcodes.index.ingest import IngestSummary, finish_backend
+from neuralcodes.index.backends import finish_backend
+from neuralcodes.index.job import IngestSummary
 from neuralcodes.index.models import ModelRef
 from neuralcodes.index.store import (
     META,

@@ -21,7 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 
 from neuralcodes.data.decode import viewed_rgb
-from neuralcodes.index.index import BadQueryImage, Hit, Index, SearchResults
+from neuralcodes.index.index import Hit, Index, SearchResults
+from neuralcodes.index.queries import BadQueryImage
 from neuralcodes.retrieval.rerank import RERANKERS
 from neuralcodes.serve.page import CSS, SCRIPT, page_html
 
