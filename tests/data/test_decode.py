@@ -12,7 +12,7 @@ from PIL import Image
 from synthetic import encode, noise  # tests/synthetic.py
 
 from neuralcodes.data.decode import CorruptImageError, ImageSizeError, decode_image
-from neuralcodes.data.sources import is_image_name
+from neuralcodes.data.layouts import is_image_name
 
 
 @pytest.mark.parametrize(

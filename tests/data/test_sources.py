@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from neuralcodes.data.decode import ImageSizeError, UnreadableFileError
+from neuralcodes.data.layouts import SourceError
 from neuralcodes.data.sources import (
     SAMPLE_ZIP,
-    SourceError,
     find_tiny_imagenet,
     load_dataset,
 )

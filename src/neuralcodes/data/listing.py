@@ -1,6 +1,7 @@
 """What a source holds, before any pixel is decoded: classes (numbered) and each split's files.
 
-The cache decodes from a :class:`Source`; :mod:`neuralcodes.data.sources` provides zip and folder sources.
+The cache decodes from a :class:`Source`; :mod:`neuralcodes.data.sources` provides zip and folder sources,
+:mod:`neuralcodes.data.layouts` reads their layouts into a :class:`SourceListing`.
 """
 
 from __future__ import annotations

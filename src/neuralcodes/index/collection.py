@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 from neuralcodes.data.decode import DecodedImage, decode_image, display_name
-from neuralcodes.data.sources import SourceError, is_image_name, resolve_source
+from neuralcodes.data.layouts import SourceError, is_image_name
+from neuralcodes.data.sources import resolve_source
 
 MAX_FILE_BYTES = 256 << 20  # larger files are not read at all
 
