@@ -14,7 +14,8 @@ from neuralcodes.index.models import MODEL_KINDS, resolve_model
 from neuralcodes.learning.checkpoint import save_checkpoint
 from neuralcodes.models.resnet import MapClassifier
 from neuralcodes.recipes.deep_ranking.config import RankConfig
-from neuralcodes.recipes.deep_ranking.train import build_network, load_network
+from neuralcodes.recipes.deep_ranking.ranking_step import build_network
+from neuralcodes.recipes.deep_ranking.train import load_network
 from neuralcodes.recipes.neural_codes.train import make_split
 from neuralcodes.recipes.run_data import check_split
 from neuralcodes.recipes.tuned_codes.config import ClassifierConfig, TunedConfig

@@ -10,7 +10,14 @@ import neuralcodes.recipes.deep_ranking.train as ranking
 from neuralcodes import io
 from neuralcodes.learning.checkpoint import load_checkpoint
 from neuralcodes.learning.interrupt import TrainingInterrupted
+from neuralcodes.learning.samplers import TripletSampler
 from neuralcodes.recipes.deep_ranking.config import RankConfig
+from neuralcodes.recipes.deep_ranking.inputs import make_inputs
+from neuralcodes.recipes.deep_ranking.ranking_step import (
+    build_network,
+    build_objective,
+    train_epoch,
+)
 from neuralcodes.recipes.deep_ranking.train import load_network, train_ranking
 from neuralcodes.runs import Run
 
@@ -161,7 +168,7 @@ def test_an_epoch_checkpoint_of_the_loop_before_it_was_shared_resumes(sample_dat
     assert pa["epoch"] == pb["epoch"] == 2 and [h["epoch"] for h in resumed.history()] == [1, 2]
     # Equal on the machine that wrote the fixture; the tolerance only admits another CPU's float rounding.
     _same_weights(a, b, rtol=1e-4, atol=1e-5)
-    reference = ranking.build_network(config)
+    reference = build_network(config)
     reference.load_state_dict(fixture["straight"]["model"])
     _same_weights(a, reference, rtol=1e-4, atol=1e-5)  # today's loop trains as the old one did
     for h, r, o in zip(
@@ -191,7 +198,7 @@ def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path
     np.testing.assert_allclose(feats[:4], expected, rtol=1e-2, atol=1e-2)  # stored as float16
     # The backbone of a frozen run does not change in training.
     torch.manual_seed(config.seed)
-    untouched = ranking.build_network(config)
+    untouched = build_network(config)
     for (name, p), (_, q) in zip(
         untouched.backbone.state_dict().items(), net.backbone.state_dict().items()
     ):
@@ -209,8 +216,8 @@ def test_frozen_backbone_features_are_cached_and_reused(sample_dataset, tmp_path
 def test_one_step_with_an_unfrozen_backbone_trains_the_backbone(sample_dataset, tmp_path, mining):
     config = _config(freeze_backbone=False, multiscale=False, mining=mining, gap=0.5)
     torch.manual_seed(config.seed)
-    net = ranking.build_network(config)
-    inputs = ranking.make_inputs(
+    net = build_network(config)
+    inputs = make_inputs(
         net, config, Run(tmp_path / "run"), sample_dataset.train, "train", torch.device("cpu")
     )
     assert (
@@ -218,9 +225,9 @@ def test_one_step_with_an_unfrozen_backbone_trains_the_backbone(sample_dataset, 
     )  # end to end: the images, no feature cache
     before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
-    loss_fn, miner = ranking.build_objective(config)
-    triplets = ranking.TripletSampler(inputs.labels).sample(32, seed=0)
-    losses = ranking.train_epoch(
+    loss_fn, miner = build_objective(config)
+    triplets = TripletSampler(inputs.labels).sample(32, seed=0)
+    losses = train_epoch(
         net, optimizer, loss_fn, miner, inputs, triplets, 32, torch.device("cpu"), False, 0
     )
     assert len(losses) == 1 and np.isfinite(losses[0]) and losses[0] > 0

@@ -25,19 +25,18 @@ from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.samplers import TripletSampler, derive_seed
 from neuralcodes.progress import console
 from neuralcodes.recipes.deep_ranking.config import RankConfig
-from neuralcodes.recipes.deep_ranking.train import (
+from neuralcodes.recipes.deep_ranking.inputs import RankingInputs, make_inputs
+from neuralcodes.recipes.deep_ranking.ranking_step import (
     TEST_EVAL_KEY,
     TRAIN_EVAL_KEY,
-    RankingInputs,
     build_network,
     build_objective,
     embed,
     eval_triplets,
-    load_network,
-    make_inputs,
     train_epoch,
     triplet_precision,
 )
+from neuralcodes.recipes.deep_ranking.train import load_network
 from neuralcodes.recipes.run_data import data_spec, load_run_data
 from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.search import search
