@@ -45,7 +45,10 @@ def _model(num_classes: int, channels_last: bool, seed: int) -> NeuralCodesConvN
 def train_epoch(model, optimizer, images, labels, state, cfg, generator) -> None:
     """One epoch exactly as the shared loop runs it: the recipe's classification step through ``run_epoch``."""
     from neuralcodes.learning.loop import run_epoch
-    from neuralcodes.recipes.neural_codes.loop import classification_figures, classification_step
+    from neuralcodes.recipes.neural_codes.classification_step import (
+        classification_figures,
+        classification_step,
+    )
 
     model.train()
     step = classification_step(model, optimizer, images, labels, cfg, generator)
@@ -53,11 +56,15 @@ def train_epoch(model, optimizer, images, labels, state, cfg, generator) -> None
 
 
 def recipe_loop(*names: str) -> list[Any]:
-    """Names from the recipe's training loop, wherever it lives (``loop.py`` since the multi-process work)."""
+    """Names from the recipe's training loop, wherever it lives (``classification_step.py``; ``loop.py`` from
+    the multi-process work until its rename, ``train.py`` before)."""
     try:
-        from neuralcodes.recipes.neural_codes import loop as module
+        from neuralcodes.recipes.neural_codes import classification_step as module
     except ImportError:
-        from neuralcodes.recipes.neural_codes import train as module
+        try:
+            from neuralcodes.recipes.neural_codes import loop as module
+        except ImportError:
+            from neuralcodes.recipes.neural_codes import train as module
     return [getattr(module, name) for name in names]
 
 

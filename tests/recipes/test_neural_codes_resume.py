@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import neuralcodes.learning.resume as resume
-import neuralcodes.recipes.neural_codes.loop as loop
+import neuralcodes.recipes.neural_codes.classification_step as loop
 import neuralcodes.recipes.neural_codes.train as classify
 from neuralcodes import io
 from neuralcodes.cli import main

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import neuralcodes.recipes.neural_codes.loop as loop
+import neuralcodes.recipes.neural_codes.classification_step as loop
 import neuralcodes.recipes.neural_codes.train as classify
 from neuralcodes.data.imageset import Dataset, ImageSet
 from neuralcodes.learning.checkpoint import load_checkpoint

@@ -18,7 +18,7 @@ from neuralcodes.plots.retrieval import (  # the report's colours; importing plo
     OTHER,
     SAME,
 )
-from neuralcodes.plots.style import save_figure
+from neuralcodes.plots.save import save_figure
 
 THUMB = 96
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuralcodes.plots.style import save_figure
+from neuralcodes.plots.save import save_figure
 
 
 def plot_loss_curves(history: Sequence[dict], iterations: Sequence[dict], path: str | Path) -> Path:

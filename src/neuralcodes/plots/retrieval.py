@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuralcodes.plots.style import save_figure
+from neuralcodes.plots.save import save_figure
 
 SAME, OTHER = "#2ca02c", "#d62728"
 

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
 
-from neuralcodes.plots.style import save_figure
+from neuralcodes.plots.save import save_figure
 
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from neuralcodes.plots.style import save_figure
+from neuralcodes.plots.save import save_figure
 
 FAMILY_COLOURS = {
     "classification": "#7f7f7f",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from neuralcodes.data.imageset import Dataset
 from neuralcodes.data.splits import Split
-from neuralcodes.recipes.neural_codes.loop import evaluate_classifier
+from neuralcodes.recipes.neural_codes.classification_step import evaluate_classifier
 from neuralcodes.recipes.neural_codes.train import open_trained
 from neuralcodes.runs import Run
 

@@ -25,7 +25,7 @@ from neuralcodes.learning.distributed import barrier, init_world
 from neuralcodes.models.backbones import ConvNetBackbone, register_backbone
 from neuralcodes.models.convnet import NeuralCodesConvNet
 from neuralcodes.recipes.neural_codes.config import ClassifyConfig
-from neuralcodes.recipes.neural_codes.loop import fit
+from neuralcodes.recipes.neural_codes.classification_step import fit
 from neuralcodes.recipes.run_data import check_split, data_spec, load_run_data
 from neuralcodes.runs import TRAINS_ON, Run
 

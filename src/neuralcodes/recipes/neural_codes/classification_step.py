@@ -19,7 +19,7 @@ from neuralcodes import io
 from neuralcodes.data.batches import Augment, DeviceImages, iterate_batches
 from neuralcodes.device import autocast, describe_machine
 from neuralcodes.learning.distributed import World, distribute, from_main, process_seed, sum_over
-from neuralcodes.learning.loop import Loop
+from neuralcodes.learning.loop import FitResult, Loop
 from neuralcodes.learning.loop import fit as fit_loop
 from neuralcodes.learning.optimizers import build_optimizer
 from neuralcodes.learning.schedules import build_schedule
@@ -109,16 +109,7 @@ def fit(
     mAP of the class-disjoint validation classes when the split has them, else by in-domain validation loss."""
     model = distribute(p.model, world)
     optimizer = build_optimizer(cfg.optimizer, p.model.parameters(), cfg.lr, cfg.weight_decay)
-    steps_per_epoch = -(-len(p.split.train) // cfg.batch_size)
-    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
-    constant = (
-        cfg.schedule == "constant" and warmup == 0
-    )  # the course recipe: no scheduler, checkpoints as before
-    schedule = (
-        None
-        if constant
-        else build_schedule(cfg.schedule, optimizer, cfg.epochs * steps_per_epoch, warmup)
-    )
+    schedule = _schedule(cfg, optimizer, steps_per_epoch=-(-len(p.split.train) // cfg.batch_size))
     generator = torch.Generator().manual_seed(
         process_seed(cfg.seed, world)
     )  # order (first process's) + augmentation
@@ -136,16 +127,6 @@ def fit(
         if len(p.split.val_classes):
             scores.update(from_main(world, lambda: disjoint_validation_map(p.model, p, cfg)))
         return scores
-
-    def on_epoch(history: list[dict[str, Any]]) -> None:
-        write_history(run, history)
-        h = history[-1]
-        disjoint = f" | class-disjoint mAP {h[monitor]:.4f}" if monitor != "val_loss" else ""
-        console.print(
-            f"epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.3f} | val loss "
-            f"{h['val_loss']:.4f} acc {h['val_accuracy']:.3f} top5 {h['val_top5']:.3f}{disjoint} | "
-            f"{h['images_per_s']:.0f} img/s"
-        )
 
     monitor = f"val_mAP_{cfg.select_layer}" if len(p.split.val_classes) else "val_loss"
     step = classification_step(model, optimizer, p.images, p.labels, cfg, generator, schedule)
@@ -167,21 +148,57 @@ def fit(
         summarise=classification_figures,
         stateful={} if schedule is None else {"schedule": schedule},
     )
-    result = fit_loop(loop, resume, on_epoch)
+    result = fit_loop(loop, resume, _epoch_line(run, monitor))
     if world.is_main:
-        run.update_metrics(
-            "training",
-            {
-                "best_epoch": result.best_epoch,
-                f"best_{monitor}": result.best,
-                "selected_by": monitor,
-                "epochs_run": len(result.history),
-                "stopped_early": result.stopped_early,
-                "processes": world.size,
-                "machine": describe_machine(),
-            },
+        _record_training(run, result, monitor, world)
+
+
+def _epoch_line(run: Run, monitor: str) -> Callable[[list[dict[str, Any]]], None]:
+    """What the end of an epoch writes: the history (and its figure) and the epoch's line."""
+
+    def on_epoch(history: list[dict[str, Any]]) -> None:
+        write_history(run, history)
+        h = history[-1]
+        disjoint = f" | class-disjoint mAP {h[monitor]:.4f}" if monitor != "val_loss" else ""
+        console.print(
+            f"epoch {h['epoch']}: train loss {h['train_loss']:.4f} acc {h['train_accuracy']:.3f} | val loss "
+            f"{h['val_loss']:.4f} acc {h['val_accuracy']:.3f} top5 {h['val_top5']:.3f}{disjoint} | "
+            f"{h['images_per_s']:.0f} img/s"
         )
-        run.write_progress("trained", epochs_run=len(result.history), best_epoch=result.best_epoch)
+
+    return on_epoch
+
+
+def _schedule(
+    cfg: ClassifyConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule of ``cfg``, or None for the course recipe (constant, no warm-up)."""
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch)
+    constant = (
+        cfg.schedule == "constant" and warmup == 0
+    )  # the course recipe: no scheduler, checkpoints as before
+    return (
+        None
+        if constant
+        else build_schedule(cfg.schedule, optimizer, cfg.epochs * steps_per_epoch, warmup)
+    )
+
+
+def _record_training(run: Run, result: FitResult, monitor: str, world: World) -> None:
+    """The run's ``training`` metrics (the epoch selected and by what) and its progress: trained."""
+    run.update_metrics(
+        "training",
+        {
+            "best_epoch": result.best_epoch,
+            f"best_{monitor}": result.best,
+            "selected_by": monitor,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "processes": world.size,
+            "machine": describe_machine(),
+        },
+    )
+    run.write_progress("trained", epochs_run=len(result.history), best_epoch=result.best_epoch)
 
 
 def disjoint_validation_map(
