@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     steps = index.add_subparsers(dest="index_command", required=True, metavar="STEP")
 
+    _add_build(steps)
+    _add_maintenance(steps)
+    _add_search(sub)
+
+
+def _add_build(steps: argparse._SubParsersAction) -> None:
     p = steps.add_parser(
         "build", help="embed every image of a folder (or data source) into a new index (resumable)"
     )
@@ -75,6 +81,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_ingest_options(p)
     p.set_defaults(func=_build)
 
+
+def _add_maintenance(steps: argparse._SubParsersAction) -> None:
+    """merge, add, remove, info, backend: the steps on an index once built."""
     p = steps.add_parser(
         "merge", help="merge the finished shards of a `build --shard K/N` into the index"
     )
@@ -110,6 +119,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=BACKEND_CHOICES)
     p.set_defaults(func=_backend)
 
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search an index with image files")
     p.add_argument("index")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="query image files")

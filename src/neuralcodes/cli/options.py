@@ -52,6 +52,20 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
     """One option per ClassifyConfig field, defaults from the dataclass."""
     add_data_option(parser)
     d = ClassifyConfig()
+    _add_training_options(parser, d)
+    _add_split_options(parser, d)
+    _add_optimiser_options(parser, d)
+    _add_selection_options(parser, d)
+    parser.add_argument(
+        "--no-bf16", dest="bf16", action="store_false", help="plain fp32 instead of bf16 autocast"
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)"
+    )
+
+
+def _add_training_options(parser: argparse.ArgumentParser, d: ClassifyConfig) -> None:
+    """How long and on what the ConvNet trains: epochs, batch, learning rate, patience, regularisation."""
     parser.add_argument(
         "--epochs",
         type=int,
@@ -75,6 +89,10 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
         "--batch-norm", action="store_true", help="the batch-norm variant of the ConvNet"
     )
     parser.add_argument("--dropout", type=float, default=d.dropout)
+
+
+def _add_split_options(parser: argparse.ArgumentParser, d: ClassifyConfig) -> None:
+    """The seeds, and the classes held out for retrieval."""
     parser.add_argument(
         "--seed", type=int, default=d.seed, help="weights, shuffling, dropout, augmentation"
     )
@@ -92,6 +110,10 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated held-out classes by folder name, wnid or class name (instead of the last --n-ood)",
     )
+
+
+def _add_optimiser_options(parser: argparse.ArgumentParser, d: ClassifyConfig) -> None:
+    """The optimiser, its learning-rate schedule and the loss's label smoothing."""
     parser.add_argument(
         "--optimizer",
         default=d.optimizer,
@@ -109,6 +131,10 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
         help="linear warm-up of the learning rate (epochs, may be a fraction)",
     )
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+
+
+def _add_selection_options(parser: argparse.ArgumentParser, d: ClassifyConfig) -> None:
+    """Class-disjoint validation: the classes, their images and the code that picks the best epoch."""
     parser.add_argument(
         "--n-val-classes",
         type=int,
@@ -125,12 +151,6 @@ def add_classify_options(parser: argparse.ArgumentParser) -> None:
         "--select-layer",
         default=d.select_layer,
         help=f"the code whose class-disjoint mAP picks the epoch (default {d.select_layer})",
-    )
-    parser.add_argument(
-        "--no-bf16", dest="bf16", action="store_false", help="plain fp32 instead of bf16 autocast"
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)"
     )
 
 

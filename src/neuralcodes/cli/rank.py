@@ -16,6 +16,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rank = subparsers.add_parser("rank", help="deep ranking with triplets (Wang et al. 2014)")
     sub = rank.add_subparsers(dest="rank_command", required=True, metavar="STEP")
 
+    _add_train(sub)
+    evaluate = sub.add_parser("evaluate", help="similarity precision, mAP / P@10 / P@30, figures")
+    evaluate.add_argument("run", help="run folder of `rank train`")
+    evaluate.add_argument(
+        "--max-queries", type=int, default=None, help="validation queries (default: all)"
+    )
+    evaluate.set_defaults(func=_evaluate)
+
+    compare = sub.add_parser(
+        "compare-mining", help="random vs semi-hard vs hard vs batch-hard mining on the run's data"
+    )
+    compare.add_argument("run", help="run folder of `rank train` (its cached features are reused)")
+    compare.add_argument("--miners", nargs="+", default=list(MINERS), choices=MINERS)
+    compare.add_argument("--epochs", type=int, default=None)
+    compare.add_argument("--triplets-per-epoch", type=int, default=None)
+    compare.add_argument("--max-queries", type=int, default=2000)
+    compare.set_defaults(func=_compare)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     d = RankConfig()
     train = sub.add_parser(
         "train", help="train a triplet network (frozen pretrained backbone + head by default)"
@@ -50,6 +70,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--no-multiscale", dest="multiscale", action="store_false", help="deep branch only"
     )
+    _add_training_options(train, d)
+    train.set_defaults(func=_train)
+
+
+def _add_training_options(train: argparse.ArgumentParser, d: RankConfig) -> None:
+    """The numbers of `rank train` (defaults from :class:`RankConfig`), optimiser, mining, precision, device."""
     for name, kind in (
         ("image_size", int),
         ("embedding_dim", int),
@@ -83,24 +109,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)"
     )
-    train.set_defaults(func=_train)
-
-    evaluate = sub.add_parser("evaluate", help="similarity precision, mAP / P@10 / P@30, figures")
-    evaluate.add_argument("run", help="run folder of `rank train`")
-    evaluate.add_argument(
-        "--max-queries", type=int, default=None, help="validation queries (default: all)"
-    )
-    evaluate.set_defaults(func=_evaluate)
-
-    compare = sub.add_parser(
-        "compare-mining", help="random vs semi-hard vs hard vs batch-hard mining on the run's data"
-    )
-    compare.add_argument("run", help="run folder of `rank train` (its cached features are reused)")
-    compare.add_argument("--miners", nargs="+", default=list(MINERS), choices=MINERS)
-    compare.add_argument("--epochs", type=int, default=None)
-    compare.add_argument("--triplets-per-epoch", type=int, default=None)
-    compare.add_argument("--max-queries", type=int, default=2000)
-    compare.set_defaults(func=_compare)
 
 
 def _train(args: argparse.Namespace) -> None:

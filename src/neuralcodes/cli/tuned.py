@@ -32,6 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = tuned.add_subparsers(dest="tuned_command", required=True, metavar="STEP")
 
+    _add_classifier(sub)
+    _add_train(sub)
+    _add_compare(sub)
+    _add_report(sub)
+
+
+def _add_classifier(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "classifier",
         help="train a 64x64 ResNet-18 classifier of the in-domain classes from scratch",
@@ -51,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_option(p)
     p.set_defaults(func=_classifier)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     d = TunedConfig()
     t = sub.add_parser(
         "train", help="fine-tune a classifier's conv map with GeM + a metric-learning loss"
@@ -72,6 +81,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the base's data if it has moved (a pretrained base: the images)",
     )
+    _add_fine_tuning_options(t, d)
+    _add_training_options(t, d)
+    t.set_defaults(func=_train)
+
+
+def _add_fine_tuning_options(t: argparse.ArgumentParser, d: TunedConfig) -> None:
+    """What `tuned train` fine-tunes and how: pooling, whitening, loss, mining, augmentation."""
     t.add_argument("--pooling", default=d.pooling, choices=POOLINGS)
     t.add_argument("--fixed-p", dest="learn_p", action="store_false", help="keep GeM's p fixed")
     t.add_argument(
@@ -106,6 +122,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--ood-classes", default=None, help="pretrained base only: comma-separated held-out classes"
     )
+
+
+def _add_training_options(t: argparse.ArgumentParser, d: TunedConfig) -> None:
+    """The numbers of `tuned train` (defaults from :class:`TunedConfig`), epochs, precision, device."""
     for name in ("p", "lr", "weight_decay"):
         t.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
     for name in (
@@ -134,8 +154,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     add_checkpoint_option(t)
-    t.set_defaults(func=_train)
 
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "compare", help="every variant on the held-out protocol: one table, t-SNE, paired interval"
     )
@@ -188,6 +209,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--device", default=None)
     c.set_defaults(func=_compare)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("report", help="rewrite OUT/report.md/html from OUT/comparison.json")
     r.add_argument("folder", help="the --out folder of `neuralcodes tuned compare`")
     r.add_argument("--tuned", nargs="*", default=[], help="fine-tuning runs to add a section for")
