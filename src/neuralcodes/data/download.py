@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from neuralcodes.io import atomic_path
 from neuralcodes.progress import ProgressBar
@@ -65,21 +66,7 @@ def download(
         log.info("using the already downloaded %s", target)
         return target
 
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _failed(
-            url,
-            f"cannot create {dest_dir}: {exc.strerror or exc} (NEURALCODES_CACHE can point "
-            f"the cache, and its downloads/ folder, elsewhere)",
-        ) from None
-    try:
-        response = urllib.request.urlopen(url, timeout=timeout)
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
-        is_http = isinstance(exc, urllib.error.HTTPError)
-        reason = f"HTTP {exc.code} {exc.reason}" if is_http else getattr(exc, "reason", exc)
-        raise _failed(url, f"{reason}; check the network") from exc
-
+    response = _open(url, dest_dir, timeout)
     try:
         with response, atomic_path(target) as tmp:
             announced = _content_length(response)
@@ -107,6 +94,24 @@ def download(
         raise _failed(url, f"cannot write into {dest_dir}: {exc.strerror or exc}") from None
     log.info("downloaded %s (%s bytes)", target, f"{received:,}")
     return target
+
+
+def _open(url: str, dest_dir: Path, timeout: float) -> Any:
+    """The folder made, the URL's response opened; :class:`DownloadError` saying which failed."""
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _failed(
+            url,
+            f"cannot create {dest_dir}: {exc.strerror or exc} (NEURALCODES_CACHE can point "
+            f"the cache, and its downloads/ folder, elsewhere)",
+        ) from None
+    try:
+        return urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        is_http = isinstance(exc, urllib.error.HTTPError)
+        reason = f"HTTP {exc.code} {exc.reason}" if is_http else getattr(exc, "reason", exc)
+        raise _failed(url, f"{reason}; check the network") from exc
 
 
 def file_md5(path: str | os.PathLike) -> str:

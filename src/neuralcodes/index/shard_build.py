@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from neuralcodes import io
-from neuralcodes.index.collection import Collection, Entry, LoadedImage
+from neuralcodes.index.collection import Collection, Entry, LoadedImage, Skipped
 from neuralcodes.index.ingest import (
     check_build_options,
     check_index_folder,
@@ -104,24 +104,14 @@ def build_shard(
     collection = collection_for(images, data, labels, exclude=root)
     entries, others = list_collection(collection)
     start, stop = shard_slice(len(entries), chunk, k, n)
-    wanted = {
-        "format": SHARD_FORMAT,
-        "shard": k,
-        "shards": n,
-        "start": start,
-        "stop": stop,
-        "options": {
-            "model": ref.to_dict(),
-            "dtype": dtype,
-            "backend": backend,
-            "chunk": chunk,
-            "labels": labels,
-            "source": {"kind": collection.kind, "location": collection.location},
-        },
-        "files": len(entries),
-        "non_images": len(others),
-        "fingerprint": fingerprint(entries, others),
+    options = {
+        "model": ref.to_dict(),
+        "dtype": dtype,
+        "backend": backend,
+        "chunk": chunk,
+        "labels": labels,
     }
+    wanted = _manifest(k, n, (start, stop), options, collection, entries, others)
     folder = shard_folder(root, k, n)
     _check_siblings(root, folder, wanted)
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,6 +133,34 @@ def build_shard(
         _merge_if_last(root, summary)
     summary.seconds = time.perf_counter() - start_time
     return summary
+
+
+def _manifest(
+    k: int,
+    n: int,
+    bounds: tuple[int, int],
+    options: dict[str, Any],
+    collection: Collection,
+    entries: list[Entry],
+    others: list[tuple[str, Skipped]],
+) -> dict[str, Any]:
+    """What shard K of N records of itself (and every sibling must agree on): its slice, the options and
+    the collection's fingerprint."""
+    start, stop = bounds
+    return {
+        "format": SHARD_FORMAT,
+        "shard": k,
+        "shards": n,
+        "start": start,
+        "stop": stop,
+        "options": {
+            **options,
+            "source": {"kind": collection.kind, "location": collection.location},
+        },
+        "files": len(entries),
+        "non_images": len(others),
+        "fingerprint": fingerprint(entries, others),
+    }
 
 
 def _check_siblings(root: Path, folder: Path, wanted: dict) -> None:

@@ -46,6 +46,7 @@ from neuralcodes.index.store import (
     IndexDamagedError,
     Meta,
     NewImage,
+    ShardFile,
     ShardFiles,
     ShardFilesUnreadable,
     Store,
@@ -338,25 +339,9 @@ def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]
         for _, kind, _ in others:
             skipped[kind] = skipped.get(kind, 0) + 1
         for info in shards:
-            codes = np.load(info.folder / SHARD_CODES, mmap_mode="r")
-            if codes.shape != (info.size, store.meta.dim) or codes.dtype != np.dtype(
-                store.meta.dtype
-            ):
-                raise IndexDamagedError(
-                    f"{info.folder / SHARD_CODES} holds {codes.dtype} {codes.shape}, not "
-                    f"{store.meta.dtype} ({info.size}, {store.meta.dim}); delete {info.folder} and "
-                    f"build {info.name} again"
-                )
+            codes = _shard_codes(store, info)
             rows: list[int] = []
-            with ShardFiles(info.folder) as shard_files:
-                files = shard_files.files()
-            if [f.position for f in files] != list(
-                range(info.manifest["start"], info.manifest["stop"])
-            ):
-                raise IndexDamagedError(
-                    f"{info.folder / SHARD_FILES} does not record every file of {info.name}; "
-                    f"delete {info.folder} and build that shard again"
-                )
+            files = _shard_files(info)
             images: list[NewImage] = []
             skips: list[tuple[str, str, str]] = []
             for position, path, label, sha, width, height, kind, reason, when in files:
@@ -385,3 +370,27 @@ def _replay(store: Store, shards: list[ShardInfo]) -> tuple[int, dict[str, int]]
         for key, value in (("rows", added), ("live", added), ("jobs", job)):
             store.set_state(key, value)
     return added, skipped
+
+
+def _shard_codes(store: Store, info: ShardInfo) -> np.ndarray:
+    """A shard's codes (memory-mapped), checked to be its size and the index's dimension and type."""
+    codes = np.load(info.folder / SHARD_CODES, mmap_mode="r")
+    if codes.shape != (info.size, store.meta.dim) or codes.dtype != np.dtype(store.meta.dtype):
+        raise IndexDamagedError(
+            f"{info.folder / SHARD_CODES} holds {codes.dtype} {codes.shape}, not "
+            f"{store.meta.dtype} ({info.size}, {store.meta.dim}); delete {info.folder} and "
+            f"build {info.name} again"
+        )
+    return codes
+
+
+def _shard_files(info: ShardInfo) -> list[ShardFile]:
+    """A shard's files, checked to record every position of its slice, in order."""
+    with ShardFiles(info.folder) as shard_files:
+        files = shard_files.files()
+    if [f.position for f in files] != list(range(info.manifest["start"], info.manifest["stop"])):
+        raise IndexDamagedError(
+            f"{info.folder / SHARD_FILES} does not record every file of {info.name}; "
+            f"delete {info.folder} and build that shard again"
+        )
+    return files

@@ -44,32 +44,36 @@ def ranking_section(run: Run) -> str:
 
     history = run.history()
     if history:
-        out.append(
-            "\n"
-            + table(
-                ["epoch", "loss", "train sim. precision", "test sim. precision", "triplets/s"],
-                [
-                    [
-                        h["epoch"],
-                        h["loss"],
-                        h["train_similarity_precision"],
-                        h["test_similarity_precision"],
-                        round(h["triplets_per_s"]),
-                    ]
-                    for h in history
-                ],
-            )
-        )
-    for path in result.get("figures", []):
-        caption = (
-            "Validation queries (left), their 10 nearest and 10 farthest training images with distance and class; "
-            "green frame = same class, red = other class"
-            if "results" in path
-            else "Triplet loss per iteration and per epoch; similarity precision per epoch"
-        )
-        out.append(figure(path, caption))
+        out.append("\n" + _history_table(history))
+    out.extend(_figure(path) for path in result.get("figures", []))
     out.append(_improvements(metrics.get("ranking_mining"), config))
     return "\n".join(out)
+
+
+def _history_table(history: list[dict]) -> str:
+    return table(
+        ["epoch", "loss", "train sim. precision", "test sim. precision", "triplets/s"],
+        [
+            [
+                h["epoch"],
+                h["loss"],
+                h["train_similarity_precision"],
+                h["test_similarity_precision"],
+                round(h["triplets_per_s"]),
+            ]
+            for h in history
+        ],
+    )
+
+
+def _figure(path: str) -> str:
+    caption = (
+        "Validation queries (left), their 10 nearest and 10 farthest training images with distance and class; "
+        "green frame = same class, red = other class"
+        if "results" in path
+        else "Triplet loss per iteration and per epoch; similarity precision per epoch"
+    )
+    return figure(path, caption)
 
 
 def _description(config: dict) -> str:
