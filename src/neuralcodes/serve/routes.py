@@ -140,21 +140,7 @@ def image_routes(index: Index) -> APIRouter:
 
     @router.get("/api/images/{image_id}", summary="An image file of the collection, by id")
     def image_file(image_id: int = ImageId) -> Response:
-        hit, data = _read(index, image_id)
-        media = mimetypes.guess_type(PurePosixPath(hit.path).name)[0] or "application/octet-stream"
-        if (
-            not media.startswith("image/") or media == "image/svg+xml"
-        ):  # never serve markup or scripts
-            media = "application/octet-stream"
-        return Response(
-            data,
-            media_type=media,
-            headers={
-                "X-Content-Type-Options": "nosniff",
-                "Content-Disposition": "inline",
-                "Cache-Control": "max-age=3600",
-            },
-        )
+        return _file_response(*_read(index, image_id))
 
     @functools.lru_cache(maxsize=4096)  # the index does not change while it is served
     def cached_thumbnail(image_id: int, side: int) -> bytes:
@@ -196,6 +182,22 @@ def image_routes(index: Index) -> APIRouter:
         return {"query": _hit(index.record(image_id)), **_results(results, k)}
 
     return router
+
+
+def _file_response(hit: Hit, data: bytes) -> Response:
+    """An image file's bytes, typed by its name's extension (never as markup or a script)."""
+    media = mimetypes.guess_type(PurePosixPath(hit.path).name)[0] or "application/octet-stream"
+    if not media.startswith("image/") or media == "image/svg+xml":  # never serve markup or scripts
+        media = "application/octet-stream"
+    return Response(
+        data,
+        media_type=media,
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": "inline",
+            "Cache-Control": "max-age=3600",
+        },
+    )
 
 
 def describe_size(n: int) -> str:
