@@ -121,41 +121,66 @@ def run_protocol(
         results = _study(run, dataset, split, study, resume)
 
         if variants:
-            extra = [s for s in seeds if s != cfg.seed]
-            table = {
-                "baseline": _variant_row(
-                    run,
-                    classification,
-                    results,
-                    _seed_runs(
-                        run, "baseline", cfg, extra, dataset, split, resume, checkpoint_minutes
-                    ),
-                )
-            }
-            # Written after every variant: a variant takes hours on a CPU, so the report of a run still
-            # training shows the finished ones and names those to come.
-            run.update_metrics("variants_pending", list(variants))
-            for i, name in enumerate(variants):
-                console.rule(f"variant: {name}")
-                vcfg = replace(cfg, **VARIANTS[name])
-                vrun = Run(run.root / "variants" / name)
-                run.write_progress(f"variant {name}")
-                with vrun.lock():
-                    vcls = _train_and_evaluate(
-                        vcfg, vrun, dataset, split, resume, checkpoint_minutes
-                    )
-                    vres = _study(vrun, dataset, split, replace(study, pca_dims=(None,)), resume)
-                    vrun.finish()  # else `status` shows its last stage as if it stopped there
-                table[name] = _variant_row(
-                    vrun,
-                    vcls,
-                    vres,
-                    _seed_runs(run, name, vcfg, extra, dataset, split, resume, checkpoint_minutes),
-                )
-                run.update_metrics("variants", table)
-                run.update_metrics("variants_pending", list(variants[i + 1 :]))
+            _variants(
+                run,
+                cfg,
+                variants,
+                seeds,
+                dataset,
+                split,
+                study,
+                (classification, results),
+                resume,
+                checkpoint_minutes,
+            )
         run.write_progress("done")
     return run
+
+
+def _variants(
+    run: Run,
+    cfg: ClassifyConfig,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    dataset: Dataset,
+    split: Split,
+    study: StudyOptions,
+    baseline: tuple[dict, dict],
+    resume: bool,
+    checkpoint_minutes: float,
+) -> None:
+    """Each variant trained, evaluated and studied in ``run/variants/NAME`` (with its seed runs), its row of
+    the comparison table written as soon as it is done; ``baseline``: the run's own classification and study."""
+    classification, results = baseline
+    extra = [s for s in seeds if s != cfg.seed]
+    table = {
+        "baseline": _variant_row(
+            run,
+            classification,
+            results,
+            _seed_runs(run, "baseline", cfg, extra, dataset, split, resume, checkpoint_minutes),
+        )
+    }
+    # Written after every variant: a variant takes hours on a CPU, so the report of a run still
+    # training shows the finished ones and names those to come.
+    run.update_metrics("variants_pending", list(variants))
+    for i, name in enumerate(variants):
+        console.rule(f"variant: {name}")
+        vcfg = replace(cfg, **VARIANTS[name])
+        vrun = Run(run.root / "variants" / name)
+        run.write_progress(f"variant {name}")
+        with vrun.lock():
+            vcls = _train_and_evaluate(vcfg, vrun, dataset, split, resume, checkpoint_minutes)
+            vres = _study(vrun, dataset, split, replace(study, pca_dims=(None,)), resume)
+            vrun.finish()  # else `status` shows its last stage as if it stopped there
+        table[name] = _variant_row(
+            vrun,
+            vcls,
+            vres,
+            _seed_runs(run, name, vcfg, extra, dataset, split, resume, checkpoint_minutes),
+        )
+        run.update_metrics("variants", table)
+        run.update_metrics("variants_pending", list(variants[i + 1 :]))
 
 
 def _seed_runs(
