@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from neuralcodes.data.batches import DeviceImages
-from neuralcodes.data.imageset import Dataset
+from neuralcodes.data.imageset import Dataset, ImageSet
 from neuralcodes.data.splits import Split
 from neuralcodes.plots.retrieval import (
     plot_bars,
@@ -20,7 +20,8 @@ from neuralcodes.plots.retrieval import (
     plot_ranked_results,
 )
 from neuralcodes.progress import console
-from neuralcodes.recipes.neural_codes.train import open_trained
+from neuralcodes.recipes.neural_codes.config import ClassifyConfig
+from neuralcodes.recipes.neural_codes.train import Prepared, open_trained
 from neuralcodes.retrieval.codes import Codes, ZeroCodeWarning, extract_codes
 from neuralcodes.retrieval.evaluate import retrieval_metrics
 from neuralcodes.retrieval.pca import DEFAULT_PCA_DIMS, pca_study
@@ -99,27 +100,11 @@ def retrieval_study(
     for layer, c in ood_codes.items():
         m = retrieval_metrics(c, ood_labels, ks=ks)  # ties in distance broken by database index
         per_query_ap[layer] = m["AP"]
-        se = float(np.std(m["AP"], ddof=1) / np.sqrt(len(m["AP"])))
-        layers[layer] = {
-            "dim": int(c.shape[1]),
-            "mAP": m["mAP"],
-            "mAP_se": se,
-            "mAP@R": m["mAP@R"],
-            **{f"P@{k}": m[f"P@{k}"] for k in ks},
-        }
+        layers[layer] = _layer_row(m, int(c.shape[1]), ks)
         curves[layer] = (m["recall_levels"], m["precision_at_recall"])
         top, dist = search(c[queries], c, k=shown_k, exclude=queries)
         shown_same[layer] = float((ood_labels[top] == ood_labels[queries, None]).mean())
-        plot_ranked_results(
-            data.images[split.ood[queries]],
-            ood_labels[queries],
-            data.images[split.ood[top]],
-            ood_labels[top],
-            data.class_names,
-            run.figures / f"results_{layer}.png",
-            distances=dist,
-            title=f"Layer {layer}: {shown_k} nearest held-out images (green: same class)",
-        )
+        _plot_results(run, data, split.ood, queries, (top, dist), layer)
     plot_bars(
         {k: v["mAP"] for k, v in layers.items()},
         run.figures / "map_per_layer.png",
@@ -141,12 +126,37 @@ def retrieval_study(
     }
     run.update_metrics("retrieval", retrieval)
 
+    pca = _pca_study(run, p, cfg, opt, ood_codes, ood_labels)
+    return {"retrieval": retrieval, "pca": pca}
+
+
+def _layer_row(m: dict, dim: int, ks: tuple[int, ...]) -> dict:
+    """A layer's row of the retrieval table from its metrics ``m``: mAP with its standard error, mAP@R, P@k."""
+    se = float(np.std(m["AP"], ddof=1) / np.sqrt(len(m["AP"])))
+    return {
+        "dim": dim,
+        "mAP": m["mAP"],
+        "mAP_se": se,
+        "mAP@R": m["mAP@R"],
+        **{f"P@{k}": m[f"P@{k}"] for k in ks},
+    }
+
+
+def _pca_study(
+    run: Run,
+    p: Prepared,
+    cfg: ClassifyConfig,
+    opt: StudyOptions,
+    ood_codes: dict[str, np.ndarray],
+    ood_labels: np.ndarray,
+) -> dict:
+    """mAP against PCA dimension per layer (``p``: the opened run), stored in the run's ``pca`` metrics."""
     # PCA is learned on in-domain training images only, never on the held-out set it is scored on.
     rng = np.random.default_rng(cfg.seed)
     fit_idx = np.sort(
-        rng.choice(split.train, size=min(opt.pca_fit_images, len(split.train)), replace=False)
+        rng.choice(p.split.train, size=min(opt.pca_fit_images, len(p.split.train)), replace=False)
     )
-    fit_codes, _ = _extract(model, images, fit_idx, opt.layers, cfg.bf16, opt)
+    fit_codes, _ = _extract(p.model, p.images, fit_idx, opt.layers, cfg.bf16, opt)
     pca_layers = {}
     for layer in opt.layers:
         rows = pca_study(
@@ -161,4 +171,28 @@ def retrieval_study(
     )
     pca = {"n_fit": len(fit_idx), "fit_seed": cfg.seed, "whiten": opt.whiten, "layers": pca_layers}
     run.update_metrics("pca", pca)
-    return {"retrieval": retrieval, "pca": pca}
+    return pca
+
+
+def _plot_results(
+    run: Run,
+    data: ImageSet,
+    ood: np.ndarray,
+    queries: np.ndarray,
+    found: tuple[np.ndarray, np.ndarray],
+    layer: str,
+) -> None:
+    """The figure of a layer's first held-out queries (positions in ``ood``) and the nearest held-out images
+    ``found`` for them (positions and distances)."""
+    top, dist = found
+    ood_labels = np.asarray(data.labels)[ood]
+    plot_ranked_results(
+        data.images[ood[queries]],
+        ood_labels[queries],
+        data.images[ood[top]],
+        ood_labels[top],
+        data.class_names,
+        run.figures / f"results_{layer}.png",
+        distances=dist,
+        title=f"Layer {layer}: {top.shape[1]} nearest held-out images (green: same class)",
+    )
