@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,24 +116,7 @@ def compare(
     fit_labels = base.labels[sets.fit]
     kw = {"bf16": opt.bf16, "batch_size": opt.batch_size}
 
-    variants: list[Variant] = []
-    names = {layer: f"{base.label} {layer} (classification)" for layer in base.code_layers}
-    variants += network_variants(
-        base.classifier, names, "classification", base, sets, False, reference=True, **kw
-    )
-    for run in opt.classifiers:
-        other = open_base(str(run), base.dataset, opt.device)
-        _same_split(other, base, run)
-        name = f"{other.label} {other.code_layers[0]} (classification, {Path(run).name})"
-        variants += network_variants(
-            other.classifier,
-            {other.code_layers[0]: name},
-            "classification",
-            other,
-            sets,
-            False,
-            **kw,
-        )
+    variants = _classification_variants(base, sets, opt, **kw)
     p_idx = sets.fit[: opt.p_images]
     learned_p = learn_gem_power(
         feature_maps(base, p_idx, opt.bf16), base.labels[p_idx], opt.p_steps, opt.seed
@@ -149,31 +133,10 @@ def compare(
         )
     ood_labels = all_labels[sets.ood]
     rows, ap = _score(variants, ood_labels)
-    # The best of each family, separately among networks that did and did not see the held-out classes.
-    for group in dict.fromkeys((v.family, v.saw_held_out) for v in variants):
-        best = max(
-            (i for i, v in enumerate(variants) if (v.family, v.saw_held_out) == group),
-            key=lambda i: rows[i]["mAP"],
-        )
-        small = compressed_variants(variants[best], opt.compress_dim)
-        if small:
-            variants += small
-            more_rows, more_ap = _score(small, ood_labels)
-            rows += more_rows
-            ap = np.concatenate([ap, more_ap])
+    ap = _add_compressed(variants, rows, ap, ood_labels, opt.compress_dim)
 
     result = {
-        "protocol": {
-            "n_queries": len(sets.ood),
-            "n_classes": len(np.unique(ood_labels)),
-            "n_fit": len(sets.fit),
-            "n_distractors": len(sets.distractors),
-            "data": base.dataset.name,
-            "split_sha256": split.fingerprint(),
-            "base": base.describe(),
-            "learned_p_frozen": learned_p,
-            "compress_dim": opt.compress_dim,
-        },
+        "protocol": _protocol(base, sets, ood_labels, learned_p, opt.compress_dim),
         "rows": rows,
         **_best(rows, ap, opt),
     }
@@ -182,6 +145,70 @@ def compare(
     result["figures"] = _figures(out, variants, rows, ood_labels, base, opt)
     io.write_json(out / "comparison.json", result)
     return result
+
+
+def _protocol(
+    base: Base, sets: ImageSets, ood_labels: np.ndarray, learned_p: float, compress_dim: int
+) -> dict[str, Any]:
+    """What the comparison measured on: the image sets, the data and split, the base, GeM's learned p."""
+    return {
+        "n_queries": len(sets.ood),
+        "n_classes": len(np.unique(ood_labels)),
+        "n_fit": len(sets.fit),
+        "n_distractors": len(sets.distractors),
+        "data": base.dataset.name,
+        "split_sha256": base.split.fingerprint(),
+        "base": base.describe(),
+        "learned_p_frozen": learned_p,
+        "compress_dim": compress_dim,
+    }
+
+
+def _classification_variants(
+    base: Base, sets: ImageSets, opt: CompareOptions, **kw: Any
+) -> list[Variant]:
+    """The base classifier's codes of every layer (the reference), then each other classifier's first layer."""
+    names = {layer: f"{base.label} {layer} (classification)" for layer in base.code_layers}
+    variants = network_variants(
+        base.classifier, names, "classification", base, sets, False, reference=True, **kw
+    )
+    for run in opt.classifiers:
+        other = open_base(str(run), base.dataset, opt.device)
+        _same_split(other, base, run)
+        name = f"{other.label} {other.code_layers[0]} (classification, {Path(run).name})"
+        variants += network_variants(
+            other.classifier,
+            {other.code_layers[0]: name},
+            "classification",
+            other,
+            sets,
+            False,
+            **kw,
+        )
+    return variants
+
+
+def _add_compressed(
+    variants: list[Variant],
+    rows: list[dict],
+    ap: np.ndarray,
+    ood_labels: np.ndarray,
+    compress_dim: int,
+) -> np.ndarray:
+    """The best of each family, separately among networks that did and did not see the held-out classes,
+    compressed to ``compress_dim``: appended to ``variants`` and ``rows``; returns ``ap`` with their rows."""
+    for group in dict.fromkeys((v.family, v.saw_held_out) for v in variants):
+        best = max(
+            (i for i, v in enumerate(variants) if (v.family, v.saw_held_out) == group),
+            key=lambda i: rows[i]["mAP"],
+        )
+        small = compressed_variants(variants[best], compress_dim)
+        if small:
+            variants += small
+            more_rows, more_ap = _score(small, ood_labels)
+            rows += more_rows
+            ap = np.concatenate([ap, more_ap])
+    return ap
 
 
 def _tuned_variants(
