@@ -37,7 +37,9 @@ that improve on the in-domain classes and do not transfer, not to a loss that st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +64,7 @@ from neuralcodes.learning.distributed import (
     process_seed,
 )
 from neuralcodes.learning.losses import contrastive_loss, triplet_loss
-from neuralcodes.learning.loop import Loop, fit
+from neuralcodes.learning.loop import FitResult, Loop, fit
 from neuralcodes.learning.miners import get_batch_miner
 from neuralcodes.learning.optimizers import OPTIMIZERS
 from neuralcodes.learning.samplers import m_per_class_order
@@ -230,7 +232,6 @@ def _fine_tune(
     world: World = World(),
 ) -> Run:
     labels = base.labels
-    labels_t = torch.as_tensor(labels, device=base.device)
     model = distribute(net, world)
     optimizer = OPTIMIZERS[cfg.optimizer](
         net.parameter_groups(cfg.lr, cfg.weight_decay), cfg.lr, cfg.weight_decay
@@ -251,6 +252,52 @@ def _fine_tune(
             cfg.seed,
             epoch,
         )
+
+    step = _tuning_step(
+        model, net, optimizer, (loss_fn, miner, distance), base, augment, generator, cfg, world
+    )
+
+    def validate() -> dict[str, float]:
+        return from_main(world, lambda: validation_scores(net, base, val_idx, cfg))
+
+    loop = Loop(
+        run,
+        net,
+        optimizer,
+        generator,
+        plan,
+        step,
+        validate,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        monitor="val_mAP",
+        mode="max",
+        patience=cfg.patience,
+        checkpoint_minutes=checkpoint_minutes,
+        validate_start=True,
+        world=world,
+    )
+    result = fit(loop, resume)
+    if world.is_main:
+        _record(run, cfg, base, net, result, len(val_idx), world)
+    return run
+
+
+def _tuning_step(
+    model: torch.nn.Module,
+    net: RetrievalNet,
+    optimizer: torch.optim.Optimizer,
+    objective: tuple[Any, Any, Any],
+    base: Base,
+    augment: RetrievalAugment | None,
+    generator: torch.Generator,
+    cfg: TunedConfig,
+    world: World,
+) -> Callable[[np.ndarray], dict[str, float]]:
+    """One optimiser step on a batch of image indices (``objective``: loss, miner, distance); its figures
+    are the loss, the miner's triplets, GeM's p and the batch's triplet diagnostics."""
+    loss_fn, miner, distance = objective
+    labels_t = torch.as_tensor(base.labels, device=base.device)
 
     def step(idx: np.ndarray) -> dict[str, float]:
         x = base.images.batch(idx)
@@ -284,29 +331,20 @@ def _fine_tune(
             }
         return figures | triplet_figures
 
-    def validate() -> dict[str, float]:
-        return from_main(world, lambda: validation_scores(net, base, val_idx, cfg))
+    return step
 
-    loop = Loop(
-        run,
-        net,
-        optimizer,
-        generator,
-        plan,
-        step,
-        validate,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        monitor="val_mAP",
-        mode="max",
-        patience=cfg.patience,
-        checkpoint_minutes=checkpoint_minutes,
-        validate_start=True,
-        world=world,
-    )
-    result = fit(loop, resume)
-    if not world.is_main:
-        return run
+
+def _record(
+    run: Run,
+    cfg: TunedConfig,
+    base: Base,
+    net: RetrievalNet,
+    result: FitResult,
+    n_val: int,
+    world: World,
+) -> None:
+    """The first process's end of a fine-tuning: the curves, the best weights into ``net``, the run's
+    ``tuned`` metrics and its progress."""
     from neuralcodes.plots.tuned_codes import (
         plot_tuning_curves,  # matplotlib: only once there is something to draw
     )
@@ -324,14 +362,13 @@ def _fine_tune(
             "stopped_early": result.stopped_early,
             "p": net.p,
             "dim": net.dim,
-            "n_val": len(val_idx),
+            "n_val": n_val,
             "base": base.describe(),
             "processes": world.size,
             "machine": describe_machine(),
         },
     )
     run.write_progress("done", epochs_run=len(result.history) - 1, best_epoch=result.best_epoch)
-    return run
 
 
 def load_tuned(
