@@ -63,6 +63,21 @@ def quality_section(metrics: dict[str, Any]) -> str:
             + "; ".join(f"{k}: {v}" for k, v in chosen.items())
             + ".\n"
         )
+    refused = []
+    for layer, tried in q.get("validation", {}).items():
+        scored = [t for t in tried[1:] if "val_mAP" in t]
+        if q["chosen"].get(layer + "+whitened") is None and scored:
+            top = max(scored, key=lambda t: t["val_mAP"])
+            refused.append(
+                f"{layer}: best {top['whitening']} {top['val_mAP']:.4f} against plain "
+                f"{tried[0]['val_mAP']:.4f}"
+            )
+    if refused:
+        out.append(
+            "No whitening beat the plain codes on validation, so none is in the table: "
+            + "; ".join(refused)
+            + ".\n"
+        )
     steps = q.get("reranking", {})
     if steps:
         out.append(
