@@ -8,7 +8,8 @@
 Modules: :mod:`.store` (the folder format, its checks, and every SQL statement), :mod:`.models` (the model registry),
 :mod:`.collection` (folders, data sources, safe decoding), :mod:`.ingest` (build/add: options, folders, listing),
 :mod:`.job` (a build's or an add's batches, resumable), :mod:`.backends` (exact and FAISS search),
-:mod:`.index` (:class:`Index`), :mod:`.queries` (query images and codes), :mod:`.figure`,
+:mod:`.index` (:class:`Index`), :mod:`.snapshot` (what an open index searches, followed while other
+processes add, remove or switch the backend), :mod:`.queries` (query images and codes), :mod:`.figure`,
 :mod:`.shard_build` and :mod:`.shards` (a build split over processes and machines, and the merge),
 :mod:`.reranked` (search results re-ranked on each query's shortlist).
 """

@@ -5,6 +5,8 @@ results = index.search(["query.jpg"], k=10)
 results.ids, results.distances          # (Q, k) int64 and float32 (-1 / inf past the collection's end)
 results.hits[0][0].path, .label, .distance
 index.search(["query.jpg"], k=10, rerank="aqe", shortlist=100)   # re-ranked (see :mod:`.reranked`)
+
+Adds, removes and backend changes that other processes commit are seen by the next call (:mod:`.snapshot`).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from neuralcodes.index.backends import load_backend, rank_candidates
+from neuralcodes.index.backends import Backend
 from neuralcodes.index.collection import FOLDER, Collection, Skipped, open_collection
 from neuralcodes.index.ingest import add_images
 from neuralcodes.index.job import IngestSummary
 from neuralcodes.index.models import Embedder, ModelRef
 from neuralcodes.index.queries import Query, query_codes, query_pixels
-from neuralcodes.index.reranked import check_rerank, rerank_results
-from neuralcodes.index.store import VERSION, ImageRow, IndexDamagedError, Store, faiss_path
+from neuralcodes.index.reranked import check_rerank
+from neuralcodes.index.snapshot import Snapshot, change_key, load_snapshot
+from neuralcodes.index.store import VERSION, ImageRow, IndexDamagedError, Store
+
+# Searches of a fresh snapshot when another process removed a hit before its record was read.
+_SEARCH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ class Index:
         self._lock = threading.RLock()
         self._embedder: Embedder | None = None
         self._collections: dict[int, Collection] = {}
-        self._reload()
+        self._snapshot: Snapshot | None = None
+        self._last: Snapshot | None = None  # the one a reload replaces (its backend is reused)
+        self._current()
 
     @classmethod
     def open(cls, path: str | os.PathLike, device: str | None = None) -> "Index":
@@ -97,17 +105,36 @@ class Index:
         self.close()
 
     def __len__(self) -> int:
-        return self.store.live
+        with self._lock:
+            return self._current().count
 
-    def _reload(self) -> None:
-        backend = self.store.meta.backend
-        name = backend.get("name") or "exact"
-        self.backend = load_backend(
-            name, backend.get("params") or {}, faiss_path(self.store.root, name)
-        )
-        self.backend.check(self.store.rows, self.store.meta.dim, faiss_path(self.store.root, name))
-        self.codes = self.store.codes()
-        self.live = self.store.live_mask()
+    # Another process may add, remove or switch the backend while this index is open (a server):
+    # every call reads them from the current snapshot (see :mod:`.snapshot`).
+    @property
+    def codes(self) -> np.ndarray:
+        """(rows, dim) the committed codes, memory-mapped; rows of removed images stay (see ``live``)."""
+        with self._lock:
+            return self._current().codes
+
+    @property
+    def live(self) -> np.ndarray:
+        """bool (rows,): True where the image is still in the index."""
+        with self._lock:
+            return self._current().live
+
+    @property
+    def backend(self) -> Backend:
+        with self._lock:
+            return self._current().backend
+
+    def _current(self) -> Snapshot:
+        """Under the lock: the snapshot, loaded again first when a commit (of any process) moved the key."""
+        snapshot = self._snapshot
+        if snapshot is None or change_key(self.store) != snapshot.key:
+            # None while loading: a load that fails is tried again by the next call, never half used.
+            self._snapshot = None
+            self._snapshot = self._last = load_snapshot(self.store, self._last)
+        return self._snapshot
 
     # --- searching ---------------------------------------------------------------------------------
 
@@ -176,11 +203,14 @@ class Index:
         """Search with images of the index itself (each finds itself first, unless re-ranked; see :meth:`search`)."""
         check_rerank(rerank, shortlist, rerank_params)
         ids = np.asarray(list(ids), dtype=np.int64)
-        for i in ids:
-            self.record(int(i))  # raises for an unknown id
-        return self.search_codes(
-            np.asarray(self.codes[ids], dtype=np.float32), k, rerank, shortlist, rerank_params
-        )
+        with self._lock:
+            snapshot = self._current()
+            for i in ids.tolist():
+                if not snapshot.has(i):  # unknown, or removed (its code row stays in the file)
+                    raise KeyError(f"no image with id {i} in this index")
+            # Codes are never rewritten: these stay the images' codes whatever commits meanwhile.
+            queries = np.asarray(snapshot.codes[ids], dtype=np.float32)
+        return self.search_codes(queries, k, rerank, shortlist, rerank_params)
 
     def search_codes(
         self,
@@ -199,20 +229,19 @@ class Index:
         if not np.isfinite(codes).all():
             raise ValueError("query codes contain NaN or inf")
         with self._lock:
-            if self.store.live == 0:
-                raise ValueError(
-                    f"{self.store.root} holds no images; add some with `neuralcodes index add`"
+            for _ in range(_SEARCH_ATTEMPTS):
+                snapshot = self._current()
+                ids, distances, n = snapshot.search(codes, k, rerank, shortlist, rerank_params)
+                found = set(ids[ids >= 0].tolist())
+                records = self.records(sorted(found))
+                if len(records) == len(found):
+                    break
+                # Another process removed a hit after the snapshot was taken: search the new one.
+            else:
+                raise RuntimeError(
+                    f"{self.store.root} changed during each of {_SEARCH_ATTEMPTS} tries of this search "
+                    "(images being removed); try again"
                 )
-            k = min(int(k), self.store.live)
-            n = k if rerank is None else min(max(k, int(shortlist)), self.store.live)
-            dead = self.store.rows - self.store.live
-            candidates = self.backend.candidates(self.codes, codes, n + dead)
-            ids, distances = rank_candidates(self.codes, codes, candidates, self.live, n)
-            if rerank is not None:
-                ids, distances = rerank_results(
-                    rerank, codes, ids, distances, self.codes, k, rerank_params
-                )
-            records = self.records(ids[ids >= 0].tolist())
         hits = [
             [
                 Hit(**{**asdict(records[i]), "distance": float(d)})
@@ -277,6 +306,11 @@ class Index:
             ) from None
 
     def info(self) -> dict[str, Any]:
+        with self._lock:
+            self._current()  # meta.json read again if another process switched the backend
+            return self._info()
+
+    def _info(self) -> dict[str, Any]:
         store = self.store
         sources = [f"{kind} {location}" for kind, location in store.sources()]
         skipped = store.skipped_counts()
@@ -328,8 +362,9 @@ class Index:
                 )
             ids = sorted(set(ids))
             with self.store.lock():
-                self.store.remove_images(ids)
-            self.live[ids] = False
+                self.store.remove_images(
+                    ids
+                )  # moves the generation: the next call reloads the mask
         return ids
 
     def _find(self, path: str | os.PathLike) -> int | None:
@@ -350,7 +385,8 @@ class Index:
         root = self.store.root
         self.store.close()
         self.store = Store.open(root)
-        self._reload()
+        self._snapshot = self._last = None  # a new store: checked as when opened
+        self._current()
 
 
 def _hit(row: ImageRow) -> Hit:

@@ -245,6 +245,11 @@ def _commit(
         store.set_state("rows", rows + len(keep))
         store.set_state("live", store.live + len(keep))
         store.set_state("job_done", done)
+        # An open Index (a server) picks an add's batch up on its next request. A build is not open anywhere
+        # (Store.open refuses an unfinished one) and ends with the same tables however it ran (in one go,
+        # resumed, sharded): its generation moves once, when its backend is finished.
+        if keep and job["op"] != "build":
+            store.bump_generation()
         store.set_state(f"job{job['number']}_added", _job_added(store, job) + len(keep))
 
 

@@ -13,7 +13,7 @@ import functools
 import io as _io
 import mimetypes
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter, File, HTTPException, Path, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -142,15 +142,7 @@ def image_routes(index: Index) -> APIRouter:
     def image_file(image_id: int = ImageId) -> Response:
         return _file_response(*_read(index, image_id))
 
-    @functools.lru_cache(maxsize=4096)  # the index does not change while it is served
-    def cached_thumbnail(image_id: int, side: int) -> bytes:
-        _, data = _read(index, image_id)
-        try:
-            return _thumbnail(data, side)
-        except Exception:  # noqa: BLE001 - changed or damaged since it was indexed
-            raise HTTPException(
-                404, f"image {image_id} is in the index but its file can no longer be decoded"
-            ) from None
+    cached_thumbnail = _thumbnails(index)
 
     @router.get("/api/images/{image_id}/thumbnail", summary="A JPEG thumbnail of an image, by id")
     def thumbnail(
@@ -158,6 +150,7 @@ def image_routes(index: Index) -> APIRouter:
     ) -> Response:
         if size not in THUMBNAIL_SIDES:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, THUMBNAIL_SIDES))}")
+        _record(index, image_id)  # removed by another process: 404, whatever the cache holds
         return Response(
             cached_thumbnail(image_id, size),
             media_type="image/jpeg",
@@ -175,13 +168,32 @@ def image_routes(index: Index) -> APIRouter:
         shortlist: int = Shortlist,
     ) -> dict[str, Any]:
         rerank = _step(rerank)
+        # The record first, inside the 404: another process may remove the image at any moment.
+        query = _record(index, image_id)
         try:
             results = index.search_ids([image_id], k, rerank, shortlist)
         except KeyError:
             raise HTTPException(404, f"no image with id {image_id} in this index") from None
-        return {"query": _hit(index.record(image_id)), **_results(results, k)}
+        return {"query": _hit(query), **_results(results, k)}
 
     return router
+
+
+def _thumbnails(index: Index) -> Callable[[int, int], bytes]:
+    """JPEG thumbnails by (id, side), cached. Ids are never reused (codes are only appended), so a cached
+    thumbnail stays its image's; whether the image is still in the index is asked before the cache."""
+
+    @functools.lru_cache(maxsize=4096)
+    def cached_thumbnail(image_id: int, side: int) -> bytes:
+        _, data = _read(index, image_id)
+        try:
+            return _thumbnail(data, side)
+        except Exception:  # noqa: BLE001 - changed or damaged since it was indexed
+            raise HTTPException(
+                404, f"image {image_id} is in the index but its file can no longer be decoded"
+            ) from None
+
+    return cached_thumbnail
 
 
 def _file_response(hit: Hit, data: bytes) -> Response:
@@ -205,11 +217,18 @@ def describe_size(n: int) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def _read(index: Index, image_id: int) -> tuple[Hit, bytes]:
+def _record(index: Index, image_id: int) -> Hit:
     try:
-        hit = index.record(image_id)
-        return hit, index.read_image(image_id)
+        return index.record(image_id)
     except KeyError:
+        raise HTTPException(404, f"no image with id {image_id} in this index") from None
+
+
+def _read(index: Index, image_id: int) -> tuple[Hit, bytes]:
+    hit = _record(index, image_id)
+    try:
+        return hit, index.read_image(image_id)
+    except KeyError:  # removed since the record was read
         raise HTTPException(404, f"no image with id {image_id} in this index") from None
     except FileNotFoundError:
         # The file moved or was deleted since it was indexed; its location stays private to the server.

@@ -3,7 +3,8 @@
     INDEX/meta.json        format name and version, code dimension and dtype, model reference, backend
     INDEX/codes.bin        the codes: raw C-order (rows, dim) float32 or float16, memory-mapped; row = image id
     INDEX/metadata.sqlite  images (id, source, path, label, width, height, sha256, added), sources,
-                           skipped files, and the state: committed rows, live images, an unfinished job
+                           skipped files, and the state: committed rows, live images, an unfinished job,
+                           the generation (moved with each add batch, remove and backend change)
     INDEX/faiss-NAME.index the FAISS index of a FAISS backend (its ntotal equals the committed rows); one
                            file per backend name, so switching backends never leaves a file meta.json misnames
     INDEX/report.csv       skipped and duplicate files with the reason, rewritten after every build/add

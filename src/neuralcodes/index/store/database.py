@@ -127,6 +127,39 @@ class Database:
         """Images in the index."""
         return int(self.state("live", "0"))
 
+    @property
+    def generation(self) -> int:
+        """Moves with every committed change of the images or the backend (an open Index reloads on it)."""
+        return int(self.state("generation", "0"))
+
+    def bump_generation(self) -> None:
+        """In the caller's transaction: the same one that commits the change, so a reader that sees the
+        new generation sees the change, and one that sees the change sees the new generation."""
+        self.set_state("generation", self.generation + 1)
+
+    def change_counts(self) -> tuple[int, int, int]:
+        """(generation, rows, live) in one statement: what an open Index compares, cheaply, per request.
+        The counts are in it too, so a writer that predates the generation (or forgets it) is still seen."""
+        state = dict(
+            self.db.execute(
+                "SELECT key, value FROM state WHERE key IN ('generation', 'rows', 'live')"
+            )
+        )
+        return tuple(int(state.get(key, "0")) for key in ("generation", "rows", "live"))  # type: ignore[return-value]
+
+    def committed_state(self) -> tuple[int, np.ndarray]:
+        """(committed rows, ids of every image) read in one transaction, so both are of the same commit:
+        the ids never name a row past the count, and no removed image is among them."""
+        if (
+            self.db.in_transaction
+        ):  # BEGIN would fail; the caller's transaction is one commit's view anyway
+            return self.rows, self.image_ids()
+        self.db.execute("BEGIN")
+        try:
+            return self.rows, self.image_ids()
+        finally:
+            self.db.commit()  # a read-only transaction: this only releases the shared lock
+
     def job(self) -> dict[str, Any] | None:
         """The unfinished build or add, if any."""
         value = self.state("job")
@@ -252,6 +285,7 @@ class Database:
         with self.db:
             self.db.executemany("DELETE FROM images WHERE id = ?", [(i,) for i in ids])
             self.set_state("live", self.live - len(ids))
+            self.bump_generation()
 
     # --- the file list of a job --------------------------------------------------------------------
 

@@ -63,6 +63,8 @@ class Store(Database):
         super().__init__(db)
         self.root = root
         self.meta = meta
+        # The database file this connection reads: a folder rebuilt in place has another (see replaced()).
+        self._database_file = _file_id(root / DATABASE)
 
     # --- creating and opening ------------------------------------------------------------------
 
@@ -170,9 +172,10 @@ class Store(Database):
     def row_bytes(self) -> int:
         return self.meta.dim * np.dtype(self.meta.dtype).itemsize
 
-    def codes(self) -> np.ndarray:
-        """The committed codes, (rows, dim), memory-mapped read-only (an empty array when there are none)."""
-        rows = self.rows
+    def codes(self, rows: int | None = None) -> np.ndarray:
+        """The committed codes, (rows, dim), memory-mapped read-only (an empty array when there are none);
+        ``rows``: the first rows only (a count read with the rest of a snapshot; see :mod:`..snapshot`)."""
+        rows = self.rows if rows is None else rows
         if rows == 0:
             return np.zeros((0, self.meta.dim), dtype=self.meta.dtype)
         return np.memmap(
@@ -206,10 +209,32 @@ class Store(Database):
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
     def set_backend(self, backend: dict[str, Any]) -> None:
+        """Name the backend in meta.json (its FAISS file is saved already), then move the generation, so
+        an open Index that sees the new generation reads the new meta.json and finds its file."""
         self.meta = Meta(
             self.meta.dim, self.meta.dtype, self.meta.model, backend, self.meta.created
         )
         io.write_json(self.root / META, self.meta.to_dict())
+        with self.db:
+            self.bump_generation()
+
+    def reread_meta(self) -> Meta:
+        """meta.json as another process may have rewritten it (a backend change)."""
+        self.meta = _read_meta(self.root / META)
+        return self.meta
+
+    def meta_stamp(self) -> tuple[int, int, int] | None:
+        """meta.json's inode, mtime and size (None if missing): a rewrite (atomic, a new inode) changes it."""
+        try:
+            st = (self.root / META).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def replaced(self) -> bool:
+        """Whether metadata.sqlite is no longer the file this store opened: the folder was deleted and
+        rebuilt (or restored) while open, so what this connection reads is not the index any more."""
+        return _file_id(self.root / DATABASE) != self._database_file
 
     def write_report(self) -> Path:
         """report.csv: every skipped or duplicate file with its reason (atomic)."""
@@ -222,6 +247,14 @@ class Store(Database):
         writer.writerows(self.skipped_files())
         io.write_text(self.root / REPORT, buffer.getvalue())
         return self.root / REPORT
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def faiss_path(root: Path, backend: str) -> Path:
