@@ -165,27 +165,7 @@ def _build(args: argparse.Namespace) -> None:
     from neuralcodes.index.ingest import build_index
     from neuralcodes.index.shard_build import build_shard
 
-    if args.shard is not None:
-        shard = build_shard(
-            args.index,
-            args.model,
-            args.shard,
-            images=args.images,
-            data=args.data,
-            layer=args.layer,
-            image_size=args.image_size,
-            dtype=args.dtype,
-            backend=args.backend,
-            labels=args.labels,
-            device=args.device,
-            chunk=args.chunk,
-            workers=args.workers,
-        )
-        console.print(escape(shard.describe()), soft_wrap=True)
-        return
-    summary = build_index(
-        args.index,
-        args.model,
+    options = dict(
         images=args.images,
         data=args.data,
         layer=args.layer,
@@ -196,7 +176,12 @@ def _build(args: argparse.Namespace) -> None:
         device=args.device,
         chunk=args.chunk,
         workers=args.workers,
-    )
+    )  # the same for a shard as for a whole build
+    if args.shard is not None:
+        shard = build_shard(args.index, args.model, args.shard, **options)
+        console.print(escape(shard.describe()), soft_wrap=True)
+        return
+    summary = build_index(args.index, args.model, **options)
     console.print(escape(summary.describe()), soft_wrap=True)
 
 
